@@ -1,0 +1,512 @@
+/*
+ * cache.c - the LMDB store: lookup, store with eviction, invalidation.
+ *
+ * Layout: the "entries" database maps a cache key to a value that starts
+ * with struct cache_rec; the "age" database maps a sequence number
+ * (MDB_INTEGERKEY) to the key it was written under, so the first record
+ * of "age" is always the oldest entry.  The byte budget is the pages both
+ * databases use; the map itself is sized with headroom above max_size for
+ * LMDB's free pages, and a full map (MDB_MAP_FULL) makes a write evict
+ * more and retry, then give up: caching is best effort, serving is not.
+ *
+ * Transactions are short and never held across loop iterations.  Errors
+ * inside a write transaction are sticky (c->rc): a chain of calls is
+ * checked once, at the end.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <lmdb.h>
+
+#include "cache.h"
+#include "log.h"
+
+#define CACHE_MAGIC		0x31454352u	/* "RCE1" */
+#define CACHE_SYNC_SECONDS	1
+
+struct cache_rec {
+	uint32_t	magic;
+	uint16_t	status;
+	uint16_t	etag_len;
+	uint32_t	hdrs_len;
+	uint32_t	body_len;
+	uint64_t	stored_at;
+	uint64_t	seq;
+};
+
+struct cache {
+	MDB_env		*env;
+	MDB_dbi		 entries;
+	MDB_dbi		 age;
+	MDB_txn		*rtxn;		/* reset between lookups */
+	size_t		 max_size;
+	size_t		 map_size;
+	double		 ttl;
+	struct cache_stats st;
+
+	pthread_t	 syncer;
+	pthread_mutex_t	 mtx;
+	pthread_cond_t	 cond;
+	int		 dirty;
+	int		 stopping;
+};
+
+static int
+cache_mkdirs(const char *dir)
+{
+	char	 path[4096], *p;
+
+	if (strlen(dir) >= sizeof path) {
+		errno = ENAMETOOLONG;
+		return (-1);
+	}
+	strcpy(path, dir);
+	for (p = path + 1; *p != '\0'; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0700) == -1 && errno != EEXIST)
+			return (-1);
+		*p = '/';
+	}
+	if (mkdir(path, 0700) == -1 && errno != EEXIST)
+		return (-1);
+	return (0);
+}
+
+/* Syncs the map in the background, so no request ever waits for fsync. */
+static void *
+cache_sync_loop(void *arg)
+{
+	struct cache	*c = arg;
+	struct timespec	 ts;
+	int		 dirty, stop;
+
+	pthread_mutex_lock(&c->mtx);
+	for (;;) {
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += CACHE_SYNC_SECONDS;
+		while (!c->stopping &&
+		    pthread_cond_timedwait(&c->cond, &c->mtx, &ts) == 0)
+			;
+		dirty = c->dirty;
+		c->dirty = 0;
+		stop = c->stopping;
+		pthread_mutex_unlock(&c->mtx);
+		if (dirty)
+			mdb_env_sync(c->env, 1);
+		if (stop)
+			return (NULL);
+		pthread_mutex_lock(&c->mtx);
+	}
+}
+
+static int
+cache_env_open(struct cache *c, const char *dir, char **cause)
+{
+	MDB_txn	*txn = NULL;
+	int	 rc;
+
+	if ((rc = mdb_env_create(&c->env)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(c->env, 2)) != 0 ||
+	    (rc = mdb_env_set_mapsize(c->env, c->map_size)) != 0)
+		goto fail;
+	rc = mdb_env_open(c->env, dir, MDB_NOSYNC | MDB_NOTLS, 0600);
+	if (rc != 0)
+		goto fail;
+	/* Readers left by a crashed process would pin old pages forever. */
+	mdb_reader_check(c->env, NULL);
+	if ((rc = mdb_txn_begin(c->env, NULL, 0, &txn)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "entries", MDB_CREATE, &c->entries)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "age", MDB_CREATE | MDB_INTEGERKEY,
+	    &c->age)) != 0)
+		goto fail;
+	if ((rc = mdb_txn_commit(txn)) != 0) {
+		txn = NULL;
+		goto fail;
+	}
+	if ((rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &c->rtxn)) != 0)
+		goto fail;
+	mdb_txn_reset(c->rtxn);
+	return (0);
+fail:
+	if (txn != NULL)
+		mdb_txn_abort(txn);
+	if (c->env != NULL)
+		mdb_env_close(c->env);
+	c->env = NULL;
+	if (asprintf(cause, "cache %s: %s", dir, mdb_strerror(rc)) == -1)
+		fatalx("out of memory");
+	return (rc);
+}
+
+struct cache *
+cache_open(const char *dir, size_t max_size, double ttl, char **cause)
+{
+	struct cache	*c;
+	char		 path[4096];
+	long		 psz = sysconf(_SC_PAGESIZE);
+	int		 rc;
+
+	if (cache_mkdirs(dir) == -1) {
+		if (asprintf(cause, "cache dir %s: %s", dir,
+		    strerror(errno)) == -1)
+			fatalx("out of memory");
+		return (NULL);
+	}
+	if ((c = calloc(1, sizeof *c)) == NULL)
+		fatalx("out of memory");
+	c->max_size = max_size;
+	c->ttl = ttl;
+	/* Headroom for free pages and the pages of open snapshots. */
+	c->map_size = max_size + max_size / 4 + 1024 * 1024;
+	c->map_size = (c->map_size + (size_t)psz - 1) / (size_t)psz *
+	    (size_t)psz;
+
+	rc = cache_env_open(c, dir, cause);
+	if (rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH ||
+	    rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND) {
+		/* A cache is disposable: start afresh rather than not at all. */
+		log_warnx("%s; starting with an empty cache", *cause);
+		free(*cause);
+		*cause = NULL;
+		snprintf(path, sizeof path, "%s/data.mdb", dir);
+		unlink(path);
+		snprintf(path, sizeof path, "%s/lock.mdb", dir);
+		unlink(path);
+		rc = cache_env_open(c, dir, cause);
+	}
+	if (rc != 0) {
+		free(c);
+		return (NULL);
+	}
+	pthread_mutex_init(&c->mtx, NULL);
+	pthread_cond_init(&c->cond, NULL);
+	if (pthread_create(&c->syncer, NULL, cache_sync_loop, c) != 0)
+		fatalx("cannot start the cache sync thread");
+	return (c);
+}
+
+void
+cache_close(struct cache *c)
+{
+	if (c == NULL)
+		return;
+	pthread_mutex_lock(&c->mtx);
+	c->stopping = 1;
+	c->dirty = 1;
+	pthread_cond_signal(&c->cond);
+	pthread_mutex_unlock(&c->mtx);
+	pthread_join(c->syncer, NULL);
+	mdb_txn_abort(c->rtxn);
+	mdb_env_close(c->env);
+	pthread_mutex_destroy(&c->mtx);
+	pthread_cond_destroy(&c->cond);
+	free(c);
+}
+
+static int
+cache_rec_parse(const MDB_val *v, struct cache_rec *rec)
+{
+	if (v->mv_size < sizeof *rec)
+		return (-1);
+	memcpy(rec, v->mv_data, sizeof *rec);
+	if (rec->magic != CACHE_MAGIC ||
+	    (uint64_t)sizeof *rec + rec->etag_len + rec->hdrs_len +
+	    rec->body_len != v->mv_size)
+		return (-1);
+	return (0);
+}
+
+int
+cache_get(struct cache *c, const void *key, size_t klen, time_t now,
+    cache_visit_fn fn, void *arg)
+{
+	MDB_val			 k = { klen, (void *)key }, v;
+	struct cache_rec	 rec;
+	struct cache_entry	 e;
+	const char		*p;
+	int			 rc, hit = 0;
+
+	if (klen > (size_t)mdb_env_get_maxkeysize(c->env))
+		return (0);
+	if ((rc = mdb_txn_renew(c->rtxn)) == MDB_READERS_FULL) {
+		mdb_reader_check(c->env, NULL);
+		rc = mdb_txn_renew(c->rtxn);
+	}
+	if (rc != 0) {
+		log_warnx("cache: lookup: %s", mdb_strerror(rc));
+		c->st.errors++;
+		return (-1);
+	}
+	rc = mdb_get(c->rtxn, c->entries, &k, &v);
+	if (rc == 0 && cache_rec_parse(&v, &rec) == 0 &&
+	    (c->ttl <= 0 || (double)(now - (time_t)rec.stored_at) < c->ttl)) {
+		p = (const char *)v.mv_data + sizeof rec;
+		e.status = rec.status;
+		e.etag = p;
+		e.etag_len = rec.etag_len;
+		e.hdrs = p + rec.etag_len;
+		e.hdrs_len = rec.hdrs_len;
+		e.body = p + rec.etag_len + rec.hdrs_len;
+		e.body_len = rec.body_len;
+		e.stored_at = (time_t)rec.stored_at;
+		fn(&e, arg);
+		hit = 1;
+	} else if (rc != 0 && rc != MDB_NOTFOUND) {
+		log_warnx("cache: lookup: %s", mdb_strerror(rc));
+		c->st.errors++;
+	}
+	mdb_txn_reset(c->rtxn);
+	return (hit);
+}
+
+/* Delete the entry under k (value v) and its age record. */
+static int
+cache_del_entry(struct cache *c, MDB_txn *txn, MDB_val *k, MDB_val *v)
+{
+	struct cache_rec	rec;
+	MDB_val			ak;
+	int			rc;
+
+	if (cache_rec_parse(v, &rec) == 0) {
+		ak.mv_size = sizeof rec.seq;
+		ak.mv_data = &rec.seq;
+		rc = mdb_del(txn, c->age, &ak, NULL);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			return (rc);
+	}
+	rc = mdb_del(txn, c->entries, k, NULL);
+	return (rc == MDB_NOTFOUND ? 0 : rc);
+}
+
+static size_t
+cache_used(struct cache *c, MDB_txn *txn)
+{
+	MDB_stat	s;
+	size_t		used = 0;
+
+	if (mdb_stat(txn, c->entries, &s) == 0)
+		used += (s.ms_branch_pages + s.ms_leaf_pages +
+		    s.ms_overflow_pages) * (size_t)s.ms_psize;
+	if (mdb_stat(txn, c->age, &s) == 0)
+		used += (s.ms_branch_pages + s.ms_leaf_pages +
+		    s.ms_overflow_pages) * (size_t)s.ms_psize;
+	return (used);
+}
+
+/* Evict oldest entries until need more bytes fit under the budget. */
+static int
+cache_evict(struct cache *c, MDB_txn *txn, size_t need, size_t budget)
+{
+	MDB_cursor	*cur;
+	MDB_val		 ak, key, v;
+	int		 rc;
+
+	if ((rc = mdb_cursor_open(txn, c->age, &cur)) != 0)
+		return (rc);
+	while (cache_used(c, txn) + need > budget) {
+		if ((rc = mdb_cursor_get(cur, &ak, &key, MDB_FIRST)) != 0)
+			break;
+		rc = mdb_get(txn, c->entries, &key, &v);
+		if (rc == 0)
+			rc = mdb_del(txn, c->entries, &key, NULL);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			break;
+		if ((rc = mdb_cursor_del(cur, 0)) != 0)
+			break;
+		c->st.evictions++;
+	}
+	mdb_cursor_close(cur);
+	return (rc == MDB_NOTFOUND ? 0 : rc);
+}
+
+static uint64_t
+cache_next_seq(struct cache *c, MDB_txn *txn, int *rc)
+{
+	MDB_cursor	*cur;
+	MDB_val		 k, v;
+	uint64_t	 seq = 0;
+
+	if ((*rc = mdb_cursor_open(txn, c->age, &cur)) != 0)
+		return (0);
+	if ((*rc = mdb_cursor_get(cur, &k, &v, MDB_LAST)) == 0 &&
+	    k.mv_size == sizeof seq)
+		memcpy(&seq, k.mv_data, sizeof seq);
+	if (*rc == MDB_NOTFOUND)
+		*rc = 0;
+	mdb_cursor_close(cur);
+	return (seq + 1);
+}
+
+static int
+cache_put_once(struct cache *c, const MDB_val *k, const struct cache_rec *tpl,
+    const char *etag, const char *hdrs, const void *body, size_t need,
+    size_t budget)
+{
+	MDB_txn			*txn;
+	MDB_val			 key = *k, v, old, ak;
+	struct cache_rec	 rec = *tpl;
+	char			*p;
+	int			 rc;
+
+	if ((rc = mdb_txn_begin(c->env, NULL, 0, &txn)) != 0)
+		return (rc);
+	/* A rewrite of a key replaces its entry and its age record. */
+	rc = mdb_get(txn, c->entries, &key, &old);
+	if (rc == 0)
+		rc = cache_del_entry(c, txn, &key, &old);
+	else if (rc == MDB_NOTFOUND)
+		rc = 0;
+	if (rc == 0)
+		rc = cache_evict(c, txn, need, budget);
+	if (rc == 0)
+		rec.seq = cache_next_seq(c, txn, &rc);
+	if (rc == 0) {
+		v.mv_size = sizeof rec + rec.etag_len + rec.hdrs_len +
+		    rec.body_len;
+		v.mv_data = NULL;
+		rc = mdb_put(txn, c->entries, &key, &v, MDB_RESERVE);
+	}
+	if (rc == 0) {
+		p = v.mv_data;
+		memcpy(p, &rec, sizeof rec);
+		p += sizeof rec;
+		memcpy(p, etag, rec.etag_len);
+		p += rec.etag_len;
+		memcpy(p, hdrs, rec.hdrs_len);
+		p += rec.hdrs_len;
+		memcpy(p, body, rec.body_len);
+		ak.mv_size = sizeof rec.seq;
+		ak.mv_data = &rec.seq;
+		rc = mdb_put(txn, c->age, &ak, &key, 0);
+	}
+	if (rc != 0) {
+		mdb_txn_abort(txn);
+		return (rc);
+	}
+	return (mdb_txn_commit(txn));
+}
+
+int
+cache_put(struct cache *c, const void *key, size_t klen, int status,
+    const char *etag, size_t etag_len, const char *hdrs, size_t hlen,
+    const void *body, size_t blen, time_t now)
+{
+	struct cache_rec	 rec;
+	MDB_val			 k = { klen, (void *)key };
+	size_t			 need, budget = c->max_size;
+	int			 rc, tries;
+
+	need = klen * 2 + sizeof rec + etag_len + hlen + blen + 64;
+	if (klen > (size_t)mdb_env_get_maxkeysize(c->env) ||
+	    need > c->max_size / 2 || etag_len > UINT16_MAX)
+		return (1);
+	memset(&rec, 0, sizeof rec);
+	rec.magic = CACHE_MAGIC;
+	rec.status = (uint16_t)status;
+	rec.etag_len = (uint16_t)etag_len;
+	rec.hdrs_len = (uint32_t)hlen;
+	rec.body_len = (uint32_t)blen;
+	rec.stored_at = (uint64_t)now;
+
+	for (tries = 0; tries < 3; tries++) {
+		rc = cache_put_once(c, &k, &rec, etag, hdrs, body, need,
+		    budget);
+		if (rc != MDB_MAP_FULL && rc != MDB_TXN_FULL)
+			break;
+		/* Free pages were short: make more room and try again. */
+		budget /= 2;
+	}
+	if (rc == 0) {
+		pthread_mutex_lock(&c->mtx);
+		c->dirty = 1;
+		pthread_mutex_unlock(&c->mtx);
+		return (0);
+	}
+	if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL) {
+		c->st.map_full++;
+		log_warnx("cache: full even after eviction; answer not cached");
+		return (1);
+	}
+	c->st.errors++;
+	log_warnx("cache: store: %s", mdb_strerror(rc));
+	return (-1);
+}
+
+int
+cache_invalidate(struct cache *c, const void *prefix, size_t plen)
+{
+	MDB_txn		*txn;
+	MDB_cursor	*cur;
+	MDB_val		 k = { plen, (void *)prefix }, v;
+	int		 rc, n = 0;
+
+	if ((rc = mdb_txn_begin(c->env, NULL, 0, &txn)) != 0)
+		goto fail;
+	if ((rc = mdb_cursor_open(txn, c->entries, &cur)) != 0) {
+		mdb_txn_abort(txn);
+		goto fail;
+	}
+	rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	while (rc == 0 && k.mv_size >= plen &&
+	    memcmp(k.mv_data, prefix, plen) == 0) {
+		struct cache_rec	rec;
+		MDB_val			ak;
+
+		if (cache_rec_parse(&v, &rec) == 0) {
+			ak.mv_size = sizeof rec.seq;
+			ak.mv_data = &rec.seq;
+			rc = mdb_del(txn, c->age, &ak, NULL);
+			if (rc != 0 && rc != MDB_NOTFOUND)
+				break;
+		}
+		if ((rc = mdb_cursor_del(cur, 0)) != 0)
+			break;
+		n++;
+		/* After a delete, MDB_NEXT yields the record that followed. */
+		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	}
+	mdb_cursor_close(cur);
+	if (rc != 0 && rc != MDB_NOTFOUND) {
+		mdb_txn_abort(txn);
+		goto fail;
+	}
+	if (n == 0) {
+		mdb_txn_abort(txn);
+		return (0);
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		goto fail;
+	pthread_mutex_lock(&c->mtx);
+	c->dirty = 1;
+	pthread_mutex_unlock(&c->mtx);
+	return (n);
+fail:
+	c->st.errors++;
+	log_warnx("cache: invalidate: %s", mdb_strerror(rc));
+	return (-1);
+}
+
+void
+cache_stats(struct cache *c, struct cache_stats *out)
+{
+	MDB_txn		*txn;
+	MDB_stat	 s;
+
+	*out = c->st;
+	out->map_size = c->map_size;
+	if (mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn) != 0)
+		return;
+	if (mdb_stat(txn, c->entries, &s) == 0)
+		out->entries = s.ms_entries;
+	out->bytes = cache_used(c, txn);
+	mdb_txn_abort(txn);
+}

@@ -1,0 +1,69 @@
+/*
+ * cache.h - the LMDB store of finished answers.
+ *
+ * One environment in the cache directory holds the entries (key: see
+ * route_cache_key(), value: status, replay headers, ETag, body) and an
+ * age index used to evict the oldest entries when max_size is reached.
+ * Writes never wait for fsync: a background thread syncs the map now and
+ * then, and once more at cache_close().
+ */
+#ifndef RC_CACHE_H
+#define RC_CACHE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+struct cache;
+
+/* One stored answer; the pointers live only during a cache_get() visit. */
+struct cache_entry {
+	int		 status;
+	const char	*etag;		/* "\"...\"", etag_len bytes */
+	size_t		 etag_len;
+	const char	*hdrs;		/* "Name: value\r\n" lines */
+	size_t		 hdrs_len;
+	const char	*body;
+	size_t		 body_len;
+	time_t		 stored_at;
+};
+
+struct cache_stats {
+	uint64_t	entries;
+	uint64_t	bytes;		/* pages in use, in bytes */
+	uint64_t	map_size;
+	uint64_t	evictions;
+	uint64_t	map_full;	/* writes skipped: no room even after eviction */
+	uint64_t	errors;
+};
+
+/*
+ * Open (creating dir if needed) the cache.  ttl is in seconds, 0 for
+ * none.  Returns NULL and *cause (caller frees) on failure.
+ */
+struct cache *cache_open(const char *dir, size_t max_size, double ttl,
+	    char **cause);
+/* Sync and close.  Accepts NULL. */
+void	cache_close(struct cache *);
+
+typedef void (*cache_visit_fn)(const struct cache_entry *, void *arg);
+/*
+ * Look key up.  On a live hit, calls fn (which must copy what it keeps)
+ * and returns 1; returns 0 on a miss or an expired entry, -1 on error.
+ */
+int	cache_get(struct cache *, const void *key, size_t klen, time_t now,
+	    cache_visit_fn fn, void *arg);
+/*
+ * Store an answer, evicting the oldest entries to stay under max_size.
+ * Returns 0 if stored, 1 if skipped (too large, or no room), -1 on error.
+ * A request is never failed by the outcome.
+ */
+int	cache_put(struct cache *, const void *key, size_t klen, int status,
+	    const char *etag, size_t etag_len, const char *hdrs, size_t hlen,
+	    const void *body, size_t blen, time_t now);
+/* Delete every entry whose key starts with prefix; returns the count. */
+int	cache_invalidate(struct cache *, const void *prefix, size_t plen);
+
+void	cache_stats(struct cache *, struct cache_stats *);
+
+#endif

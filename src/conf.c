@@ -1,0 +1,358 @@
+/*
+ * conf.c - defaults, INI parsing (inih) and validation of the configuration.
+ *
+ * Every key of conf/respcache.conf has one entry in the table below: its
+ * section, its name, how it is parsed and where it lands.  An unknown
+ * section or key is an error, so a typo never silently runs on a default.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ini.h>
+
+#include "conf.h"
+#include "log.h"
+
+enum conf_type { CT_STRING, CT_OPTSTRING, CT_SIZE, CT_SECONDS, CT_LEVEL };
+
+struct conf_key {
+	const char	*section;
+	const char	*name;
+	enum conf_type	 type;
+	size_t		 off;
+};
+
+#define K(s, n, t, f) { s, n, t, offsetof(struct conf, f) }
+static const struct conf_key conf_keys[] = {
+	K("server", "listen", CT_STRING, listen),
+	K("server", "max_body_size", CT_SIZE, max_body_size),
+	K("server", "max_header_size", CT_SIZE, max_header_size),
+	K("server", "client_timeout", CT_SECONDS, client_timeout),
+	K("upstream", "url", CT_STRING, upstream_url),
+	K("upstream", "key_file", CT_OPTSTRING, upstream_key_file),
+	K("upstream", "connect_timeout", CT_SECONDS, connect_timeout),
+	K("upstream", "timeout", CT_SECONDS, timeout),
+	K("upstream", "stream_idle_timeout", CT_SECONDS, stream_idle_timeout),
+	K("cache", "dir", CT_STRING, cache_dir),
+	K("cache", "max_size", CT_SIZE, cache_max_size),
+	K("cache", "ttl", CT_SECONDS, cache_ttl),
+	K("log", "level", CT_LEVEL, log_level),
+};
+#undef K
+
+static char *
+conf_strdup(const char *s)
+{
+	char	*p;
+
+	if ((p = strdup(s)) == NULL)
+		fatalx("out of memory");
+	return (p);
+}
+
+static char *
+conf_fmt(const char *fmt, ...)
+{
+	va_list	 ap;
+	char	*s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) == -1)
+		fatalx("out of memory");
+	va_end(ap);
+	return (s);
+}
+
+void
+conf_init(struct conf *c)
+{
+	const char	*state;
+
+	memset(c, 0, sizeof *c);
+	c->listen = conf_strdup("127.0.0.1:8080");
+	c->max_body_size = 32 * 1024 * 1024;
+	c->max_header_size = 64 * 1024;
+	c->client_timeout = 60;
+	c->upstream_url = conf_strdup("https://api.openai.com");
+	c->connect_timeout = 10;
+	c->timeout = 600;
+	c->stream_idle_timeout = 300;
+	/* Under systemd, StateDirectory= says where state belongs. */
+	state = getenv("STATE_DIRECTORY");
+	if (state != NULL && *state != '\0' && strchr(state, ':') == NULL)
+		c->cache_dir = conf_strdup(state);
+	else
+		c->cache_dir = conf_strdup("./respcache-cache");
+	c->cache_max_size = (size_t)1024 * 1024 * 1024;
+	c->cache_ttl = 0;
+	c->log_level = LOG_INFO;
+}
+
+void
+conf_free(struct conf *c)
+{
+	free(c->listen);
+	free(c->listen_host);
+	free(c->upstream_url);
+	free(c->upstream_key_file);
+	free(c->cache_dir);
+	memset(c, 0, sizeof *c);
+}
+
+int
+conf_parse_size(const char *s, size_t *out)
+{
+	char			*end;
+	unsigned long long	 v, mul = 1;
+
+	if (*s < '0' || *s > '9')
+		return (-1);
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0)
+		return (-1);
+	switch (*end) {
+	case '\0':
+		break;
+	case 'k': case 'K':
+		mul = 1024ULL;
+		end++;
+		break;
+	case 'm': case 'M':
+		mul = 1024ULL * 1024;
+		end++;
+		break;
+	case 'g': case 'G':
+		mul = 1024ULL * 1024 * 1024;
+		end++;
+		break;
+	default:
+		return (-1);
+	}
+	if (*end == 'b' || *end == 'B')
+		end++;
+	if (*end != '\0' || v > SIZE_MAX / mul)
+		return (-1);
+	*out = (size_t)(v * mul);
+	return (0);
+}
+
+int
+conf_parse_seconds(const char *s, double *out)
+{
+	char	*end;
+	double	 v;
+
+	if ((*s < '0' || *s > '9') && *s != '.')
+		return (-1);
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno != 0 || !isfinite(v) || v < 0)
+		return (-1);
+	if (strcmp(end, "ms") == 0)
+		v /= 1000;
+	else if (strcmp(end, "m") == 0 || strcmp(end, "min") == 0)
+		v *= 60;
+	else if (strcmp(end, "s") != 0 && *end != '\0')
+		return (-1);
+	if (v > 86400 * 365)
+		return (-1);
+	*out = v;
+	return (0);
+}
+
+int
+conf_parse_listen(const char *s, char **host, int *port)
+{
+	const char	*colon;
+	char		*end;
+	long		 p;
+	size_t		 hlen;
+
+	if (*s == '[') {
+		const char *close = strchr(s, ']');
+
+		if (close == NULL || close[1] != ':')
+			return (-1);
+		colon = close + 1;
+		s++;
+		hlen = (size_t)(close - s);
+	} else {
+		if ((colon = strrchr(s, ':')) == NULL)
+			return (-1);
+		hlen = (size_t)(colon - s);
+		if (memchr(s, ':', hlen) != NULL)
+			return (-1);	/* bare IPv6 needs brackets */
+	}
+	if (hlen == 0 || colon[1] == '\0')
+		return (-1);
+	errno = 0;
+	p = strtol(colon + 1, &end, 10);
+	if (errno != 0 || *end != '\0' || p < 0 || p > 65535)
+		return (-1);
+	if ((*host = strndup(s, hlen)) == NULL)
+		fatalx("out of memory");
+	*port = (int)p;
+	return (0);
+}
+
+int
+conf_set(struct conf *c, const char *section, const char *key,
+    const char *value, char **cause)
+{
+	const struct conf_key	*k = NULL;
+	size_t			 i;
+	void			*field;
+	int			 level;
+	int			 section_known = 0;
+
+	for (i = 0; i < sizeof conf_keys / sizeof conf_keys[0]; i++) {
+		if (strcmp(conf_keys[i].section, section) != 0)
+			continue;
+		section_known = 1;
+		if (strcmp(conf_keys[i].name, key) == 0) {
+			k = &conf_keys[i];
+			break;
+		}
+	}
+	if (k == NULL) {
+		*cause = section_known ?
+		    conf_fmt("unknown key \"%s\" in [%s]", key, section) :
+		    conf_fmt("unknown section [%s]", section);
+		return (-1);
+	}
+	field = (char *)c + k->off;
+	switch (k->type) {
+	case CT_OPTSTRING:
+		free(*(char **)field);
+		*(char **)field = *value == '\0' ? NULL : conf_strdup(value);
+		return (0);
+	case CT_STRING:
+		if (*value == '\0') {
+			*cause = conf_fmt("[%s] %s must not be empty", section,
+			    key);
+			return (-1);
+		}
+		free(*(char **)field);
+		*(char **)field = conf_strdup(value);
+		return (0);
+	case CT_SIZE:
+		if (conf_parse_size(value, field) == -1) {
+			*cause = conf_fmt("[%s] %s: \"%s\" is not a size "
+			    "(bytes, or a number with k, m or g)", section, key,
+			    value);
+			return (-1);
+		}
+		return (0);
+	case CT_SECONDS:
+		if (conf_parse_seconds(value, field) == -1) {
+			*cause = conf_fmt("[%s] %s: \"%s\" is not a duration "
+			    "(seconds, or a number with ms, s or m)", section,
+			    key, value);
+			return (-1);
+		}
+		return (0);
+	case CT_LEVEL:
+		if ((level = log_level_parse(value)) == -1) {
+			*cause = conf_fmt("[%s] %s: \"%s\" is not one of error, "
+			    "warn, info, debug", section, key, value);
+			return (-1);
+		}
+		*(int *)field = level;
+		return (0);
+	}
+	return (-1);
+}
+
+struct conf_load_ctx {
+	struct conf	*c;
+	char		*cause;
+};
+
+static int
+conf_load_cb(void *arg, const char *section, const char *key,
+    const char *value)
+{
+	struct conf_load_ctx	*ctx = arg;
+
+	if (ctx->cause != NULL)
+		return (0);
+	if (key == NULL)	/* a section header alone */
+		return (1);
+	return (conf_set(ctx->c, section, key, value, &ctx->cause) == 0);
+}
+
+int
+conf_load(struct conf *c, const char *path, char **cause)
+{
+	struct conf_load_ctx	 ctx = { c, NULL };
+	int			 line;
+
+	line = ini_parse(path, conf_load_cb, &ctx);
+	if (line == 0)
+		return (0);
+	if (line == -1)
+		*cause = conf_fmt("%s: %s", path, strerror(errno));
+	else if (line == -2)
+		*cause = conf_fmt("%s: out of memory", path);
+	else if (ctx.cause != NULL)
+		*cause = conf_fmt("%s:%d: %s", path, line, ctx.cause);
+	else
+		*cause = conf_fmt("%s:%d: syntax error", path, line);
+	free(ctx.cause);
+	return (-1);
+}
+
+int
+conf_check(struct conf *c, char **cause)
+{
+	size_t	len;
+
+	free(c->listen_host);
+	c->listen_host = NULL;
+	if (conf_parse_listen(c->listen, &c->listen_host,
+	    &c->listen_port) == -1) {
+		*cause = conf_fmt("[server] listen: \"%s\" is not HOST:PORT",
+		    c->listen);
+		return (-1);
+	}
+	if (strncmp(c->upstream_url, "http://", 7) != 0 &&
+	    strncmp(c->upstream_url, "https://", 8) != 0) {
+		*cause = conf_fmt("[upstream] url: \"%s\" is not an http:// "
+		    "or https:// URL", c->upstream_url);
+		return (-1);
+	}
+	len = strlen(c->upstream_url);
+	while (len > 0 && c->upstream_url[len - 1] == '/')
+		c->upstream_url[--len] = '\0';
+	if (strchr(c->upstream_url, '?') != NULL ||
+	    strchr(c->upstream_url, '#') != NULL) {
+		*cause = conf_fmt("[upstream] url must not have a query or "
+		    "fragment");
+		return (-1);
+	}
+	if (c->max_body_size == 0 || c->max_header_size < 1024) {
+		*cause = conf_fmt("[server] max_body_size must be > 0 and "
+		    "max_header_size at least 1k");
+		return (-1);
+	}
+	if (c->connect_timeout <= 0 || c->timeout <= 0 ||
+	    c->stream_idle_timeout <= 0 || c->client_timeout <= 0) {
+		*cause = conf_fmt("timeouts must be greater than 0");
+		return (-1);
+	}
+	if (c->cache_max_size < 16 * 1024) {
+		*cause = conf_fmt("[cache] max_size must be at least 16k");
+		return (-1);
+	}
+	return (0);
+}

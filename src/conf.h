@@ -1,0 +1,57 @@
+/*
+ * conf.h - respcache's configuration: defaults, the INI file, flags.
+ *
+ * A struct conf is filled in three steps: conf_init() sets the defaults of
+ * DESIGN.md, conf_load() reads an INI file over them, conf_set() applies a
+ * command-line flag over both; conf_check() validates the result.
+ * (The file is conf.c, not config.c: config.h is autoconf's.)
+ */
+#ifndef RC_CONF_H
+#define RC_CONF_H
+
+#include <stddef.h>
+
+struct conf {
+	/* [server] */
+	char	*listen;		/* "host:port" as written */
+	char	*listen_host;		/* parsed by conf_check() */
+	int	 listen_port;
+	size_t	 max_body_size;
+	size_t	 max_header_size;
+	double	 client_timeout;	/* seconds */
+
+	/* [upstream] */
+	char	*upstream_url;		/* no trailing slash */
+	char	*upstream_key_file;	/* NULL: pass the client's key through */
+	double	 connect_timeout;
+	double	 timeout;		/* whole non-stream exchange */
+	double	 stream_idle_timeout;	/* silence allowed inside a stream */
+
+	/* [cache] */
+	char	*cache_dir;
+	size_t	 cache_max_size;
+	double	 cache_ttl;		/* 0: entries never expire */
+
+	/* [log] */
+	int	 log_level;
+};
+
+void	conf_init(struct conf *);
+void	conf_free(struct conf *);
+/*
+ * Read an INI file over what is set.  On error returns -1 and points
+ * *cause at a message (owned by the caller, free() it) naming the line.
+ */
+int	conf_load(struct conf *, const char *path, char **cause);
+/* Set one key of one section; -1 and *cause (caller frees) if invalid. */
+int	conf_set(struct conf *, const char *section, const char *key,
+	    const char *value, char **cause);
+/* Check the whole and derive parsed fields; -1 and *cause on error. */
+int	conf_check(struct conf *, char **cause);
+
+/* Parsers, exposed for the unit tests. 0 on success, -1 if malformed. */
+int	conf_parse_size(const char *, size_t *);
+int	conf_parse_seconds(const char *, double *);
+int	conf_parse_listen(const char *, char **host, int *port);
+
+#endif

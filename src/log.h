@@ -1,0 +1,32 @@
+/*
+ * log.h - leveled logging to stderr.
+ *
+ * The macros test the level before they evaluate their arguments, so a
+ * debug line on the hit path costs one comparison when debug is off.
+ * Never pass a key or token to any of them.
+ */
+#ifndef RC_LOG_H
+#define RC_LOG_H
+
+enum log_level { LOG_ERR, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
+extern int log_level_now;
+
+void	log_init(int level);
+/* "error", "warn", "info" or "debug" to its level; -1 if unknown. */
+int	log_level_parse(const char *);
+void	log_write(int level, const char *fmt, ...)
+	    __attribute__((format(printf, 2, 3)));
+void	fatalx(const char *fmt, ...)
+	    __attribute__((format(printf, 1, 2), noreturn));
+
+#define log_at(l, ...) do {						\
+	if ((l) <= log_level_now)					\
+		log_write((l), __VA_ARGS__);				\
+} while (0)
+#define log_err(...)	log_at(LOG_ERR, __VA_ARGS__)
+#define log_warnx(...)	log_at(LOG_WARN, __VA_ARGS__)
+#define log_info(...)	log_at(LOG_INFO, __VA_ARGS__)
+#define log_debug(...)	log_at(LOG_DEBUG, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,623 @@
+/*
+ * proxy.c - one request's journey, top to bottom.
+ *
+ *   proxy_handle:  read the route (bad id 400, unknown 404, wrong method
+ *                  405) -> tenant -> cacheable?  look up: hit -> reply
+ *   proxy_forward: DELETE/cancel invalidate first -> upstream request
+ *   headers hook:  an event stream -> start a chunked reply and relay
+ *   data hook:     relay a stream's bytes, or buffer a JSON answer
+ *   done hook:     buffered answer -> store if final -> reply;
+ *                  transport failure -> 502 / 504
+ *
+ * A cache hit touches no JSON and makes no upstream request: the stored
+ * status, headers and body are copied into the reply as they are.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/queue.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "cache.h"
+#include "conf.h"
+#include "credential.h"
+#include "log.h"
+#include "proxy.h"
+#include "reply.h"
+#include "response.h"
+#include "route.h"
+#include "upstream.h"
+
+/* An answer that is not a stream is held whole; past this it is refused. */
+#define PROXY_MAX_BUFFERED	(64 * 1024 * 1024)
+#define PROXY_MAX_FWD_HEADERS	64
+
+struct proxy {
+	struct event_base	*base;
+	struct evhttp		*http;
+	const struct conf	*conf;
+	struct cache		*cache;
+	struct upstream		*up;
+	const struct credential	*cred;
+	struct proxy_req	*active;
+};
+
+struct proxy_req {
+	struct proxy		*px;
+	struct evhttp_request	*req;
+	struct route		 route;
+	char			 tenant[SHA256_HEX_LEN + 1];
+	char			*key;		/* cache key, cacheable routes */
+	size_t			 klen;
+	struct upstream_req	*ureq;
+	char			*fwd[PROXY_MAX_FWD_HEADERS + 1];
+	int			 status;
+	const struct evkeyvalq	*uhdrs;		/* upstream's, until done */
+	struct evbuffer		*body;
+	int			 streaming;
+	int			 too_big;
+	struct proxy_req	*prev, *next;
+};
+
+/* Client request headers that go upstream (besides Authorization). */
+static const char *const proxy_fwd_req[] = {
+	"content-type", "accept", "user-agent", "openai-beta",
+	"idempotency-key", "openai-organization", "openai-project", NULL
+};
+
+/* Upstream answer headers that go back to the client. */
+static const char *const proxy_fwd_resp[] = {
+	"content-type", "x-request-id", "openai-processing-ms",
+	"openai-version", "openai-organization", "openai-project",
+	"retry-after", "retry-after-ms", "x-should-retry", NULL
+};
+
+/* Of those, the ones a cached entry keeps for its replay. */
+static const char *const proxy_stored_resp[] = {
+	"content-type", "x-request-id", "openai-version",
+	"openai-organization", "openai-project", NULL
+};
+
+static int
+proxy_in_list(const char *name, const char *const *list)
+{
+	for (; *list != NULL; list++)
+		if (strcasecmp(name, *list) == 0)
+			return (1);
+	return (0);
+}
+
+static enum route_method
+proxy_method(enum evhttp_cmd_type t)
+{
+	switch (t) {
+	case EVHTTP_REQ_GET:	return (RM_GET);
+	case EVHTTP_REQ_POST:	return (RM_POST);
+	case EVHTTP_REQ_DELETE:	return (RM_DELETE);
+	case EVHTTP_REQ_HEAD:	return (RM_HEAD);
+	case EVHTTP_REQ_PUT:	return (RM_PUT);
+	case EVHTTP_REQ_PATCH:	return (RM_PATCH);
+	case EVHTTP_REQ_OPTIONS: return (RM_OPTIONS);
+	default:		return (RM_OTHER);
+	}
+}
+
+static const char *
+proxy_method_name(enum route_method m)
+{
+	static const char *const names[] = { "GET", "POST", "DELETE", "HEAD",
+	    "PUT", "PATCH", "OPTIONS", "GET" };
+
+	return (names[m]);
+}
+
+static void
+proxy_req_free(struct proxy_req *pr)
+{
+	struct proxy	*px = pr->px;
+	size_t		 i;
+
+	if (pr->prev != NULL)
+		pr->prev->next = pr->next;
+	else if (px->active == pr)
+		px->active = pr->next;
+	if (pr->next != NULL)
+		pr->next->prev = pr->prev;
+	for (i = 0; pr->fwd[i] != NULL; i++)
+		free(pr->fwd[i]);
+	if (pr->body != NULL)
+		evbuffer_free(pr->body);
+	route_clear(&pr->route);
+	free(pr->key);
+	free(pr);
+}
+
+/* The client is no longer waiting for this request's answer. */
+static void
+proxy_req_detach(struct proxy_req *pr)
+{
+	struct evhttp_connection *evcon;
+
+	evcon = evhttp_request_get_connection(pr->req);
+	if (evcon != NULL)
+		evhttp_connection_set_closecb(evcon, NULL, NULL);
+}
+
+/*
+ * The client's connection went away while we still owned its request.
+ * When evhttp detached the request from the dying connection, it is ours
+ * to free; otherwise the connection frees it.
+ */
+static void
+proxy_client_closed(struct evhttp_connection *evcon, void *arg)
+{
+	struct proxy_req	*pr = arg;
+
+	(void)evcon;
+	log_debug("client closed during %s %s", proxy_method_name(
+	    pr->route.method), evhttp_request_get_uri(pr->req));
+	upstream_abort(pr->ureq);
+	pr->ureq = NULL;
+	if (evhttp_request_get_connection(pr->req) == NULL)
+		evhttp_request_free(pr->req);
+	proxy_req_free(pr);
+}
+
+/* Add the tenant's view of X-Cache to a reply. */
+static void
+proxy_xcache(struct evhttp_request *req, const char *what)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(req), "X-Cache",
+	    what);
+}
+
+/* A strong ETag: a quoted prefix of the body's SHA-256. */
+static void
+proxy_etag(const void *body, size_t len, char out[36])
+{
+	char	hex[SHA256_HEX_LEN + 1];
+
+	sha256_hex(body, len, hex);
+	snprintf(out, 36, "\"%.32s\"", hex);
+}
+
+/* 1 if an If-None-Match value names etag (weak comparison, RFC 9110). */
+static int
+proxy_etag_match(const char *inm, const char *etag, size_t etag_len)
+{
+	const char	*p;
+
+	if (inm == NULL)
+		return (0);
+	if (strcmp(inm, "*") == 0)
+		return (1);
+	for (p = inm; (p = strstr(p, "\"")) != NULL; p++) {
+		if (strncmp(p, etag, etag_len) == 0)
+			return (1);
+		if ((p = strchr(p + 1, '"')) == NULL)
+			break;
+	}
+	return (0);
+}
+
+struct proxy_hit {
+	struct evhttp_request	*req;
+	time_t			 now;
+};
+
+/* cache_visit_fn: the hit path.  Copies the entry into the reply. */
+static void
+proxy_serve_hit(const struct cache_entry *e, void *arg)
+{
+	struct proxy_hit	*h = arg;
+	struct evhttp_request	*req = h->req;
+	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
+	struct evbuffer		*buf;
+	const char		*p, *end, *colon, *eol;
+	char			 name[64], value[512], age[24], etag[64];
+	const char		*inm;
+	long			 secs;
+
+	/* The stored lines are our own "Name: value\r\n" records. */
+	for (p = e->hdrs, end = e->hdrs + e->hdrs_len; p < end; p = eol + 2) {
+		if ((eol = memchr(p, '\r', (size_t)(end - p))) == NULL)
+			break;
+		if ((colon = memchr(p, ':', (size_t)(eol - p))) == NULL ||
+		    (size_t)(colon - p) >= sizeof name ||
+		    (size_t)(eol - colon - 2) >= sizeof value)
+			continue;
+		memcpy(name, p, (size_t)(colon - p));
+		name[colon - p] = '\0';
+		memcpy(value, colon + 2, (size_t)(eol - colon - 2));
+		value[eol - colon - 2] = '\0';
+		evhttp_add_header(out, name, value);
+	}
+	secs = (long)(h->now - e->stored_at);
+	snprintf(age, sizeof age, "%ld", secs < 0 ? 0 : secs);
+	evhttp_add_header(out, "Age", age);
+	snprintf(etag, sizeof etag, "%.*s", (int)e->etag_len, e->etag);
+	evhttp_add_header(out, "ETag", etag);
+	evhttp_add_header(out, "X-Cache", "HIT");
+	inm = evhttp_find_header(evhttp_request_get_input_headers(req),
+	    "If-None-Match");
+	if (e->status == 200 && proxy_etag_match(inm, e->etag, e->etag_len)) {
+		evhttp_send_reply(req, 304, "Not Modified", NULL);
+		return;
+	}
+	if ((buf = evbuffer_new()) == NULL)
+		fatalx("out of memory");
+	evbuffer_add(buf, e->body, e->body_len);
+	evhttp_send_reply(req, e->status, NULL, buf);
+	evbuffer_free(buf);
+}
+
+/* Copy the upstream headers that go back to the client. */
+static void
+proxy_copy_resp_headers(struct proxy_req *pr)
+{
+	struct evkeyvalq	*out;
+	struct evkeyval		*h;
+
+	if (pr->uhdrs == NULL)
+		return;
+	out = evhttp_request_get_output_headers(pr->req);
+	TAILQ_FOREACH(h, pr->uhdrs, next) {
+		if (proxy_in_list(h->key, proxy_fwd_resp) ||
+		    strncasecmp(h->key, "x-ratelimit-", 12) == 0)
+			evhttp_add_header(out, h->key, h->value);
+	}
+}
+
+static void
+proxy_up_headers(void *arg, int status, const struct evkeyvalq *hdrs)
+{
+	struct proxy_req	*pr = arg;
+	const char		*ct;
+
+	pr->status = status;
+	pr->uhdrs = hdrs;
+	ct = evhttp_find_header(hdrs, "Content-Type");
+	if (status != 200 || ct == NULL ||
+	    strncasecmp(ct, "text/event-stream", 17) != 0)
+		return;
+	/* An event stream goes through as it comes, never held whole. */
+	pr->streaming = 1;
+	proxy_copy_resp_headers(pr);
+	evhttp_add_header(evhttp_request_get_output_headers(pr->req),
+	    "Cache-Control", "no-cache");
+	proxy_xcache(pr->req, "BYPASS");
+	evhttp_send_reply_start(pr->req, status, "OK");
+}
+
+static int
+proxy_up_data(void *arg, const char *p, size_t len)
+{
+	struct proxy_req	*pr = arg;
+	struct evbuffer		*chunk;
+
+	if (pr->streaming) {
+		if ((chunk = evbuffer_new()) == NULL)
+			fatalx("out of memory");
+		evbuffer_add(chunk, p, len);
+		evhttp_send_reply_chunk(pr->req, chunk);
+		evbuffer_free(chunk);
+		return (UPSTREAM_CONTINUE);
+	}
+	if (evbuffer_get_length(pr->body) + len > PROXY_MAX_BUFFERED) {
+		pr->too_big = 1;
+		return (UPSTREAM_STOP);
+	}
+	evbuffer_add(pr->body, p, len);
+	return (UPSTREAM_CONTINUE);
+}
+
+/*
+ * Store a buffered 200 answer if it may be served again; returns 1 and
+ * fills etag if it was stored.
+ */
+static int
+proxy_store(struct proxy_req *pr, const char *body, size_t len,
+    char etag[36])
+{
+	struct proxy		*px = pr->px;
+	struct response_info	 info;
+	struct evkeyval		*h;
+	struct evbuffer		*hb;
+	char			*key = pr->key, *own = NULL;
+	size_t			 klen = pr->klen;
+	int			 rc;
+
+	if (pr->status != 200 || response_inspect(body, len, &info) == -1)
+		return (0);
+	switch (pr->route.kind) {
+	case ROUTE_INPUT_ITEMS:
+		break;		/* a response's input never changes */
+	case ROUTE_RESPONSE:
+		if (!info.final || info.store_false)
+			return (0);
+		break;
+	case ROUTE_CREATE:
+	case ROUTE_CANCEL:
+		/* The answer is the Response itself: the plain GET's entry. */
+		if (!info.final || info.store_false || info.id[0] == '\0' ||
+		    (pr->route.kind == ROUTE_CANCEL &&
+		    strcmp(info.id, pr->route.id) != 0))
+			return (0);
+		strcpy(pr->route.id, info.id);
+		own = route_id_prefix(pr->tenant, 'r', info.id, &klen);
+		key = own;
+		break;
+	default:
+		return (0);
+	}
+	if ((hb = evbuffer_new()) == NULL)
+		fatalx("out of memory");
+	TAILQ_FOREACH(h, pr->uhdrs, next)
+		if (proxy_in_list(h->key, proxy_stored_resp))
+			evbuffer_add_printf(hb, "%s: %s\r\n", h->key, h->value);
+	proxy_etag(body, len, etag);
+	rc = cache_put(px->cache, key, klen, 200, etag, strlen(etag),
+	    (const char *)evbuffer_pullup(hb, -1), evbuffer_get_length(hb),
+	    body, len, time(NULL));
+	evbuffer_free(hb);
+	free(own);
+	return (rc == 0);
+}
+
+static void
+proxy_invalidate(struct proxy_req *pr)
+{
+	static const char	 kinds[] = { 'r', 'i' };
+	char			*prefix;
+	size_t			 plen, i;
+
+	for (i = 0; i < sizeof kinds; i++) {
+		prefix = route_id_prefix(pr->tenant, kinds[i], pr->route.id,
+		    &plen);
+		cache_invalidate(pr->px->cache, prefix, plen);
+		free(prefix);
+	}
+}
+
+static void
+proxy_up_done(void *arg, enum upstream_err err, const char *why)
+{
+	struct proxy_req	*pr = arg;
+	struct evhttp_request	*req = pr->req;
+	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
+	const char		*body;
+	size_t			 len;
+	char			 etag[36];
+	int			 stored = 0;
+
+	pr->ureq = NULL;
+	proxy_req_detach(pr);
+	if (pr->streaming) {
+		/* A cut stream ends here; the client sees it end early. */
+		if (err != UPSTREAM_OK)
+			log_warnx("upstream stream of %s ended: %s",
+			    evhttp_request_get_uri(req), why);
+		evhttp_send_reply_end(req);
+		proxy_req_free(pr);
+		return;
+	}
+	if (err != UPSTREAM_OK || pr->too_big) {
+		log_warnx("upstream %s %s: %s", proxy_method_name(
+		    pr->route.method), evhttp_request_get_uri(req),
+		    pr->too_big ? "answer too large" : why);
+		if (err == UPSTREAM_TIMEOUT)
+			reply_error(req, 504, "upstream_error",
+			    "upstream_timeout", "The upstream API did not "
+			    "answer in time.", NULL);
+		else
+			reply_error(req, 502, "upstream_error",
+			    err == UPSTREAM_CONNECT ? "upstream_unreachable" :
+			    "bad_upstream_response", err == UPSTREAM_CONNECT ?
+			    "The upstream API could not be reached." :
+			    "The upstream API sent an invalid answer.", NULL);
+		proxy_req_free(pr);
+		return;
+	}
+
+	len = evbuffer_get_length(pr->body);
+	body = (const char *)evbuffer_pullup(pr->body, -1);
+	if (pr->route.kind == ROUTE_RESPONSE &&
+	    pr->route.method == RM_DELETE) {
+		/* A GET that raced the DELETE may have stored it again. */
+		if (pr->status == 200 || pr->status == 404)
+			proxy_invalidate(pr);
+	} else
+		stored = proxy_store(pr, body, len, etag);
+
+	proxy_copy_resp_headers(pr);
+	if (stored && pr->route.cacheable)
+		evhttp_add_header(out, "ETag", etag);
+	proxy_xcache(req, pr->route.cacheable ? "MISS" : "BYPASS");
+	evhttp_send_reply(req, pr->status, NULL, pr->body);
+	proxy_req_free(pr);
+}
+
+static const struct upstream_hooks proxy_hooks = {
+	proxy_up_headers, proxy_up_data, proxy_up_done
+};
+
+/* The upstream request's headers, from the client's and the credential. */
+static void
+proxy_build_headers(struct proxy_req *pr, const char *client_auth)
+{
+	struct evkeyval		*h;
+	size_t			 n = 0;
+	int			 has_ct = 0;
+
+	TAILQ_FOREACH(h, evhttp_request_get_input_headers(pr->req), next) {
+		if (n == PROXY_MAX_FWD_HEADERS - 2)
+			break;
+		if (!proxy_in_list(h->key, proxy_fwd_req) &&
+		    strncasecmp(h->key, "x-stainless-", 12) != 0)
+			continue;
+		if (strcasecmp(h->key, "content-type") == 0)
+			has_ct = 1;
+		if (asprintf(&pr->fwd[n++], "%s: %s", h->key, h->value) == -1)
+			fatalx("out of memory");
+	}
+	if (pr->px->cred != NULL) {
+		/* The credential's key, never the client's. */
+		if (asprintf(&pr->fwd[n++], "Authorization: %s",
+		    pr->px->cred->auth) == -1)
+			fatalx("out of memory");
+	} else if (client_auth != NULL) {
+		if (asprintf(&pr->fwd[n++], "Authorization: %s",
+		    client_auth) == -1)
+			fatalx("out of memory");
+	}
+	/* Otherwise curl would label a POST as a form. */
+	if (!has_ct && (pr->fwd[n++] = strdup("Content-Type:")) == NULL)
+		fatalx("out of memory");
+	pr->fwd[n] = NULL;
+}
+
+static void
+proxy_forward(struct proxy_req *pr, const char *client_auth)
+{
+	struct evhttp_request	*req = pr->req;
+	struct evbuffer		*in = evhttp_request_get_input_buffer(req);
+	struct upstream_opts	 o;
+
+	memset(&o, 0, sizeof o);
+	o.method = proxy_method_name(pr->route.method);
+	o.path = evhttp_request_get_uri(req);
+	o.body_len = evbuffer_get_length(in);
+	o.body = o.body_len ? evbuffer_pullup(in, -1) : NULL;
+	o.has_body = pr->route.method != RM_GET;
+	o.stream = pr->route.stream || (pr->route.kind == ROUTE_CREATE &&
+	    response_request_streams(o.body, o.body_len));
+	if (pr->route.kind == ROUTE_CANCEL || (pr->route.kind ==
+	    ROUTE_RESPONSE && pr->route.method == RM_DELETE))
+		proxy_invalidate(pr);
+	proxy_build_headers(pr, client_auth);
+	o.headers = (const char *const *)pr->fwd;
+	if ((pr->body = evbuffer_new()) == NULL)
+		fatalx("out of memory");
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req),
+	    proxy_client_closed, pr);
+	pr->ureq = upstream_start(pr->px->up, &o, &proxy_hooks, pr);
+}
+
+/* The key a client authenticates with: its bearer token, or NULL. */
+static const char *
+proxy_client_key(const char *auth)
+{
+	if (auth == NULL)
+		return (NULL);
+	if (strncasecmp(auth, "Bearer ", 7) == 0)
+		auth += 7;
+	while (*auth == ' ')
+		auth++;
+	return (auth);
+}
+
+static void
+proxy_handle(struct evhttp_request *req, void *arg)
+{
+	struct proxy		*px = arg;
+	struct evkeyvalq	*in = evhttp_request_get_input_headers(req);
+	const struct evhttp_uri	*uri = evhttp_request_get_evhttp_uri(req);
+	struct proxy_req	*pr;
+	struct route_error	 err;
+	struct proxy_hit	 hit;
+	const char		*auth, *upgrade, *key;
+	int			 rc;
+
+	upgrade = evhttp_find_header(in, "Upgrade");
+	if (upgrade != NULL) {
+		reply_error(req, 400, NULL, "websocket_not_supported",
+		    "respcache does not support WebSocket or other protocol "
+		    "upgrades; use HTTP requests (streams work as SSE).", NULL);
+		return;
+	}
+	if ((pr = calloc(1, sizeof *pr)) == NULL)
+		fatalx("out of memory");
+	pr->px = px;
+	pr->req = req;
+	if (route_parse(proxy_method(evhttp_request_get_command(req)),
+	    evhttp_uri_get_path(uri), evhttp_uri_get_query(uri), &pr->route,
+	    &err) == -1) {
+		reply_error(req, err.status, NULL, err.code, err.message,
+		    err.allow);
+		free(pr);
+		return;
+	}
+
+	auth = evhttp_find_header(in, "Authorization");
+	if (px->cred != NULL)
+		snprintf(pr->tenant, sizeof pr->tenant, "%s", px->cred->name);
+	else {
+		key = proxy_client_key(auth);
+		sha256_hex(key ? key : "", key ? strlen(key) : 0, pr->tenant);
+	}
+
+	if (pr->route.cacheable) {
+		pr->key = route_cache_key(pr->tenant, &pr->route, &pr->klen);
+		hit.req = req;
+		hit.now = time(NULL);
+		rc = cache_get(px->cache, pr->key, pr->klen, hit.now,
+		    proxy_serve_hit, &hit);
+		if (rc == 1) {
+			proxy_req_free(pr);
+			return;
+		}
+	}
+	pr->next = px->active;
+	if (px->active != NULL)
+		px->active->prev = pr;
+	px->active = pr;
+	proxy_forward(pr, auth);
+}
+
+struct proxy *
+proxy_new(struct event_base *base, struct evhttp *http, const struct conf *c,
+    struct cache *cache, struct upstream *up, const struct credential *cred)
+{
+	struct proxy	*px;
+
+	if ((px = calloc(1, sizeof *px)) == NULL)
+		fatalx("out of memory");
+	px->base = base;
+	px->http = http;
+	px->conf = c;
+	px->cache = cache;
+	px->up = up;
+	px->cred = cred;
+	evhttp_set_gencb(http, proxy_handle, px);
+	return (px);
+}
+
+void
+proxy_free(struct proxy *px)
+{
+	struct proxy_req	*pr;
+
+	if (px == NULL)
+		return;
+	while ((pr = px->active) != NULL) {
+		upstream_abort(pr->ureq);
+		pr->ureq = NULL;
+		proxy_req_detach(pr);
+		if (pr->streaming)
+			evhttp_send_reply_end(pr->req);
+		else
+			reply_error(pr->req, 503, "server_error",
+			    "shutting_down", "respcache is shutting down.",
+			    NULL);
+		proxy_req_free(pr);
+	}
+	free(px);
+}

@@ -1,0 +1,25 @@
+/*
+ * proxy.h - the request path: route, look up, forward, store, reply.
+ */
+#ifndef RC_PROXY_H
+#define RC_PROXY_H
+
+struct cache;
+struct conf;
+struct credential;
+struct event_base;
+struct evhttp;
+struct proxy;
+struct upstream;
+
+/*
+ * Serve http's requests.  Borrows everything it is given; proxy_free()
+ * ends the requests still in flight (their clients see the connection
+ * close) before the caller frees the rest.
+ */
+struct proxy	*proxy_new(struct event_base *, struct evhttp *,
+		    const struct conf *, struct cache *, struct upstream *,
+		    const struct credential *);
+void		 proxy_free(struct proxy *);
+
+#endif

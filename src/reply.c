@@ -1,0 +1,120 @@
+/*
+ * reply.c - the proxy's own answers, in the OpenAI error shape.
+ *
+ * libevent 2.1 answers some malformed requests itself (a body over
+ * max_body_size, bad header lines, an unknown method) through
+ * evhttp_send_error(), whose body is an HTML page.  The OpenAI SDKs cannot
+ * read that, so this file also defines evhttp_send_error(): the dynamic
+ * linker binds libevent's own calls to this definition, and every error
+ * the client sees has the one JSON shape.  (libevent 2.2 has
+ * evhttp_set_errorcb() for this.)
+ */
+#include "config.h"
+
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/http_struct.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+
+#include "log.h"
+#include "reply.h"
+
+static const char *
+reply_phrase(int status)
+{
+	switch (status) {
+	case 304: return ("Not Modified");
+	case 400: return ("Bad Request");
+	case 401: return ("Unauthorized");
+	case 404: return ("Not Found");
+	case 405: return ("Method Not Allowed");
+	case 413: return ("Payload Too Large");
+	case 417: return ("Expectation Failed");
+	case 431: return ("Request Header Fields Too Large");
+	case 501: return ("Not Implemented");
+	case 502: return ("Bad Gateway");
+	case 503: return ("Service Unavailable");
+	case 504: return ("Gateway Timeout");
+	default: return (NULL);
+	}
+}
+
+void
+reply_error(struct evhttp_request *req, int status, const char *type,
+    const char *code, const char *message, const char *allow)
+{
+	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
+	struct evbuffer		*buf;
+	json_t			*body;
+	char			*text;
+
+	body = json_pack("{s:{s:s, s:s, s:n, s:s*}}", "error",
+	    "message", message,
+	    "type", type != NULL ? type : "invalid_request_error",
+	    "param",
+	    "code", code);
+	if (body == NULL || (text = json_dumps(body, JSON_COMPACT)) == NULL)
+		fatalx("out of memory");
+	json_decref(body);
+	if ((buf = evbuffer_new()) == NULL)
+		fatalx("out of memory");
+	evbuffer_add(buf, text, strlen(text));
+	free(text);
+	evhttp_add_header(out, "Content-Type", "application/json");
+	if (status < 500)
+		evhttp_add_header(out, "x-should-retry", "false");
+	if (allow != NULL)
+		evhttp_add_header(out, "Allow", allow);
+	evhttp_send_reply(req, status, reply_phrase(status), buf);
+	evbuffer_free(buf);
+}
+
+/*
+ * Replaces libevent's evhttp_send_error() (see the top of this file).
+ * libevent calls it for requests it could not read whole; those may not
+ * have a usable connection state to keep, so the answer closes it.
+ */
+void
+evhttp_send_error(struct evhttp_request *req, int error, const char *reason)
+{
+	const char	*code, *msg;
+
+	(void)reason;
+	switch (error) {
+	case 413:
+		code = "request_too_large";
+		msg = "The request body is larger than this proxy accepts.";
+		break;
+	case 400:
+		code = "bad_request";
+		msg = "The request could not be read: malformed or too large "
+		    "headers, or a bad body framing.";
+		break;
+	case 405:
+	case 501:
+		error = 405;
+		code = "method_not_allowed";
+		msg = "Method not allowed.";
+		break;
+	case 404:
+		code = "unknown_route";
+		msg = "Unknown route.";
+		break;
+	default:
+		code = "bad_request";
+		msg = "The request could not be served.";
+		break;
+	}
+	/* A request whose first line could not be read has no version. */
+	if (req->major == 0) {
+		req->major = 1;
+		req->minor = 1;
+	}
+	evhttp_clear_headers(evhttp_request_get_output_headers(req));
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Connection", "close");
+	reply_error(req, error, NULL, code, msg, NULL);
+}

@@ -1,0 +1,380 @@
+/*
+ * upstream.c - libcurl multi_socket on libevent.
+ *
+ * The glue follows curl's hiperfifo example: curl tells us which sockets
+ * to watch (upstream_sock_cb) and when to wake it (upstream_timer_cb); we
+ * hand events back with curl_multi_socket_action() and then drain
+ * curl_multi_info_read() for finished transfers.  Handles are only ever
+ * removed from the multi outside curl's callbacks.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "log.h"
+#include "upstream.h"
+
+struct upstream {
+	struct event_base	*base;
+	CURLM			*multi;
+	struct event		*timer;
+	char			*base_url;
+	long			 connect_ms;
+	long			 timeout_ms;
+	long			 idle_s;
+	int			 in_curl;	/* inside a curl call */
+	struct upstream_req	*reqs;		/* all in flight */
+};
+
+struct upstream_req {
+	struct upstream		*up;
+	CURL			*easy;
+	struct curl_slist	*hdrs;
+	char			*url;
+	struct evkeyvalq	 rhdrs;		/* the answer's headers */
+	int			 headers_done;
+	int			 aborted;
+	const struct upstream_hooks *hooks;
+	void			*arg;
+	struct upstream_req	*prev, *next;
+};
+
+/* A watched socket. */
+struct upstream_sock {
+	struct event	*ev;
+	struct upstream	*up;
+};
+
+static void	upstream_check_done(struct upstream *);
+
+const char *
+upstream_err_str(enum upstream_err e)
+{
+	switch (e) {
+	case UPSTREAM_OK:	return ("ok");
+	case UPSTREAM_CONNECT:	return ("connect");
+	case UPSTREAM_TIMEOUT:	return ("timeout");
+	case UPSTREAM_TLS:	return ("tls");
+	case UPSTREAM_PROTOCOL:	return ("protocol");
+	case UPSTREAM_ABORTED:	return ("aborted");
+	}
+	return ("unknown");
+}
+
+static void
+upstream_action(struct upstream *up, curl_socket_t fd, int flags)
+{
+	int	running;
+
+	up->in_curl++;
+	curl_multi_socket_action(up->multi, fd, flags, &running);
+	up->in_curl--;
+	upstream_check_done(up);
+}
+
+static void
+upstream_event_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstream	*up = arg;
+	int		 flags = 0;
+
+	if (what & EV_READ)
+		flags |= CURL_CSELECT_IN;
+	if (what & EV_WRITE)
+		flags |= CURL_CSELECT_OUT;
+	upstream_action(up, fd, flags);
+}
+
+static void
+upstream_timer_event(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	upstream_action(arg, CURL_SOCKET_TIMEOUT, 0);
+}
+
+/* CURLMOPT_TIMERFUNCTION: never calls curl, only arms our timer. */
+static int
+upstream_timer_cb(CURLM *multi, long timeout_ms, void *arg)
+{
+	struct upstream	*up = arg;
+	struct timeval	 tv;
+
+	(void)multi;
+	if (timeout_ms < 0) {
+		evtimer_del(up->timer);
+		return (0);
+	}
+	tv.tv_sec = timeout_ms / 1000;
+	tv.tv_usec = (timeout_ms % 1000) * 1000;
+	evtimer_add(up->timer, &tv);
+	return (0);
+}
+
+/* CURLMOPT_SOCKETFUNCTION: watch, re-watch or forget a socket. */
+static int
+upstream_sock_cb(CURL *easy, curl_socket_t s, int what, void *arg,
+    void *sockp)
+{
+	struct upstream		*up = arg;
+	struct upstream_sock	*us = sockp;
+	short			 ev;
+
+	(void)easy;
+	if (what == CURL_POLL_REMOVE) {
+		if (us != NULL) {
+			event_free(us->ev);
+			free(us);
+			curl_multi_assign(up->multi, s, NULL);
+		}
+		return (0);
+	}
+	ev = EV_PERSIST;
+	if (what & CURL_POLL_IN)
+		ev |= EV_READ;
+	if (what & CURL_POLL_OUT)
+		ev |= EV_WRITE;
+	if (us == NULL) {
+		if ((us = calloc(1, sizeof *us)) == NULL)
+			fatalx("out of memory");
+		us->up = up;
+		curl_multi_assign(up->multi, s, us);
+	} else
+		event_free(us->ev);
+	us->ev = event_new(up->base, s, ev, upstream_event_cb, up);
+	if (us->ev == NULL)
+		fatalx("out of memory");
+	event_add(us->ev, NULL);
+	return (0);
+}
+
+struct upstream *
+upstream_new(struct event_base *base, const char *base_url,
+    double connect_timeout, double timeout, double stream_idle_timeout)
+{
+	struct upstream	*up;
+
+	if ((up = calloc(1, sizeof *up)) == NULL ||
+	    (up->base_url = strdup(base_url)) == NULL ||
+	    (up->multi = curl_multi_init()) == NULL)
+		fatalx("out of memory");
+	up->base = base;
+	up->connect_ms = (long)(connect_timeout * 1000);
+	up->timeout_ms = (long)(timeout * 1000);
+	up->idle_s = (long)(stream_idle_timeout + 0.999);
+	if (up->idle_s < 1)
+		up->idle_s = 1;
+	if ((up->timer = evtimer_new(base, upstream_timer_event, up)) == NULL)
+		fatalx("out of memory");
+	curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, upstream_sock_cb);
+	curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
+	curl_multi_setopt(up->multi, CURLMOPT_TIMERFUNCTION, upstream_timer_cb);
+	curl_multi_setopt(up->multi, CURLMOPT_TIMERDATA, up);
+	curl_multi_setopt(up->multi, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
+	curl_multi_setopt(up->multi, CURLMOPT_MAXCONNECTS, 256L);
+	return (up);
+}
+
+static void
+upstream_req_free(struct upstream_req *r)
+{
+	struct upstream	*up = r->up;
+
+	if (r->prev != NULL)
+		r->prev->next = r->next;
+	else
+		up->reqs = r->next;
+	if (r->next != NULL)
+		r->next->prev = r->prev;
+	curl_multi_remove_handle(up->multi, r->easy);
+	curl_easy_cleanup(r->easy);
+	curl_slist_free_all(r->hdrs);
+	evhttp_clear_headers(&r->rhdrs);
+	free(r->url);
+	free(r);
+}
+
+void
+upstream_free(struct upstream *up)
+{
+	if (up == NULL)
+		return;
+	while (up->reqs != NULL)
+		upstream_req_free(up->reqs);
+	curl_multi_cleanup(up->multi);
+	event_free(up->timer);
+	free(up->base_url);
+	free(up);
+}
+
+/* Collect the final answer's headers (curl has parsed them) and report. */
+static void
+upstream_deliver_headers(struct upstream_req *r)
+{
+	struct curl_header	*h = NULL;
+	long			 status = 0;
+
+	r->headers_done = 1;
+	/* -1: the last request of the transfer, after any 100 or redirect. */
+	while ((h = curl_easy_nextheader(r->easy, CURLH_HEADER, -1, h)) !=
+	    NULL) {
+		/* evhttp refuses values with CR or LF: they are dropped. */
+		evhttp_add_header(&r->rhdrs, h->name, h->value);
+	}
+	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+	if (!r->aborted && r->hooks->headers != NULL)
+		r->hooks->headers(r->arg, (int)status, &r->rhdrs);
+}
+
+static size_t
+upstream_write_cb(char *p, size_t size, size_t n, void *arg)
+{
+	struct upstream_req	*r = arg;
+	size_t			 len = size * n;
+
+	if (r->aborted)
+		return (0);
+	if (!r->headers_done)
+		upstream_deliver_headers(r);
+	if (r->aborted)
+		return (0);
+	if (r->hooks->data(r->arg, p, len) == UPSTREAM_STOP) {
+		r->aborted = 1;
+		return (0);
+	}
+	return (len);
+}
+
+static enum upstream_err
+upstream_map_err(CURLcode rc)
+{
+	switch (rc) {
+	case CURLE_OK:
+		return (UPSTREAM_OK);
+	case CURLE_COULDNT_RESOLVE_HOST:
+	case CURLE_COULDNT_RESOLVE_PROXY:
+	case CURLE_COULDNT_CONNECT:
+		return (UPSTREAM_CONNECT);
+	case CURLE_OPERATION_TIMEDOUT:
+		return (UPSTREAM_TIMEOUT);
+	case CURLE_SSL_CONNECT_ERROR:
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_CIPHER:
+	case CURLE_SSL_CACERT_BADFILE:
+		return (UPSTREAM_TLS);
+	case CURLE_WRITE_ERROR:
+		return (UPSTREAM_ABORTED);
+	default:
+		return (UPSTREAM_PROTOCOL);
+	}
+}
+
+static void
+upstream_check_done(struct upstream *up)
+{
+	struct upstream_req	*r;
+	CURLMsg			*msg;
+	enum upstream_err	 err;
+	int			 left;
+
+	if (up->in_curl)
+		return;
+	while ((msg = curl_multi_info_read(up->multi, &left)) != NULL) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &r);
+		err = upstream_map_err(msg->data.result);
+		if (!r->aborted) {
+			if (err == UPSTREAM_OK && !r->headers_done)
+				upstream_deliver_headers(r);
+			if (!r->aborted)
+				r->hooks->done(r->arg, err,
+				    curl_easy_strerror(msg->data.result));
+		}
+		upstream_req_free(r);
+	}
+}
+
+struct upstream_req *
+upstream_start(struct upstream *up, const struct upstream_opts *o,
+    const struct upstream_hooks *hooks, void *arg)
+{
+	struct upstream_req	*r;
+	const char *const	*h;
+	CURL			*e;
+
+	if ((r = calloc(1, sizeof *r)) == NULL ||
+	    (e = curl_easy_init()) == NULL)
+		fatalx("out of memory");
+	TAILQ_INIT(&r->rhdrs);
+	r->up = up;
+	r->easy = e;
+	r->hooks = hooks;
+	r->arg = arg;
+	if (asprintf(&r->url, "%s%s", up->base_url, o->path) == -1)
+		fatalx("out of memory");
+	for (h = o->headers; h != NULL && *h != NULL; h++)
+		r->hdrs = curl_slist_append(r->hdrs, *h);
+	/* No 100-continue round trip, and none of curl's own defaults. */
+	r->hdrs = curl_slist_append(r->hdrs, "Expect:");
+
+	curl_easy_setopt(e, CURLOPT_URL, r->url);
+	curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, upstream_write_cb);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, up->connect_ms);
+	if (o->stream) {
+		/* A stream may run long; silence is what ends it. */
+		curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
+		curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, up->idle_s);
+	} else
+		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, up->timeout_ms);
+	if (strcmp(o->method, "POST") == 0) {
+		curl_easy_setopt(e, CURLOPT_POST, 1L);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+		    (curl_off_t)o->body_len);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS,
+		    o->body_len ? o->body : "");
+	} else if (strcmp(o->method, "GET") != 0) {
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, o->method);
+		if (o->has_body) {
+			curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+			    (curl_off_t)o->body_len);
+			curl_easy_setopt(e, CURLOPT_POSTFIELDS,
+			    o->body_len ? o->body : "");
+		}
+	}
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
+
+	r->next = up->reqs;
+	if (up->reqs != NULL)
+		up->reqs->prev = r;
+	up->reqs = r;
+	if (curl_multi_add_handle(up->multi, e) != CURLM_OK)
+		fatalx("curl_multi_add_handle failed");
+	return (r);
+}
+
+void
+upstream_abort(struct upstream_req *r)
+{
+	if (r == NULL)
+		return;
+	r->aborted = 1;
+	/* Inside curl, removal waits for upstream_check_done(). */
+	if (!r->up->in_curl)
+		upstream_req_free(r);
+}

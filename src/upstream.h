@@ -1,0 +1,72 @@
+/*
+ * upstream.h - requests to the upstream API through libcurl's multi_socket
+ * interface, driven by the proxy's own event_base.
+ *
+ * One struct upstream per event loop holds the multi handle, so
+ * connections (HTTP/1.1 keep-alive or multiplexed HTTP/2) are reused
+ * across requests.  A request reports through three hooks; none of them is
+ * ever called after upstream_abort().
+ */
+#ifndef RC_UPSTREAM_H
+#define RC_UPSTREAM_H
+
+#include <stddef.h>
+
+struct event_base;
+struct evkeyvalq;
+struct upstream;
+struct upstream_req;
+
+enum upstream_err {
+	UPSTREAM_OK,
+	UPSTREAM_CONNECT,	/* could not connect or resolve */
+	UPSTREAM_TIMEOUT,	/* connect, total or idle timeout */
+	UPSTREAM_TLS,
+	UPSTREAM_PROTOCOL,	/* a broken or cut answer */
+	UPSTREAM_ABORTED,	/* a hook asked to stop */
+};
+
+/* What a data hook returns. */
+#define UPSTREAM_CONTINUE	0
+#define UPSTREAM_STOP		(-1)
+
+struct upstream_hooks {
+	/*
+	 * The answer's status and headers (borrowed; valid until done) are
+	 * known.  Called once, before the first data, or before done when
+	 * there is no body.
+	 */
+	void	(*headers)(void *arg, int status, const struct evkeyvalq *);
+	/* A piece of the (decoded) body; returns UPSTREAM_CONTINUE or _STOP. */
+	int	(*data)(void *arg, const char *, size_t);
+	/*
+	 * The exchange is over; err says how.  Called from the event loop,
+	 * outside any curl call; the request is freed right after.
+	 */
+	void	(*done)(void *arg, enum upstream_err err, const char *why);
+};
+
+struct upstream_opts {
+	const char		*method;	/* "GET", "POST", ... */
+	const char		*path;		/* raw path and query */
+	const char *const	*headers;	/* "Name: value", NULL-terminated */
+	const void		*body;		/* borrowed until done */
+	size_t			 body_len;
+	int			 has_body;
+	int			 stream;	/* idle timeout, not total */
+};
+
+struct upstream	*upstream_new(struct event_base *, const char *base_url,
+	    double connect_timeout, double timeout, double stream_idle_timeout);
+/* Aborts whatever is in flight (no hooks are called) and frees. */
+void		 upstream_free(struct upstream *);
+
+struct upstream_req *upstream_start(struct upstream *,
+	    const struct upstream_opts *, const struct upstream_hooks *,
+	    void *arg);
+/* Stop a request; no hook is called after this returns. */
+void		 upstream_abort(struct upstream_req *);
+
+const char	*upstream_err_str(enum upstream_err);
+
+#endif

@@ -1,0 +1,117 @@
+/* Unit tests: the LMDB cache on real files: put, get, invalidate, evict. */
+#include "config.h"
+
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "../../src/log.c"
+#include "../../src/cache.c"
+#include "tap.h"
+
+struct got {
+	int	status;
+	char	body[8192];
+	size_t	len;
+	char	hdrs[256];
+	char	etag[64];
+};
+
+static void
+visit(const struct cache_entry *e, void *arg)
+{
+	struct got	*g = arg;
+
+	g->status = e->status;
+	memcpy(g->body, e->body, e->body_len);
+	g->len = e->body_len;
+	snprintf(g->hdrs, sizeof g->hdrs, "%.*s", (int)e->hdrs_len, e->hdrs);
+	snprintf(g->etag, sizeof g->etag, "%.*s", (int)e->etag_len, e->etag);
+}
+
+static int
+put(struct cache *c, const char *key, size_t klen, const char *body)
+{
+	return (cache_put(c, key, klen, 200, "\"e\"", 3, "A: b\r\n", 6, body,
+	    strlen(body), time(NULL)));
+}
+
+int
+main(void)
+{
+	char		 dir[] = "/tmp/rc-cache-XXXXXX", cmd[128], key[64];
+	char		 big[3000];
+	struct cache	*c;
+	struct got	 g;
+	char		*cause = NULL;
+	int		 i, hits;
+
+	if (mkdtemp(dir) == NULL)
+		abort();
+	c = cache_open(dir, 1024 * 1024, 0, &cause);
+	ok(c != NULL, "cache opens");
+	ok(cache_get(c, "t\0r\0x\0", 6, time(NULL), visit, &g) == 0,
+	    "empty cache misses");
+	ok(put(c, "t\0r\0x\0", 6, "{\"a\":1}") == 0, "put stores");
+	memset(&g, 0, sizeof g);
+	ok(cache_get(c, "t\0r\0x\0", 6, time(NULL), visit, &g) == 1 &&
+	    g.status == 200 && g.len == 7 && memcmp(g.body, "{\"a\":1}", 7) == 0
+	    && strcmp(g.hdrs, "A: b\r\n") == 0 && strcmp(g.etag, "\"e\"") == 0,
+	    "get returns what was put");
+	ok(cache_get(c, "u\0r\0x\0", 6, time(NULL), visit, &g) == 0,
+	    "another tenant's key misses");
+	ok(put(c, "t\0r\0x\0", 6, "{\"a\":2}") == 0 &&
+	    cache_get(c, "t\0r\0x\0", 6, time(NULL), visit, &g) == 1 &&
+	    memcmp(g.body, "{\"a\":2}", 7) == 0, "a rewrite replaces");
+	put(c, "t\0r\0x\0include", 13, "1");
+	put(c, "t\0i\0x\0limit=20", 14, "2");
+	put(c, "t\0r\0xy\0", 7, "3");
+	ok(cache_invalidate(c, "t\0r\0x\0", 6) == 2,
+	    "invalidate removes the id's entries of one kind");
+	ok(cache_get(c, "t\0r\0xy\0", 7, time(NULL), visit, &g) == 1,
+	    "an id sharing a prefix is kept");
+	ok(cache_get(c, "t\0i\0x\0limit=20", 14, time(NULL), visit, &g) == 1,
+	    "the other kind is kept");
+	cache_close(c);
+
+	c = cache_open(dir, 1024 * 1024, 0, &cause);
+	ok(c != NULL && cache_get(c, "t\0r\0xy\0", 7, time(NULL), visit,
+	    &g) == 1, "entries survive close and reopen");
+	cache_close(c);
+
+	c = cache_open(dir, 1024 * 1024, 10, &cause);
+	ok(cache_get(c, "t\0r\0xy\0", 7, time(NULL) + 60, visit, &g) == 0,
+	    "an entry past its ttl misses");
+	cache_close(c);
+
+	/* A small cache keeps storing by evicting the oldest entries. */
+	snprintf(cmd, sizeof cmd, "rm -rf %s/*", dir);
+	if (system(cmd) != 0)
+		abort();
+	c = cache_open(dir, 64 * 1024, 0, &cause);
+	memset(big, 'x', sizeof big - 1);
+	big[sizeof big - 1] = '\0';
+	for (i = 0; i < 200; i++) {
+		snprintf(key, sizeof key, "t%cr%cresp_%03d", 0, 0, i);
+		ok(put(c, key, 12, big) == 0, "store %d in a 64k cache", i);
+	}
+	hits = 0;
+	for (i = 0; i < 200; i++) {
+		snprintf(key, sizeof key, "t%cr%cresp_%03d", 0, 0, i);
+		hits += cache_get(c, key, 12, time(NULL), visit, &g);
+	}
+	snprintf(key, sizeof key, "t%cr%cresp_%03d", 0, 0, 0);
+	ok(cache_get(c, key, 12, time(NULL), visit, &g) == 0,
+	    "the oldest entry was evicted");
+	snprintf(key, sizeof key, "t%cr%cresp_%03d", 0, 0, 199);
+	ok(cache_get(c, key, 12, time(NULL), visit, &g) == 1,
+	    "the newest entry is kept");
+	ok(hits > 5 && hits < 30, "some entries fit (%d)", hits);
+	ok(c->st.evictions > 100, "evictions counted (%llu)",
+	    (unsigned long long)c->st.evictions);
+	cache_close(c);
+
+	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		abort();
+	return (done_testing());
+}

@@ -1,0 +1,151 @@
+/* Unit tests: route parsing, id validation, query normalization, keys. */
+#include "config.h"
+
+#include "../../src/log.c"
+#include "../../src/route.c"
+#include "tap.h"
+
+static struct route r;
+static struct route_error e;
+
+static int
+parse(enum route_method m, const char *path, const char *q)
+{
+	route_clear(&r);
+	return (route_parse(m, path, q, &r, &e));
+}
+
+static const char *
+norm(enum route_method m, const char *path, const char *q)
+{
+	if (parse(m, path, q) == -1)
+		return ("ERROR");
+	return (r.norm != NULL ? r.norm : "NULL");
+}
+
+int
+main(void)
+{
+	char	 id128[130], id129[131], *k;
+	size_t	 klen;
+
+	/* Ids. */
+	ok(route_valid_id("resp_abc-XYZ_09", 15), "plain id is valid");
+	ok(!route_valid_id("", 0), "empty id is invalid");
+	ok(!route_valid_id("a.b", 3), "dot is invalid");
+	ok(!route_valid_id("a%2Fb", 5), "percent-encoding is invalid");
+	memset(id128, 'a', 128);
+	id128[128] = '\0';
+	memset(id129, 'a', 129);
+	id129[129] = '\0';
+	ok(route_valid_id(id128, 128), "128 chars is valid");
+	ok(!route_valid_id(id129, 129), "129 chars is invalid");
+
+	/* Routes. */
+	ok(parse(RM_POST, "/v1/responses", NULL) == 0 &&
+	    r.kind == ROUTE_CREATE, "POST /v1/responses is a create");
+	ok(parse(RM_GET, "/v1/responses", NULL) == -1 && e.status == 405,
+	    "GET /v1/responses is 405");
+	ok(parse(RM_GET, "/v1/responses/resp_1", NULL) == 0 &&
+	    r.kind == ROUTE_RESPONSE && r.cacheable &&
+	    strcmp(r.id, "resp_1") == 0, "GET response is cacheable");
+	ok(parse(RM_DELETE, "/v1/responses/resp_1", NULL) == 0 &&
+	    r.kind == ROUTE_RESPONSE && !r.cacheable, "DELETE is not cacheable");
+	ok(parse(RM_PUT, "/v1/responses/resp_1", NULL) == -1 &&
+	    e.status == 405 && e.allow != NULL, "PUT response is 405 with Allow");
+	ok(parse(RM_GET, "/v1/responses/resp_1/input_items", "limit=5") == 0
+	    && r.kind == ROUTE_INPUT_ITEMS && r.cacheable, "input_items");
+	ok(parse(RM_POST, "/v1/responses/resp_1/input_items", NULL) == -1 &&
+	    e.status == 405, "POST input_items is 405");
+	ok(parse(RM_POST, "/v1/responses/resp_1/cancel", NULL) == 0 &&
+	    r.kind == ROUTE_CANCEL, "cancel");
+	ok(parse(RM_GET, "/v1/responses/resp_1/cancel", NULL) == -1 &&
+	    e.status == 405, "GET cancel is 405");
+	ok(parse(RM_POST, "/v1/responses/input_tokens", NULL) == 0 &&
+	    r.kind == ROUTE_OTHER, "input_tokens is forwarded");
+	ok(parse(RM_POST, "/v1/responses/compact", NULL) == 0 &&
+	    r.kind == ROUTE_OTHER, "compact is forwarded");
+	ok(parse(RM_GET, "/v1/responses/resp_1/other/deep", NULL) == 0 &&
+	    r.kind == ROUTE_OTHER, "deeper paths are forwarded");
+	ok(parse(RM_GET, "/v1/models", NULL) == -1 && e.status == 404,
+	    "/v1/models is 404");
+	ok(parse(RM_GET, "/v1/responsesX", NULL) == -1 && e.status == 404,
+	    "/v1/responsesX is 404");
+	ok(parse(RM_GET, "/", NULL) == -1 && e.status == 404, "/ is 404");
+	ok(parse(RM_GET, "/v1/responses/resp%2Fx", NULL) == -1 &&
+	    e.status == 400, "encoded slash is 400");
+	ok(parse(RM_GET, "/v1/responses/..", NULL) == -1 && e.status == 400,
+	    ".. is 400");
+	ok(parse(RM_GET, "/v1/responses/", NULL) == -1 && e.status == 400,
+	    "empty id is 400");
+	ok(parse(RM_GET, "/v1/responses/a/../b", NULL) == -1 &&
+	    e.status == 400, "dot segment deeper is 400");
+	ok(parse(RM_GET, "/v1/responses/resp%00x", NULL) == -1 &&
+	    e.status == 400, "encoded NUL is 400");
+
+	/* Normalization. */
+	is_str(norm(RM_GET, "/v1/responses/r", NULL), "",
+	    "no query: empty norm");
+	is_str(norm(RM_GET, "/v1/responses/r", "include[]=b&include[]=a"),
+	    "include%5B%5D=a&include%5B%5D=b", "include[] sorted");
+	is_str(norm(RM_GET, "/v1/responses/r",
+	    "include%5B%5D=b&include%5B%5D=a"),
+	    "include%5B%5D=a&include%5B%5D=b", "encoded brackets alike");
+	is_str(norm(RM_GET, "/v1/responses/r", "include=b&include=a&include=b"),
+	    "include%5B%5D=a&include%5B%5D=b", "repeated include= alike, dedup");
+	is_str(norm(RM_GET, "/v1/responses/r", "include_obfuscation=false"),
+	    "", "include_obfuscation is not in the key");
+	is_str(norm(RM_GET, "/v1/responses/r", "zeta=1&alpha=2"),
+	    "alpha=2&zeta=1", "unknown parameters are kept, sorted");
+	ok(parse(RM_GET, "/v1/responses/r", "stream=true") == 0 && r.stream &&
+	    !r.cacheable, "stream=true passes through");
+	ok(parse(RM_GET, "/v1/responses/r", "stream=true&starting_after=3")
+	    == 0 && r.stream && !r.cacheable, "resume passes through");
+	ok(parse(RM_GET, "/v1/responses/r", "stream=false") == 0 &&
+	    !r.stream && r.cacheable, "stream=false is cacheable");
+	is_str(norm(RM_GET, "/v1/responses/r/input_items", NULL),
+	    "limit=20&order=desc", "input_items defaults explicit");
+	is_str(norm(RM_GET, "/v1/responses/r/input_items",
+	    "order=asc&limit=2&after=msg_1&include[]=x"),
+	    "after=msg_1&include%5B%5D=x&limit=2&order=asc",
+	    "input_items parameters sorted");
+	is_str(norm(RM_GET, "/v1/responses/r/input_items", "limit=20&order=desc"),
+	    "limit=20&order=desc", "explicit defaults equal implicit");
+	ok(parse(RM_GET, "/v1/responses/r/input_items", "limit=0") == -1 &&
+	    e.status == 400, "limit=0 is 400");
+	ok(parse(RM_GET, "/v1/responses/r/input_items", "limit=101") == -1 &&
+	    e.status == 400, "limit=101 is 400");
+	ok(parse(RM_GET, "/v1/responses/r/input_items", "limit=1x") == -1 &&
+	    e.status == 400, "limit=1x is 400");
+	ok(parse(RM_GET, "/v1/responses/r/input_items", "order=up") == -1 &&
+	    e.status == 400, "order=up is 400");
+	ok(parse(RM_GET, "/v1/responses/r/input_items", "limit=1&limit=2") ==
+	    -1 && e.status == 400, "limit twice is 400");
+	ok(parse(RM_GET, "/v1/responses/r", "include[]=a%0Db") == -1 &&
+	    e.status == 400, "CR in a query value is 400");
+	ok(parse(RM_GET, "/v1/responses/r", "x=a%00b") == -1 &&
+	    e.status == 400, "NUL in a query value is 400");
+	is_str(norm(RM_GET, "/v1/responses/r", "a=x%26y"), "a=x%26y",
+	    "an encoded & stays encoded");
+	ok(strcmp(norm(RM_GET, "/v1/responses/r", "a=x%26y"),
+	    norm(RM_GET, "/v1/responses/r", "a=x&y")) != 0,
+	    "a=x%26y and a=x&y differ");
+
+	/* Keys. */
+	parse(RM_GET, "/v1/responses/resp_1", "include[]=a");
+	k = route_cache_key("tenant", &r, &klen);
+	ok(klen == strlen("tenant") + 3 + strlen("resp_1") + 1 +
+	    strlen(r.norm) && memcmp(k, "tenant\0r\0resp_1\0", 16) == 0,
+	    "response key layout");
+	free(k);
+	parse(RM_GET, "/v1/responses/resp_1/input_items", NULL);
+	k = route_cache_key("tenant", &r, &klen);
+	ok(memcmp(k, "tenant\0i\0resp_1\0limit=20", 24) == 0,
+	    "input_items key layout");
+	free(k);
+	k = route_id_prefix("t", 'r', "resp_1", &klen);
+	ok(klen == 11 && memcmp(k, "t\0r\0resp_1\0", 11) == 0, "id prefix");
+	free(k);
+	route_clear(&r);
+	return (done_testing());
+}
