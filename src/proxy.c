@@ -34,6 +34,7 @@
 #include "reply.h"
 #include "response.h"
 #include "route.h"
+#include "sse.h"
 #include "upstream.h"
 
 /* An answer that is not a stream is held whole; past this it is refused. */
@@ -63,6 +64,7 @@ struct proxy_req {
 	const struct evkeyvalq	*uhdrs;		/* upstream's, until done */
 	struct evbuffer		*body;
 	int			 streaming;
+	struct sse		*sse;		/* a streamed create's events */
 	int			 too_big;
 	struct proxy_req	*prev, *next;
 };
@@ -135,6 +137,7 @@ proxy_req_free(struct proxy_req *pr)
 		free(pr->fwd[i]);
 	if (pr->body != NULL)
 		evbuffer_free(pr->body);
+	sse_free(pr->sse);
 	route_clear(&pr->route);
 	free(pr->key);
 	free(pr);
@@ -276,6 +279,8 @@ proxy_copy_resp_headers(struct proxy_req *pr)
 	}
 }
 
+static void	proxy_stream_event(void *, const char *, const char *, size_t);
+
 static void
 proxy_up_headers(void *arg, int status, const struct evkeyvalq *hdrs)
 {
@@ -290,6 +295,8 @@ proxy_up_headers(void *arg, int status, const struct evkeyvalq *hdrs)
 		return;
 	/* An event stream goes through as it comes, never held whole. */
 	pr->streaming = 1;
+	if (pr->route.kind == ROUTE_CREATE)
+		pr->sse = sse_new(PROXY_MAX_BUFFERED, proxy_stream_event, pr);
 	proxy_copy_resp_headers(pr);
 	evhttp_add_header(evhttp_request_get_output_headers(pr->req),
 	    "Cache-Control", "no-cache");
@@ -309,6 +316,9 @@ proxy_up_data(void *arg, const char *p, size_t len)
 		evbuffer_add(chunk, p, len);
 		evhttp_send_reply_chunk(pr->req, chunk);
 		evbuffer_free(chunk);
+		/* Relay first: reading the stream adds no delay to it. */
+		if (pr->sse != NULL)
+			sse_feed(pr->sse, p, len);
 		return (UPSTREAM_CONTINUE);
 	}
 	if (evbuffer_get_length(pr->body) + len > PROXY_MAX_BUFFERED) {
@@ -320,30 +330,53 @@ proxy_up_data(void *arg, const char *p, size_t len)
 }
 
 /*
- * Store a buffered 200 answer if it may be served again; returns 1 and
- * fills etag if it was stored.
+ * Write body under key, with the headers its replay needs (a stream's
+ * Response is replayed as JSON); returns 1 and fills etag if stored.
  */
+static int
+proxy_put(struct proxy_req *pr, const char *key, size_t klen,
+    const char *body, size_t len, int as_json, char etag[36])
+{
+	struct evkeyval	*h;
+	struct evbuffer	*hb;
+	int		 rc;
+
+	if ((hb = evbuffer_new()) == NULL)
+		fatalx("out of memory");
+	if (as_json)
+		evbuffer_add_printf(hb, "content-type: application/json\r\n");
+	TAILQ_FOREACH(h, pr->uhdrs, next)
+		if (proxy_in_list(h->key, proxy_stored_resp) &&
+		    !(as_json && strcasecmp(h->key, "content-type") == 0))
+			evbuffer_add_printf(hb, "%s: %s\r\n", h->key, h->value);
+	proxy_etag(body, len, etag);
+	rc = cache_put(pr->px->cache, key, klen, 200, etag, strlen(etag),
+	    (const char *)evbuffer_pullup(hb, -1), evbuffer_get_length(hb),
+	    body, len, time(NULL));
+	evbuffer_free(hb);
+	return (rc == 0);
+}
+
+/* Store a buffered 200 answer if it may be served again; see proxy_put. */
 static int
 proxy_store(struct proxy_req *pr, const char *body, size_t len,
     char etag[36])
 {
-	struct proxy		*px = pr->px;
 	struct response_info	 info;
-	struct evkeyval		*h;
-	struct evbuffer		*hb;
-	char			*key = pr->key, *own = NULL;
-	size_t			 klen = pr->klen;
-	int			 rc;
+	char			*key;
+	size_t			 klen;
+	int			 stored;
 
 	if (pr->status != 200 || response_inspect(body, len, &info) == -1)
 		return (0);
 	switch (pr->route.kind) {
 	case ROUTE_INPUT_ITEMS:
-		break;		/* a response's input never changes */
+		/* A response's input never changes. */
+		return (proxy_put(pr, pr->key, pr->klen, body, len, 0, etag));
 	case ROUTE_RESPONSE:
 		if (!info.final || info.store_false)
 			return (0);
-		break;
+		return (proxy_put(pr, pr->key, pr->klen, body, len, 0, etag));
 	case ROUTE_CREATE:
 	case ROUTE_CANCEL:
 		/* The answer is the Response itself: the plain GET's entry. */
@@ -351,25 +384,31 @@ proxy_store(struct proxy_req *pr, const char *body, size_t len,
 		    (pr->route.kind == ROUTE_CANCEL &&
 		    strcmp(info.id, pr->route.id) != 0))
 			return (0);
-		strcpy(pr->route.id, info.id);
-		own = route_id_prefix(pr->tenant, 'r', info.id, &klen);
-		key = own;
-		break;
+		key = route_id_prefix(pr->tenant, 'r', info.id, &klen);
+		stored = proxy_put(pr, key, klen, body, len, 0, etag);
+		free(key);
+		return (stored);
 	default:
 		return (0);
 	}
-	if ((hb = evbuffer_new()) == NULL)
-		fatalx("out of memory");
-	TAILQ_FOREACH(h, pr->uhdrs, next)
-		if (proxy_in_list(h->key, proxy_stored_resp))
-			evbuffer_add_printf(hb, "%s: %s\r\n", h->key, h->value);
-	proxy_etag(body, len, etag);
-	rc = cache_put(px->cache, key, klen, 200, etag, strlen(etag),
-	    (const char *)evbuffer_pullup(hb, -1), evbuffer_get_length(hb),
-	    body, len, time(NULL));
-	evbuffer_free(hb);
-	free(own);
-	return (rc == 0);
+}
+
+/* sse_event_fn: a streamed create's final Response fills the cache. */
+static void
+proxy_stream_event(void *arg, const char *type, const char *data, size_t len)
+{
+	struct proxy_req	*pr = arg;
+	struct response_info	 info;
+	char			*body, *key, etag[36];
+	size_t			 blen, klen;
+
+	if ((body = response_from_event(type, data, len, &info, &blen)) ==
+	    NULL)
+		return;
+	key = route_id_prefix(pr->tenant, 'r', info.id, &klen);
+	proxy_put(pr, key, klen, body, blen, 1, etag);
+	free(key);
+	free(body);
 }
 
 static void

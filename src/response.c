@@ -19,20 +19,12 @@ response_status_final(const char *status)
 	    strcmp(status, "incomplete") == 0));
 }
 
-int
-response_inspect(const char *body, size_t len, struct response_info *info)
+static void
+response_fill(json_t *root, struct response_info *info)
 {
-	json_t		*root, *v;
+	json_t		*v;
 	const char	*id;
 
-	memset(info, 0, sizeof *info);
-	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
-	if (root == NULL)
-		return (-1);
-	if (!json_is_object(root)) {
-		json_decref(root);
-		return (-1);
-	}
 	id = json_string_value(json_object_get(root, "id"));
 	if (id != NULL && route_valid_id(id, strlen(id)))
 		strcpy(info->id, id);
@@ -43,8 +35,60 @@ response_inspect(const char *body, size_t len, struct response_info *info)
 	    response_status_final(json_string_value(json_object_get(root,
 	    "status")));
 	info->store_false = json_is_false(json_object_get(root, "store"));
+}
+
+int
+response_inspect(const char *body, size_t len, struct response_info *info)
+{
+	json_t	*root;
+
+	memset(info, 0, sizeof *info);
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+	if (root == NULL)
+		return (-1);
+	if (!json_is_object(root)) {
+		json_decref(root);
+		return (-1);
+	}
+	response_fill(root, info);
 	json_decref(root);
 	return (0);
+}
+
+static int
+response_final_event(const char *type)
+{
+	return (strcmp(type, "response.completed") == 0 ||
+	    strcmp(type, "response.failed") == 0 ||
+	    strcmp(type, "response.incomplete") == 0);
+}
+
+char *
+response_from_event(const char *type, const char *data, size_t len,
+    struct response_info *info, size_t *outlen)
+{
+	json_t		*root, *resp;
+	const char	*jtype;
+	char		*out = NULL;
+
+	memset(info, 0, sizeof *info);
+	/* Cheap test first: most events are deltas. */
+	if (*type != '\0' && !response_final_event(type))
+		return (NULL);
+	if ((root = json_loadb(data, len, 0, NULL)) == NULL)
+		return (NULL);
+	jtype = json_string_value(json_object_get(root, "type"));
+	resp = json_object_get(root, "response");
+	if (jtype != NULL && response_final_event(jtype) &&
+	    json_is_object(resp)) {
+		response_fill(resp, info);
+		if (info->final && !info->store_false && info->id[0] != '\0')
+			out = json_dumps(resp, JSON_COMPACT);
+	}
+	json_decref(root);
+	if (out != NULL)
+		*outlen = strlen(out);
+	return (out);
 }
 
 int

@@ -27,4 +27,13 @@ int	response_status_final(const char *status);
  */
 int	response_request_streams(const char *body, size_t len);
 
+/*
+ * If an SSE event (its type, "" if none, and its data) is a final event
+ * of a stream (response.completed, .failed, .incomplete) that carries a
+ * Response, return it as new compact JSON (caller frees; its length in
+ * *len) and fill *info.  NULL otherwise.
+ */
+char	*response_from_event(const char *type, const char *data, size_t len,
+	    struct response_info *info, size_t *outlen);
+
 #endif
