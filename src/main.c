@@ -45,14 +45,58 @@ usage(FILE *f)
 "  -h, --help                    print this help and exit\n");
 }
 
+/* How long requests in flight may take to finish after SIGTERM. */
+#define DRAIN_SECONDS	30
+
+struct server {
+	struct event_base		*base;
+	struct evhttp			*http;
+	struct evhttp_bound_socket	*bs;
+	struct proxy			*px;
+	struct event			*drain_timer;
+	int				 stopping;
+};
+
+static void
+stop_now(void *arg)
+{
+	struct server	*sv = arg;
+
+	event_base_loopbreak(sv->base);
+}
+
+static void
+drain_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	log_warnx("requests still in flight after %d s: stopping anyway",
+	    DRAIN_SECONDS);
+	stop_now(arg);
+}
+
+/*
+ * SIGTERM or SIGINT: stop accepting, let what is in flight finish (a
+ * stream runs to its end), then leave the loop.  A second signal, or the
+ * drain time running out, stops at once.
+ */
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
 {
-	struct event_base	*base = arg;
+	struct server	*sv = arg;
+	struct timeval	 tv = { DRAIN_SECONDS, 0 };
 
 	(void)what;
-	log_info("signal %d: shutting down", (int)sig);
-	event_base_loopbreak(base);
+	if (sv->stopping++) {
+		log_info("signal %d again: stopping now", (int)sig);
+		stop_now(sv);
+		return;
+	}
+	log_info("signal %d: draining, then stopping", (int)sig);
+	evhttp_del_accept_socket(sv->http, sv->bs);
+	sv->bs = NULL;
+	evtimer_add(sv->drain_timer, &tv);
+	proxy_drain(sv->px, stop_now, sv);
 }
 
 /* Print the address clients can use: tests and scripts wait for it. */
@@ -117,6 +161,7 @@ main(int argc, char **argv)
 	struct credential		*cred = NULL;
 	struct proxy			*px;
 	struct timeval			 tv;
+	struct server			 sv;
 	const char			*config_file = NULL;
 	char				*cause = NULL;
 	int				 ch, test = 0;
@@ -207,8 +252,15 @@ main(int argc, char **argv)
 	    (ev_uint16_t)conf.listen_port)) == NULL)
 		fatalx("cannot listen on %s (in use, or not an address of "
 		    "this host)", conf.listen);
-	sigterm = evsignal_new(base, SIGTERM, on_signal, base);
-	sigint = evsignal_new(base, SIGINT, on_signal, base);
+	memset(&sv, 0, sizeof sv);
+	sv.base = base;
+	sv.http = http;
+	sv.bs = bs;
+	sv.px = px;
+	if ((sv.drain_timer = evtimer_new(base, drain_timeout, &sv)) == NULL)
+		fatalx("out of memory");
+	sigterm = evsignal_new(base, SIGTERM, on_signal, &sv);
+	sigint = evsignal_new(base, SIGINT, on_signal, &sv);
 	if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm, NULL) ||
 	    evsignal_add(sigint, NULL))
 		fatalx("cannot set up signals");
@@ -225,6 +277,7 @@ main(int argc, char **argv)
 	upstream_free(up);
 	event_free(sigterm);
 	event_free(sigint);
+	event_free(sv.drain_timer);
 	event_base_free(base);
 	cache_close(cache);
 	credential_free(cred);

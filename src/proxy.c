@@ -49,6 +49,10 @@ struct proxy {
 	struct upstream		*up;
 	const struct credential	*cred;
 	struct proxy_req	*active;
+	int			 writing;	/* replies not yet flushed */
+	int			 draining;
+	void			(*drained)(void *);
+	void			*drained_arg;
 };
 
 struct proxy_req {
@@ -122,6 +126,54 @@ proxy_method_name(enum route_method m)
 }
 
 static void
+proxy_check_drained(struct proxy *px)
+{
+	if (px->draining && px->active == NULL && px->writing == 0 &&
+	    px->drained != NULL) {
+		px->drained(px->drained_arg);
+		px->drained = NULL;
+	}
+}
+
+static void
+proxy_written(struct evhttp_request *req, void *arg)
+{
+	struct proxy	*px = arg;
+
+	evhttp_connection_set_closecb(evhttp_request_get_connection(req),
+	    NULL, NULL);
+	px->writing--;
+	proxy_check_drained(px);
+}
+
+static void
+proxy_write_failed(struct evhttp_connection *evcon, void *arg)
+{
+	struct proxy	*px = arg;
+
+	(void)evcon;
+	px->writing--;
+	proxy_check_drained(px);
+}
+
+/*
+ * Count a reply until its last byte is written (or its connection dies),
+ * so a drain never cuts an answer short.  Call it just before the final
+ * evhttp_send_reply() or evhttp_send_reply_end().
+ */
+static void
+proxy_track_reply(struct proxy *px, struct evhttp_request *req)
+{
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+
+	if (evcon == NULL)
+		return;
+	px->writing++;
+	evhttp_request_set_on_complete_cb(req, proxy_written, px);
+	evhttp_connection_set_closecb(evcon, proxy_write_failed, px);
+}
+
+static void
 proxy_req_free(struct proxy_req *pr)
 {
 	struct proxy	*px = pr->px;
@@ -133,6 +185,7 @@ proxy_req_free(struct proxy_req *pr)
 		px->active = pr->next;
 	if (pr->next != NULL)
 		pr->next->prev = pr->prev;
+	proxy_check_drained(px);
 	for (i = 0; pr->fwd[i] != NULL; i++)
 		free(pr->fwd[i]);
 	if (pr->body != NULL)
@@ -212,6 +265,7 @@ proxy_etag_match(const char *inm, const char *etag, size_t etag_len)
 }
 
 struct proxy_hit {
+	struct proxy		*px;
 	struct evhttp_request	*req;
 	time_t			 now;
 };
@@ -251,6 +305,7 @@ proxy_serve_hit(const struct cache_entry *e, void *arg)
 	evhttp_add_header(out, "X-Cache", "HIT");
 	inm = evhttp_find_header(evhttp_request_get_input_headers(req),
 	    "If-None-Match");
+	proxy_track_reply(h->px, req);
 	if (e->status == 200 && proxy_etag_match(inm, e->etag, e->etag_len)) {
 		evhttp_send_reply(req, 304, "Not Modified", NULL);
 		return;
@@ -439,6 +494,7 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 
 	pr->ureq = NULL;
 	proxy_req_detach(pr);
+	proxy_track_reply(pr->px, req);
 	if (pr->streaming) {
 		/* A cut stream ends here; the client sees it end early. */
 		if (err != UPSTREAM_OK)
@@ -575,8 +631,17 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	const char		*auth, *upgrade, *key;
 	int			 rc;
 
+	if (px->draining) {
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Connection", "close");
+		proxy_track_reply(px, req);
+		reply_error(req, 503, "server_error", "shutting_down",
+		    "respcache is shutting down.", NULL);
+		return;
+	}
 	upgrade = evhttp_find_header(in, "Upgrade");
 	if (upgrade != NULL) {
+		proxy_track_reply(px, req);
 		reply_error(req, 400, NULL, "websocket_not_supported",
 		    "respcache does not support WebSocket or other protocol "
 		    "upgrades; use HTTP requests (streams work as SSE).", NULL);
@@ -589,6 +654,7 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	if (route_parse(proxy_method(evhttp_request_get_command(req)),
 	    evhttp_uri_get_path(uri), evhttp_uri_get_query(uri), &pr->route,
 	    &err) == -1) {
+		proxy_track_reply(px, req);
 		reply_error(req, err.status, NULL, err.code, err.message,
 		    err.allow);
 		free(pr);
@@ -605,6 +671,7 @@ proxy_handle(struct evhttp_request *req, void *arg)
 
 	if (pr->route.cacheable) {
 		pr->key = route_cache_key(pr->tenant, &pr->route, &pr->klen);
+		hit.px = px;
 		hit.req = req;
 		hit.now = time(NULL);
 		rc = cache_get(px->cache, pr->key, pr->klen, hit.now,
@@ -640,12 +707,25 @@ proxy_new(struct event_base *base, struct evhttp *http, const struct conf *c,
 }
 
 void
+proxy_drain(struct proxy *px, void (*done)(void *), void *arg)
+{
+	px->draining = 1;
+	if (px->active == NULL) {
+		done(arg);
+		return;
+	}
+	px->drained = done;
+	px->drained_arg = arg;
+}
+
+void
 proxy_free(struct proxy *px)
 {
 	struct proxy_req	*pr;
 
 	if (px == NULL)
 		return;
+	px->drained = NULL;
 	while ((pr = px->active) != NULL) {
 		upstream_abort(pr->ureq);
 		pr->ureq = NULL;

@@ -21,5 +21,10 @@ struct proxy	*proxy_new(struct event_base *, struct evhttp *,
 		    const struct conf *, struct cache *, struct upstream *,
 		    const struct credential *);
 void		 proxy_free(struct proxy *);
+/*
+ * Stop taking requests (new ones get 503) and call done(arg) once every
+ * request in flight has finished: at once if none is.
+ */
+void		 proxy_drain(struct proxy *, void (*done)(void *), void *arg);
 
 #endif

@@ -98,3 +98,26 @@ test('GET ?stream=true is passed through (BYPASS) and never cached', async () =>
 		assert.ok(/starting_after=5/.test(up.requests[up.requests.length - 1].url));
 	});
 });
+
+test('a client that goes away mid-stream does not hurt the daemon', async () => {
+	await h.withStack({}, async ({ up, px }) => {
+		let release;
+		up.holdStream = new Promise((r) => { release = r; });
+		const s = await h.openSSE(`${px.url}/v1/responses`, {
+			method: 'POST', body: { model: 'gpt-4o', input: 'abandon me', stream: true },
+		});
+		await h.within(s.firstEvent, 5000, 'first event');
+		s.abort();
+		release();
+		// The upstream finishes writing; the daemon keeps serving.
+		up.holdStream = null;
+		const id = up.seed();
+		const g = await h.request(`${px.url}/v1/responses/${id}`);
+		assert.equal(g.status, 200);
+		const s2 = await h.openSSE(`${px.url}/v1/responses`, {
+			method: 'POST', body: { model: 'gpt-4o', input: 'next', stream: true },
+		});
+		const { events } = await s2.done;
+		checkEvents(events, 'stream after an abandoned one');
+	});
+});
