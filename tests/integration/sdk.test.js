@@ -7,9 +7,19 @@ const assert = require('node:assert/strict');
 const path = require('node:path');
 const h = require('../lib/harness');
 
+// tests/node_modules first; then NODE_PATH (make distcheck runs from a
+// tarball without node_modules, and points NODE_PATH at the checkout's).
+function loadOpenAI() {
+	try {
+		return require(require.resolve('openai', { paths: [path.join(__dirname, '..')] }));
+	} catch (e) {
+		return require('openai');
+	}
+}
+
 let OpenAI;
 try {
-	const mod = require(require.resolve('openai', { paths: [path.join(__dirname, '..')] }));
+	const mod = loadOpenAI();
 	OpenAI = mod.OpenAI || mod.default || mod;
 } catch (e) {
 	console.log(`SKIP: the openai package is not installed (run "npm ci" in tests/): ${e.message}`);

@@ -1,0 +1,88 @@
+'use strict';
+// The command line: -V, -h, -t, config errors, a taken port, flags over the file.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+const h = require('../lib/harness');
+
+function run(args, opts = {}) {
+	const r = spawnSync(h.daemonPath(), args, { encoding: 'utf8', timeout: 10000, ...opts });
+	assert.equal(r.error, undefined, `spawn: ${r.error}`);
+	return r;
+}
+
+function writeConf(text) {
+	const f = path.join(h.tmpdir(), 'respcache.conf');
+	fs.writeFileSync(f, text);
+	return f;
+}
+
+test('-V prints the version, -h the usage, both exit 0', () => {
+	const v = run(['-V']);
+	assert.equal(v.status, 0);
+	assert.match(v.stdout, /^respcache \d+\.\d+\.\d+\n$/);
+	const u = run(['-h']);
+	assert.equal(u.status, 0);
+	for (const flag of ['--config', '--listen', '--upstream', '--cache-dir', '--upstream-key-file', '-t'])
+		assert.ok(u.stdout.includes(flag), `usage mentions ${flag}`);
+	const bad = run(['--no-such-flag']);
+	assert.equal(bad.status, 2, 'an unknown flag exits 2');
+});
+
+test('-t accepts the shipped config and the defaults, and opens nothing', () => {
+	const shipped = path.join(__dirname, '..', '..', 'conf', 'respcache.conf');
+	const dir = h.tmpdir();
+	const r = run(['-t', '--config', shipped], { cwd: dir });
+	assert.equal(r.status, 0, r.stderr);
+	assert.match(r.stdout, /configuration OK/);
+	assert.equal(fs.existsSync(path.join(dir, 'respcache-cache')), false, '-t creates no cache dir');
+	assert.equal(run(['-t'], { cwd: dir }).status, 0, 'no config at all is valid');
+});
+
+test('-t refuses a bad config with the file, line and reason', () => {
+	const f = writeConf('[server]\nlisten = 127.0.0.1:8080\nlisten_typo = 1\n');
+	const r = run(['-t', '--config', f]);
+	assert.notEqual(r.status, 0);
+	assert.ok(r.stderr.includes(`${f}:3`), r.stderr);
+	assert.match(r.stderr, /unknown key "listen_typo" in \[server\]/);
+	const g = writeConf('[cache]\nmax_size = huge\n');
+	const r2 = run(['-t', '--config', g]);
+	assert.notEqual(r2.status, 0);
+	assert.match(r2.stderr, /max_size: "huge" is not a size/);
+	const r3 = run(['-t', '--upstream', 'ftp://example']);
+	assert.notEqual(r3.status, 0);
+	assert.match(r3.stderr, /not an http:\/\/ or https:\/\/ URL/);
+	const r4 = run(['-t', '--upstream-key-file', '/nonexistent/key']);
+	assert.notEqual(r4.status, 0);
+	assert.match(r4.stderr, /\/nonexistent\/key: No such file/);
+});
+
+test('a flag overrides the config file', async () => {
+	const up = await h.startUpstream();
+	// The file says a port that is not listening; --upstream must win.
+	const f = writeConf('[upstream]\nurl = http://127.0.0.1:1\n');
+	const px = await h.startProxy({ upstream: up.url, args: ['--config', f] });
+	try {
+		const id = up.seed();
+		const r = await h.request(`${px.url}/v1/responses/${id}`);
+		assert.equal(r.status, 200);
+	} finally {
+		await px.stop();
+		await up.close();
+	}
+});
+
+test('a taken port: exits non-zero with a clear message', async () => {
+	const up = await h.startUpstream();
+	const px = await h.startProxy({ upstream: up.url });
+	try {
+		const r = run(['--listen', `127.0.0.1:${px.port}`, '--upstream', up.url, '--cache-dir', h.tmpdir()]);
+		assert.notEqual(r.status, 0);
+		assert.match(r.stderr, /cannot listen on 127\.0\.0\.1:\d+/);
+	} finally {
+		await px.stop();
+		await up.close();
+	}
+});
