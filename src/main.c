@@ -272,8 +272,9 @@ main(int argc, char **argv)
 
 	event_base_dispatch(base);
 
-	proxy_free(px);
+	proxy_stop(px);
 	evhttp_free(http);
+	proxy_free(px);
 	upstream_free(up);
 	event_free(sigterm);
 	event_free(sigint);

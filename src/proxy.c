@@ -143,6 +143,7 @@ proxy_written(struct evhttp_request *req, void *arg)
 	evhttp_connection_set_closecb(evhttp_request_get_connection(req),
 	    NULL, NULL);
 	px->writing--;
+	log_debug("reply written (%d being written)", px->writing);
 	proxy_check_drained(px);
 }
 
@@ -153,6 +154,7 @@ proxy_write_failed(struct evhttp_connection *evcon, void *arg)
 
 	(void)evcon;
 	px->writing--;
+	log_debug("reply cut: client gone (%d being written)", px->writing);
 	proxy_check_drained(px);
 }
 
@@ -493,6 +495,9 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 	int			 stored = 0;
 
 	pr->ureq = NULL;
+	log_debug("upstream done: %s %s: %s, status %d%s", proxy_method_name(
+	    pr->route.method), evhttp_request_get_uri(req), upstream_err_str(err),
+	    pr->status, pr->streaming ? ", streamed" : "");
 	proxy_req_detach(pr);
 	proxy_track_reply(pr->px, req);
 	if (pr->streaming) {
@@ -710,21 +715,16 @@ void
 proxy_drain(struct proxy *px, void (*done)(void *), void *arg)
 {
 	px->draining = 1;
-	if (px->active == NULL) {
-		done(arg);
-		return;
-	}
 	px->drained = done;
 	px->drained_arg = arg;
+	proxy_check_drained(px);
 }
 
 void
-proxy_free(struct proxy *px)
+proxy_stop(struct proxy *px)
 {
 	struct proxy_req	*pr;
 
-	if (px == NULL)
-		return;
 	px->drained = NULL;
 	while ((pr = px->active) != NULL) {
 		upstream_abort(pr->ureq);
@@ -738,5 +738,10 @@ proxy_free(struct proxy *px)
 			    NULL);
 		proxy_req_free(pr);
 	}
+}
+
+void
+proxy_free(struct proxy *px)
+{
 	free(px);
 }

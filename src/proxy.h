@@ -13,13 +13,14 @@ struct proxy;
 struct upstream;
 
 /*
- * Serve http's requests.  Borrows everything it is given; proxy_free()
- * ends the requests still in flight (their clients see the connection
- * close) before the caller frees the rest.
+ * Serve http's requests.  Borrows everything it is given.  To stop:
+ * proxy_stop() ends the requests still in flight, then the caller frees
+ * the evhttp (which closes every connection), then proxy_free().
  */
 struct proxy	*proxy_new(struct event_base *, struct evhttp *,
 		    const struct conf *, struct cache *, struct upstream *,
 		    const struct credential *);
+void		 proxy_stop(struct proxy *);
 void		 proxy_free(struct proxy *);
 /*
  * Stop taking requests (new ones get 503) and call done(arg) once every
