@@ -61,6 +61,7 @@ struct proxy_req {
 	struct route		 route;
 	char			 tenant[SHA256_HEX_LEN + 1];
 	char			*key;		/* cache key, cacheable routes */
+	char			*upath;		/* path and query sent upstream */
 	size_t			 klen;
 	struct upstream_req	*ureq;
 	char			*fwd[PROXY_MAX_FWD_HEADERS + 1];
@@ -195,6 +196,7 @@ proxy_req_free(struct proxy_req *pr)
 	sse_free(pr->sse);
 	route_clear(&pr->route);
 	free(pr->key);
+	free(pr->upath);
 	free(pr);
 }
 
@@ -589,11 +591,19 @@ proxy_forward(struct proxy_req *pr, const char *client_auth)
 {
 	struct evhttp_request	*req = pr->req;
 	struct evbuffer		*in = evhttp_request_get_input_buffer(req);
+	const struct evhttp_uri	*uri;
+	const char		*query;
 	struct upstream_opts	 o;
 
 	memset(&o, 0, sizeof o);
 	o.method = proxy_method_name(pr->route.method);
-	o.path = evhttp_request_get_uri(req);
+	/* Origin form only: an absolute-form request line never picks a host. */
+	uri = evhttp_request_get_evhttp_uri(req);
+	query = evhttp_uri_get_query(uri);
+	if (asprintf(&pr->upath, "%s%s%s", evhttp_uri_get_path(uri),
+	    query != NULL ? "?" : "", query != NULL ? query : "") == -1)
+		fatalx("out of memory");
+	o.path = pr->upath;
 	o.body_len = evbuffer_get_length(in);
 	o.body = o.body_len ? evbuffer_pullup(in, -1) : NULL;
 	o.has_body = pr->route.method != RM_GET;

@@ -75,3 +75,14 @@ test('answer headers: x-request-id, openai-* and x-ratelimit-* come back; X-Cach
 		}
 	});
 });
+
+test('an absolute-form request line goes to the configured upstream, path and query only', async () => {
+	await h.withStack({}, async ({ up, px }) => {
+		const id = up.seed();
+		const r = await h.rawRequest(px.port, `GET http://elsewhere.invalid/v1/responses/${id}?include%5B%5D=a HTTP/1.1\r\nHost: elsewhere.invalid\r\nAuthorization: Bearer sk-test\r\nConnection: close\r\n\r\n`);
+		assert.equal(r.status, 200);
+		const got = up.requests.filter((q) => q.method === 'GET');
+		assert.equal(got.length, 1);
+		assert.equal(got[0].url, `/v1/responses/${id}?include%5B%5D=a`);
+	});
+});
