@@ -328,6 +328,21 @@ cache_evict(struct cache *c, MDB_txn *txn, size_t need, size_t budget)
 	return (rc == MDB_NOTFOUND ? 0 : rc);
 }
 
+static int
+cache_evict_commit(struct cache *c, size_t need, size_t budget)
+{
+	MDB_txn	*txn;
+	int	 rc;
+
+	if ((rc = mdb_txn_begin(c->env, NULL, 0, &txn)) != 0)
+		return (rc);
+	if ((rc = cache_evict(c, txn, need, budget)) != 0) {
+		mdb_txn_abort(txn);
+		return (rc);
+	}
+	return (mdb_txn_commit(txn));
+}
+
 static uint64_t
 cache_next_seq(struct cache *c, MDB_txn *txn, int *rc)
 {
@@ -422,8 +437,14 @@ cache_put(struct cache *c, const void *key, size_t klen, int status,
 		    budget);
 		if (rc != MDB_MAP_FULL && rc != MDB_TXN_FULL)
 			break;
-		/* Free pages were short: make more room and try again. */
+		/*
+		 * Free pages were short.  Pages freed in a transaction are
+		 * reused only by later ones: evict in one of its own, commit,
+		 * then write again.
+		 */
 		budget /= 2;
+		if (cache_evict_commit(c, need, budget) != 0)
+			break;
 	}
 	if (rc == 0) {
 		pthread_mutex_lock(&c->mtx);

@@ -40,6 +40,9 @@
 /* An answer that is not a stream is held whole; past this it is refused. */
 #define PROXY_MAX_BUFFERED	(64 * 1024 * 1024)
 #define PROXY_MAX_FWD_HEADERS	64
+/* The longest stored header name and value a hit replays (and stores). */
+#define PROXY_HDR_NAME		64
+#define PROXY_HDR_VALUE		1024
 
 struct proxy {
 	struct event_base	*base;
@@ -71,6 +74,7 @@ struct proxy_req {
 	int			 streaming;
 	struct sse		*sse;		/* a streamed create's events */
 	int			 too_big;
+	int			 no_store;	/* never cache this answer */
 	struct proxy_req	*prev, *next;
 };
 
@@ -283,7 +287,8 @@ proxy_serve_hit(const struct cache_entry *e, void *arg)
 	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
 	struct evbuffer		*buf;
 	const char		*p, *end, *colon, *eol;
-	char			 name[64], value[512], age[24], etag[64];
+	char			 name[PROXY_HDR_NAME], value[PROXY_HDR_VALUE];
+	char			 age[24], etag[64];
 	const char		*inm;
 	long			 secs;
 
@@ -354,7 +359,7 @@ proxy_up_headers(void *arg, int status, const struct evkeyvalq *hdrs)
 		return;
 	/* An event stream goes through as it comes, never held whole. */
 	pr->streaming = 1;
-	if (pr->route.kind == ROUTE_CREATE)
+	if (pr->route.kind == ROUTE_CREATE && !pr->no_store)
 		pr->sse = sse_new(PROXY_MAX_BUFFERED, proxy_stream_event, pr);
 	proxy_copy_resp_headers(pr);
 	evhttp_add_header(evhttp_request_get_output_headers(pr->req),
@@ -406,6 +411,7 @@ proxy_put(struct proxy_req *pr, const char *key, size_t klen,
 		evbuffer_add_printf(hb, "content-type: application/json\r\n");
 	TAILQ_FOREACH(h, pr->uhdrs, next)
 		if (proxy_in_list(h->key, proxy_stored_resp) &&
+		    strlen(h->value) < PROXY_HDR_VALUE &&
 		    !(as_json && strcasecmp(h->key, "content-type") == 0))
 			evbuffer_add_printf(hb, "%s: %s\r\n", h->key, h->value);
 	proxy_etag(body, len, etag);
@@ -426,7 +432,8 @@ proxy_store(struct proxy_req *pr, const char *body, size_t len,
 	size_t			 klen;
 	int			 stored;
 
-	if (pr->status != 200 || response_inspect(body, len, &info) == -1)
+	if (pr->status != 200 || pr->no_store ||
+	    response_inspect(body, len, &info) == -1)
 		return (0);
 	switch (pr->route.kind) {
 	case ROUTE_INPUT_ITEMS:
@@ -594,6 +601,7 @@ proxy_forward(struct proxy_req *pr, const char *client_auth)
 	const struct evhttp_uri	*uri;
 	const char		*query;
 	struct upstream_opts	 o;
+	struct response_request	 rq;
 
 	memset(&o, 0, sizeof o);
 	o.method = proxy_method_name(pr->route.method);
@@ -607,8 +615,13 @@ proxy_forward(struct proxy_req *pr, const char *client_auth)
 	o.body_len = evbuffer_get_length(in);
 	o.body = o.body_len ? evbuffer_pullup(in, -1) : NULL;
 	o.has_body = pr->route.method != RM_GET;
-	o.stream = pr->route.stream || (pr->route.kind == ROUTE_CREATE &&
-	    response_request_streams(o.body, o.body_len));
+	if (pr->route.kind == ROUTE_CREATE) {
+		response_request_read(o.body, o.body_len, &rq);
+		o.stream = rq.stream;
+		/* Its answer carries the included fields: not the plain GET's. */
+		pr->no_store = rq.include;
+	} else
+		o.stream = pr->route.stream;
 	if (pr->route.kind == ROUTE_CANCEL || (pr->route.kind ==
 	    ROUTE_RESPONSE && pr->route.method == RM_DELETE))
 		proxy_invalidate(pr);

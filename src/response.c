@@ -91,15 +91,18 @@ response_from_event(const char *type, const char *data, size_t len,
 	return (out);
 }
 
-int
-response_request_streams(const char *body, size_t len)
+void
+response_request_read(const char *body, size_t len,
+    struct response_request *rq)
 {
-	json_t	*root;
-	int	 stream;
+	json_t	*root, *inc;
 
+	memset(rq, 0, sizeof *rq);
 	if (len == 0 || (root = json_loadb(body, len, 0, NULL)) == NULL)
-		return (0);
-	stream = json_is_true(json_object_get(root, "stream"));
+		return;
+	rq->stream = json_is_true(json_object_get(root, "stream"));
+	inc = json_object_get(root, "include");
+	rq->include = inc != NULL && !json_is_null(inc) &&
+	    !(json_is_array(inc) && json_array_size(inc) == 0);
 	json_decref(root);
-	return (stream);
 }

@@ -21,11 +21,19 @@ struct response_info {
 int	response_inspect(const char *body, size_t len, struct response_info *);
 /* 1 if status names a terminal state. */
 int	response_status_final(const char *status);
+/* What the proxy needs to know of a create's request body. */
+struct response_request {
+	int	stream;		/* "stream": true */
+	int	include;	/* a non-empty "include": its answer is not
+				   the plain GET's */
+};
+
 /*
- * 1 if a JSON request body asks for a stream ("stream": true).  A body
- * that is not JSON is not a stream (the upstream will say what is wrong).
+ * Read a create's JSON body.  A body that is not JSON asks for nothing
+ * (the upstream will say what is wrong with it).
  */
-int	response_request_streams(const char *body, size_t len);
+void	response_request_read(const char *body, size_t len,
+	    struct response_request *);
 
 /*
  * If an SSE event (its type, "" if none, and its data) is a final event

@@ -373,6 +373,9 @@ route_parse(enum route_method m, const char *path, const char *query,
 		r->kind = ROUTE_CANCEL;
 		return (0);
 	}
+	if (m != RM_GET && m != RM_POST && m != RM_DELETE)
+		return (route_fail(err, 405, "method_not_allowed",
+		    "GET, POST, DELETE", "Method not allowed%s.", ""));
 	r->kind = ROUTE_OTHER;
 	return (0);
 }

@@ -40,7 +40,8 @@ struct upstream_req {
 	char			*url;
 	struct evkeyvalq	 rhdrs;		/* the answer's headers */
 	int			 headers_done;
-	int			 aborted;
+	int			 aborted;	/* upstream_abort(): no more hooks */
+	int			 stopped;	/* a hook said stop: done still comes */
 	const struct upstream_hooks *hooks;
 	void			*arg;
 	struct upstream_req	*prev, *next;
@@ -245,8 +246,10 @@ upstream_write_cb(char *p, size_t size, size_t n, void *arg)
 		upstream_deliver_headers(r);
 	if (r->aborted)
 		return (0);
+	if (r->stopped)
+		return (0);
 	if (r->hooks->data(r->arg, p, len) == UPSTREAM_STOP) {
-		r->aborted = 1;
+		r->stopped = 1;
 		return (0);
 	}
 	return (len);

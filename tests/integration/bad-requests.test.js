@@ -55,6 +55,10 @@ test('unknown routes: 404; wrong methods: 405; all OpenAI-shaped, none forwarded
 		h.assertOpenAIError(pi, 405, 'POST /v1/responses/resp_1/input_items');
 		const dc = await h.request(`${px.url}/v1/responses`, { method: 'DELETE' });
 		h.assertOpenAIError(dc, 405, 'DELETE /v1/responses');
+		for (const m of ['PUT', 'PATCH', 'OPTIONS', 'TRACE']) {
+			const o = await h.request(`${px.url}/v1/responses/resp_1/other`, { method: m });
+			h.assertOpenAIError(o, 405, `${m} on another /v1/responses path`);
+		}
 		assert.equal(up.requests.length, 0, `upstream saw: ${up.requests.map((r) => r.method + ' ' + r.url).join(', ')}`);
 	});
 });

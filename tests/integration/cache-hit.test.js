@@ -89,3 +89,17 @@ test('store:false responses are never cached', async () => {
 		assert.equal(up.count('GET', `/v1/responses/${id}`), 2);
 	});
 });
+
+test('a create with include[] is not cached as the plain GET entry', async () => {
+	await h.withStack({}, async ({ up, px }) => {
+		const c = await h.request(px.url + '/v1/responses', {
+			method: 'POST', body: { model: 'gpt-4o', input: 'x', include: ['reasoning.encrypted_content'] },
+		});
+		assert.equal(c.status, 200, c.body);
+		const p = `/v1/responses/${c.json().id}`;
+		const g = await h.request(px.url + p);
+		assert.equal(g.status, 200);
+		h.assertXCache(g, 'MISS', 'plain GET after a create with include');
+		assert.equal(up.count('GET', p), 1);
+	});
+});

@@ -126,3 +126,16 @@ test('gzip upstream: the client gets decoded JSON, and the entry is cached decod
 		assert.equal(c.json().status, 'completed');
 	});
 });
+
+test('an upstream answer too large to hold (> 64 MiB) gets 502, and the proxy stays healthy', async () => {
+	await h.withStack({}, async ({ up, px }) => {
+		const id = up.seed();
+		const p = `/v1/responses/${id}`;
+		up.failNext(200, { id, object: 'response', status: 'completed', pad: 'x'.repeat(65 * 1024 * 1024) });
+		const r = await h.request(px.url + p, { timeout: 20000 });
+		assert.equal(r.status, 502, 'answered, not left hanging');
+		h.assertOpenAIError(r);
+		const r2 = await h.request(px.url + p);
+		assert.equal(r2.status, 200, 'the next request is served');
+	});
+});

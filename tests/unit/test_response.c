@@ -6,6 +6,8 @@
 #include "../../src/response.c"
 #include "tap.h"
 
+#define S(lit)	(lit), strlen(lit)
+
 static int
 final_of(const char *json)
 {
@@ -20,6 +22,7 @@ int
 main(void)
 {
 	struct response_info	 i;
+	struct response_request	 rq;
 	const char		*s;
 	const char *const	 finals[] = { "completed", "failed", "cancelled",
 	    "incomplete" };
@@ -55,13 +58,22 @@ main(void)
 	ok(response_inspect(s, strlen(s), &i) == 0 && i.id[0] == '\0',
 	    "an invalid id is not taken");
 
-	s = "{\"model\":\"m\",\"stream\":true}";
-	ok(response_request_streams(s, strlen(s)), "stream:true streams");
-	s = "{\"model\":\"m\",\"stream\":false}";
-	ok(!response_request_streams(s, strlen(s)), "stream:false does not");
-	s = "{\"model\":\"m\"}";
-	ok(!response_request_streams(s, strlen(s)), "no stream key: no");
-	ok(!response_request_streams("{oops", 5), "bad JSON: no stream");
-	ok(!response_request_streams("", 0), "empty body: no stream");
+	response_request_read(S("{\"model\":\"m\",\"stream\":true}"), &rq);
+	ok(rq.stream && !rq.include, "stream:true streams");
+	response_request_read(S("{\"model\":\"m\",\"stream\":false}"), &rq);
+	ok(!rq.stream, "stream:false does not");
+	response_request_read(S("{\"model\":\"m\"}"), &rq);
+	ok(!rq.stream && !rq.include, "no stream key: no");
+	response_request_read(S("{\"include\":[\"reasoning.encrypted_content\"]}"),
+	    &rq);
+	ok(rq.include, "a non-empty include is seen");
+	response_request_read(S("{\"include\":[]}"), &rq);
+	ok(!rq.include, "an empty include is none");
+	response_request_read(S("{\"include\":null}"), &rq);
+	ok(!rq.include, "a null include is none");
+	response_request_read(S("{oops"), &rq);
+	ok(!rq.stream && !rq.include, "bad JSON asks for nothing");
+	response_request_read("", 0, &rq);
+	ok(!rq.stream, "empty body: no stream");
 	return (done_testing());
 }
