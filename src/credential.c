@@ -22,8 +22,13 @@ sha256_hex(const void *p, size_t len, char out[SHA256_HEX_LEN + 1])
 	static const char	 hex[] = "0123456789abcdef";
 	unsigned char		 md[EVP_MAX_MD_SIZE];
 	unsigned int		 mdlen = 0, i;
+	static EVP_MD		*sha256;
 
-	if (EVP_Digest(p, len, md, &mdlen, EVP_sha256(), NULL) != 1 ||
+	/* Fetched once: EVP_sha256() makes EVP_Digest fetch on every call. */
+	if (sha256 == NULL && (sha256 = EVP_MD_fetch(NULL, "SHA256",
+	    NULL)) == NULL)
+		fatalx("SHA-256 unavailable");
+	if (EVP_Digest(p, len, md, &mdlen, sha256, NULL) != 1 ||
 	    mdlen != 32)
 		fatalx("SHA-256 failed");
 	for (i = 0; i < mdlen; i++) {

@@ -285,7 +285,6 @@ proxy_serve_hit(const struct cache_entry *e, void *arg)
 	struct proxy_hit	*h = arg;
 	struct evhttp_request	*req = h->req;
 	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
-	struct evbuffer		*buf;
 	const char		*p, *end, *colon, *eol;
 	char			 name[PROXY_HDR_NAME], value[PROXY_HDR_VALUE];
 	char			 age[24], etag[64];
@@ -319,11 +318,11 @@ proxy_serve_hit(const struct cache_entry *e, void *arg)
 		evhttp_send_reply(req, 304, "Not Modified", NULL);
 		return;
 	}
-	if ((buf = evbuffer_new()) == NULL)
+	/* Straight into the reply's buffer: no evbuffer of our own. */
+	if (evbuffer_add(evhttp_request_get_output_buffer(req), e->body,
+	    e->body_len) == -1)
 		fatalx("out of memory");
-	evbuffer_add(buf, e->body, e->body_len);
-	evhttp_send_reply(req, e->status, NULL, buf);
-	evbuffer_free(buf);
+	evhttp_send_reply(req, e->status, NULL, NULL);
 }
 
 /* Copy the upstream headers that go back to the client. */
