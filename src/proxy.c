@@ -27,7 +27,6 @@
 #include <event2/keyvalq_struct.h>
 
 #include "cache.h"
-#include "conf.h"
 #include "credential.h"
 #include "log.h"
 #include "proxy.h"
@@ -45,9 +44,6 @@
 #define PROXY_HDR_VALUE		1024
 
 struct proxy {
-	struct event_base	*base;
-	struct evhttp		*http;
-	const struct conf	*conf;
 	struct cache		*cache;
 	struct upstream		*up;
 	const struct credential	*cred;
@@ -716,16 +712,13 @@ proxy_handle(struct evhttp_request *req, void *arg)
 }
 
 struct proxy *
-proxy_new(struct event_base *base, struct evhttp *http, const struct conf *c,
-    struct cache *cache, struct upstream *up, const struct credential *cred)
+proxy_new(struct evhttp *http, struct cache *cache, struct upstream *up,
+    const struct credential *cred)
 {
 	struct proxy	*px;
 
 	if ((px = calloc(1, sizeof *px)) == NULL)
 		fatalx("out of memory");
-	px->base = base;
-	px->http = http;
-	px->conf = c;
 	px->cache = cache;
 	px->up = up;
 	px->cred = cred;

@@ -5,9 +5,7 @@
 #define RC_PROXY_H
 
 struct cache;
-struct conf;
 struct credential;
-struct event_base;
 struct evhttp;
 struct proxy;
 struct upstream;
@@ -17,8 +15,7 @@ struct upstream;
  * proxy_stop() ends the requests still in flight, then the caller frees
  * the evhttp (which closes every connection), then proxy_free().
  */
-struct proxy	*proxy_new(struct event_base *, struct evhttp *,
-		    const struct conf *, struct cache *, struct upstream *,
+struct proxy	*proxy_new(struct evhttp *, struct cache *, struct upstream *,
 		    const struct credential *);
 void		 proxy_stop(struct proxy *);
 void		 proxy_free(struct proxy *);
