@@ -176,6 +176,16 @@ proxy_track_reply(struct proxy *px, struct evhttp_request *req)
 	evhttp_connection_set_closecb(evcon, proxy_write_failed, px);
 }
 
+/* An error the proxy answers itself, counted like any reply. */
+static void
+proxy_reply_error(struct proxy *px, struct evhttp_request *req, int status,
+    const char *type, const char *code, const char *message,
+    const char *allow)
+{
+	proxy_track_reply(px, req);
+	reply_error(req, status, type, code, message, allow);
+}
+
 static void
 proxy_req_free(struct proxy_req *pr)
 {
@@ -417,26 +427,37 @@ proxy_put(struct proxy_req *pr, const char *key, size_t klen,
 	return (rc == 0);
 }
 
+/* Store a Response as its id's plain GET entry; see proxy_put. */
+static int
+proxy_put_response(struct proxy_req *pr, const char *id, const char *body,
+    size_t len, int as_json, char etag[36])
+{
+	char	*key;
+	size_t	 klen;
+	int	 stored;
+
+	key = route_id_prefix(pr->tenant, 'r', id, &klen);
+	stored = proxy_put(pr, key, klen, body, len, as_json, etag);
+	free(key);
+	return (stored);
+}
+
 /* Store a buffered 200 answer if it may be served again; see proxy_put. */
 static int
 proxy_store(struct proxy_req *pr, const char *body, size_t len,
     char etag[36])
 {
 	struct response_info	 info;
-	char			*key;
-	size_t			 klen;
-	int			 stored;
 
 	if (pr->status != 200 || pr->no_store ||
 	    response_inspect(body, len, &info) == -1)
 		return (0);
 	switch (pr->route.kind) {
-	case ROUTE_INPUT_ITEMS:
-		/* A response's input never changes. */
-		return (proxy_put(pr, pr->key, pr->klen, body, len, 0, etag));
 	case ROUTE_RESPONSE:
 		if (!info.final || info.store_false)
 			return (0);
+		/* FALLTHROUGH */
+	case ROUTE_INPUT_ITEMS:		/* a response's input never changes */
 		return (proxy_put(pr, pr->key, pr->klen, body, len, 0, etag));
 	case ROUTE_CREATE:
 	case ROUTE_CANCEL:
@@ -445,10 +466,7 @@ proxy_store(struct proxy_req *pr, const char *body, size_t len,
 		    (pr->route.kind == ROUTE_CANCEL &&
 		    strcmp(info.id, pr->route.id) != 0))
 			return (0);
-		key = route_id_prefix(pr->tenant, 'r', info.id, &klen);
-		stored = proxy_put(pr, key, klen, body, len, 0, etag);
-		free(key);
-		return (stored);
+		return (proxy_put_response(pr, info.id, body, len, 0, etag));
 	default:
 		return (0);
 	}
@@ -460,15 +478,13 @@ proxy_stream_event(void *arg, const char *type, const char *data, size_t len)
 {
 	struct proxy_req	*pr = arg;
 	struct response_info	 info;
-	char			*body, *key, etag[36];
-	size_t			 blen, klen;
+	char			*body, etag[36];
+	size_t			 blen;
 
 	if ((body = response_from_event(type, data, len, &info, &blen)) ==
 	    NULL)
 		return;
-	key = route_id_prefix(pr->tenant, 'r', info.id, &klen);
-	proxy_put(pr, key, klen, body, blen, 1, etag);
-	free(key);
+	proxy_put_response(pr, info.id, body, blen, 1, etag);
 	free(body);
 }
 
@@ -657,15 +673,13 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	if (px->draining) {
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		    "Connection", "close");
-		proxy_track_reply(px, req);
-		reply_error(req, 503, "server_error", "shutting_down",
-		    "respcache is shutting down.", NULL);
+		proxy_reply_error(px, req, 503, "server_error",
+		    "shutting_down", "respcache is shutting down.", NULL);
 		return;
 	}
 	upgrade = evhttp_find_header(in, "Upgrade");
 	if (upgrade != NULL) {
-		proxy_track_reply(px, req);
-		reply_error(req, 400, NULL, "websocket_not_supported",
+		proxy_reply_error(px, req, 400, NULL, "websocket_not_supported",
 		    "respcache does not support WebSocket or other protocol "
 		    "upgrades; use HTTP requests (streams work as SSE).", NULL);
 		return;
@@ -677,9 +691,8 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	if (route_parse(proxy_method(evhttp_request_get_command(req)),
 	    evhttp_uri_get_path(uri), evhttp_uri_get_query(uri), &pr->route,
 	    &err) == -1) {
-		proxy_track_reply(px, req);
-		reply_error(req, err.status, NULL, err.code, err.message,
-		    err.allow);
+		proxy_reply_error(px, req, err.status, NULL, err.code,
+		    err.message, err.allow);
 		free(pr);
 		return;
 	}

@@ -244,9 +244,7 @@ upstream_write_cb(char *p, size_t size, size_t n, void *arg)
 		return (0);
 	if (!r->headers_done)
 		upstream_deliver_headers(r);
-	if (r->aborted)
-		return (0);
-	if (r->stopped)
+	if (r->aborted || r->stopped)
 		return (0);
 	if (r->hooks->data(r->arg, p, len) == UPSTREAM_STOP) {
 		r->stopped = 1;
