@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/time.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -28,8 +29,9 @@ struct upstream {
 	char			*base_url;
 	long			 connect_ms;
 	long			 timeout_ms;
-	long			 idle_s;
+	struct timeval		 idle;		/* a stream's allowed silence */
 	int			 in_curl;	/* inside a curl call */
+	int			 npending;	/* started inside a curl call */
 	struct upstream_req	*reqs;		/* all in flight */
 };
 
@@ -42,6 +44,10 @@ struct upstream_req {
 	int			 headers_done;
 	int			 aborted;	/* upstream_abort(): no more hooks */
 	int			 stopped;	/* a hook said stop: done still comes */
+	int			 paused;	/* a hook said pause */
+	int			 pending;	/* not yet added to the multi */
+	struct event		*idle;		/* a stream's silence timer */
+	struct timeval		 last;		/* when its last bytes came */
 	const struct upstream_hooks *hooks;
 	void			*arg;
 	struct upstream_req	*prev, *next;
@@ -54,6 +60,25 @@ struct upstream_sock {
 };
 
 static void	upstream_check_done(struct upstream *);
+
+/*
+ * Add the transfers started while inside curl (from a hook): curl
+ * refuses curl_multi_add_handle() from its own callbacks.
+ */
+static void
+upstream_add_pending(struct upstream *up)
+{
+	struct upstream_req	*r;
+
+	for (r = up->reqs; up->npending > 0 && r != NULL; r = r->next) {
+		if (!r->pending)
+			continue;
+		r->pending = 0;
+		up->npending--;
+		if (curl_multi_add_handle(up->multi, r->easy) != CURLM_OK)
+			fatalx("curl_multi_add_handle failed");
+	}
+}
 
 const char *
 upstream_err_str(enum upstream_err e)
@@ -78,6 +103,8 @@ upstream_action(struct upstream *up, curl_socket_t fd, int flags)
 	curl_multi_socket_action(up->multi, fd, flags, &running);
 	up->in_curl--;
 	upstream_check_done(up);
+	if (!up->in_curl)
+		upstream_add_pending(up);
 }
 
 static void
@@ -169,9 +196,9 @@ upstream_new(struct event_base *base, const char *base_url,
 	up->base = base;
 	up->connect_ms = (long)(connect_timeout * 1000);
 	up->timeout_ms = (long)(timeout * 1000);
-	up->idle_s = (long)(stream_idle_timeout + 0.999);
-	if (up->idle_s < 1)
-		up->idle_s = 1;
+	up->idle.tv_sec = (time_t)stream_idle_timeout;
+	up->idle.tv_usec = (suseconds_t)((stream_idle_timeout -
+	    (double)up->idle.tv_sec) * 1e6);
 	if ((up->timer = evtimer_new(base, upstream_timer_event, up)) == NULL)
 		fatalx("out of memory");
 	curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, upstream_sock_cb);
@@ -194,8 +221,13 @@ upstream_req_free(struct upstream_req *r)
 		up->reqs = r->next;
 	if (r->next != NULL)
 		r->next->prev = r->prev;
-	curl_multi_remove_handle(up->multi, r->easy);
+	if (r->pending)
+		up->npending--;
+	else
+		curl_multi_remove_handle(up->multi, r->easy);
 	curl_easy_cleanup(r->easy);
+	if (r->idle != NULL)
+		event_free(r->idle);
 	curl_slist_free_all(r->hdrs);
 	evhttp_clear_headers(&r->rhdrs);
 	free(r->url);
@@ -246,11 +278,19 @@ upstream_write_cb(char *p, size_t size, size_t n, void *arg)
 		upstream_deliver_headers(r);
 	if (r->aborted || r->stopped)
 		return (0);
-	if (r->hooks->data(r->arg, p, len) == UPSTREAM_STOP) {
+	if (r->idle != NULL)
+		event_base_gettimeofday_cached(r->up->base, &r->last);
+	switch (r->hooks->data(r->arg, p, len)) {
+	case UPSTREAM_STOP:
 		r->stopped = 1;
 		return (0);
+	case UPSTREAM_PAUSE:
+		/* curl keeps these bytes and stops reading the socket. */
+		r->paused = 1;
+		return (CURL_WRITEFUNC_PAUSE);
+	default:
+		return (len);
 	}
-	return (len);
 }
 
 static enum upstream_err
@@ -304,6 +344,37 @@ upstream_check_done(struct upstream *up)
 	}
 }
 
+/*
+ * A stream's silence timer.  Bytes only note the time they came; the
+ * timer, when it fires, sleeps again for what is left.  A stream paused
+ * for a slow client is not silent.
+ */
+static void
+upstream_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct upstream_req	*r = arg;
+	struct upstream		*up = r->up;
+	struct timeval		 now, since, left;
+
+	(void)fd;
+	(void)what;
+	event_base_gettimeofday_cached(up->base, &now);
+	timersub(&now, &r->last, &since);
+	if (r->paused || timercmp(&since, &up->idle, <)) {
+		if (r->paused)
+			left = up->idle;
+		else
+			timersub(&up->idle, &since, &left);
+		evtimer_add(r->idle, &left);
+		return;
+	}
+	/* Outside curl here: report and free at once. */
+	r->aborted = 1;
+	r->hooks->done(r->arg, UPSTREAM_TIMEOUT,
+	    "no data within stream_idle_timeout");
+	upstream_req_free(r);
+}
+
 struct upstream_req *
 upstream_start(struct upstream *up, const struct upstream_opts *o,
     const struct upstream_hooks *hooks, void *arg)
@@ -339,8 +410,11 @@ upstream_start(struct upstream *up, const struct upstream_opts *o,
 	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, up->connect_ms);
 	if (o->stream) {
 		/* A stream may run long; silence is what ends it. */
-		curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-		curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, up->idle_s);
+		if ((r->idle = evtimer_new(up->base, upstream_idle_cb, r)) ==
+		    NULL)
+			fatalx("out of memory");
+		event_base_gettimeofday_cached(up->base, &r->last);
+		evtimer_add(r->idle, &up->idle);
 	} else
 		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, up->timeout_ms);
 	if (strcmp(o->method, "POST") == 0) {
@@ -364,7 +438,10 @@ upstream_start(struct upstream *up, const struct upstream_opts *o,
 	if (up->reqs != NULL)
 		up->reqs->prev = r;
 	up->reqs = r;
-	if (curl_multi_add_handle(up->multi, e) != CURLM_OK)
+	if (up->in_curl) {
+		r->pending = 1;
+		up->npending++;
+	} else if (curl_multi_add_handle(up->multi, e) != CURLM_OK)
 		fatalx("curl_multi_add_handle failed");
 	return (r);
 }
@@ -378,4 +455,23 @@ upstream_abort(struct upstream_req *r)
 	/* Inside curl, removal waits for upstream_check_done(). */
 	if (!r->up->in_curl)
 		upstream_req_free(r);
+}
+
+void
+upstream_resume(struct upstream_req *r)
+{
+	struct upstream	*up;
+
+	if (r == NULL || !r->paused || r->aborted)
+		return;
+	up = r->up;
+	r->paused = 0;
+	/* curl may hand over the held bytes from inside this call. */
+	up->in_curl++;
+	if (curl_easy_pause(r->easy, CURLPAUSE_CONT) != CURLE_OK)
+		log_warnx("could not resume an upstream transfer");
+	up->in_curl--;
+	upstream_check_done(up);
+	if (!up->in_curl)
+		upstream_add_pending(up);
 }

@@ -29,6 +29,8 @@ enum upstream_err {
 /* What a data hook returns. */
 #define UPSTREAM_CONTINUE	0
 #define UPSTREAM_STOP		(-1)
+/* Not taken: hold the transfer and offer this data again on resume. */
+#define UPSTREAM_PAUSE		(-2)
 
 struct upstream_hooks {
 	/*
@@ -37,7 +39,10 @@ struct upstream_hooks {
 	 * there is no body.
 	 */
 	void	(*headers)(void *arg, int status, const struct evkeyvalq *);
-	/* A piece of the (decoded) body; returns UPSTREAM_CONTINUE or _STOP. */
+	/*
+	 * A piece of the (decoded) body; returns UPSTREAM_CONTINUE, _STOP,
+	 * or _PAUSE (the same bytes come again after upstream_resume()).
+	 */
 	int	(*data)(void *arg, const char *, size_t);
 	/*
 	 * The exchange is over; err says how.  Called from the event loop,
@@ -66,6 +71,11 @@ struct upstream_req *upstream_start(struct upstream *,
 	    void *arg);
 /* Stop a request; no hook is called after this returns. */
 void		 upstream_abort(struct upstream_req *);
+/*
+ * Resume a request whose data hook paused it.  The data hook may be
+ * called (and may pause again) before this returns.
+ */
+void		 upstream_resume(struct upstream_req *);
 
 const char	*upstream_err_str(enum upstream_err);
 
