@@ -362,18 +362,26 @@ cache_next_seq(struct cache *c, MDB_txn *txn, int *rc)
 }
 
 static int
-cache_put_once(struct cache *c, const MDB_val *k, const struct cache_rec *tpl,
-    const char *etag, const char *hdrs, const void *body, size_t need,
-    size_t budget)
+cache_put_once(struct cache *c, const MDB_val *k, const MDB_val *guard,
+    const struct cache_rec *tpl, const char *etag, const char *hdrs,
+    const void *body, size_t need, size_t budget)
 {
 	MDB_txn			*txn;
-	MDB_val			 key = *k, v, old, ak;
+	MDB_val			 key = *k, g, v, old, ak;
 	struct cache_rec	 rec = *tpl;
 	char			*p;
 	int			 rc;
 
 	if ((rc = mdb_txn_begin(c->env, NULL, 0, &txn)) != 0)
 		return (rc);
+	/* Checked in the writing transaction: no write can slip between. */
+	if (guard != NULL) {
+		g = *guard;
+		if ((rc = mdb_get(txn, c->entries, &g, &v)) != MDB_NOTFOUND) {
+			mdb_txn_abort(txn);
+			return (rc == 0 ? MDB_KEYEXIST : rc);
+		}
+	}
 	/* A rewrite of a key replaces its entry and its age record. */
 	rc = mdb_get(txn, c->entries, &key, &old);
 	if (rc == 0)
@@ -411,12 +419,13 @@ cache_put_once(struct cache *c, const MDB_val *k, const struct cache_rec *tpl,
 }
 
 int
-cache_put(struct cache *c, const void *key, size_t klen, int status,
-    const char *etag, size_t etag_len, const char *hdrs, size_t hlen,
-    const void *body, size_t blen, time_t now)
+cache_put(struct cache *c, const void *key, size_t klen, const void *guard,
+    size_t glen, int status, const char *etag, size_t etag_len,
+    const char *hdrs, size_t hlen, const void *body, size_t blen, time_t now)
 {
 	struct cache_rec	 rec;
 	MDB_val			 k = { klen, (void *)key };
+	MDB_val			 g = { glen, (void *)guard };
 	size_t			 need, budget = c->max_size;
 	int			 rc, tries;
 
@@ -433,8 +442,8 @@ cache_put(struct cache *c, const void *key, size_t klen, int status,
 	rec.stored_at = (uint64_t)now;
 
 	for (tries = 0; tries < 3; tries++) {
-		rc = cache_put_once(c, &k, &rec, etag, hdrs, body, need,
-		    budget);
+		rc = cache_put_once(c, &k, guard != NULL ? &g : NULL, &rec,
+		    etag, hdrs, body, need, budget);
 		if (rc != MDB_MAP_FULL && rc != MDB_TXN_FULL)
 			break;
 		/*
@@ -452,6 +461,8 @@ cache_put(struct cache *c, const void *key, size_t klen, int status,
 		pthread_mutex_unlock(&c->mtx);
 		return (0);
 	}
+	if (rc == MDB_KEYEXIST)
+		return (1);
 	if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL) {
 		c->st.map_full++;
 		log_warnx("cache: full even after eviction; answer not cached");

@@ -54,13 +54,15 @@ typedef void (*cache_visit_fn)(const struct cache_entry *, void *arg);
 int	cache_get(struct cache *, const void *key, size_t klen, time_t now,
 	    cache_visit_fn fn, void *arg);
 /*
- * Store an answer, evicting the oldest entries to stay under max_size.
- * Returns 0 if stored, 1 if skipped (too large, or no room), -1 on error.
- * A request is never failed by the outcome.
+ * Store an answer, evicting the oldest entries to stay under max_size,
+ * unless an entry exists under guard (if not NULL: a tombstone, say).
+ * Returns 0 if stored, 1 if skipped (guarded, too large, or no room), -1
+ * on error.  A request is never failed by the outcome.
  */
-int	cache_put(struct cache *, const void *key, size_t klen, int status,
-	    const char *etag, size_t etag_len, const char *hdrs, size_t hlen,
-	    const void *body, size_t blen, time_t now);
+int	cache_put(struct cache *, const void *key, size_t klen,
+	    const void *guard, size_t glen, int status, const char *etag,
+	    size_t etag_len, const char *hdrs, size_t hlen, const void *body,
+	    size_t blen, time_t now);
 /* Delete every entry whose key starts with prefix; returns the count. */
 int	cache_invalidate(struct cache *, const void *prefix, size_t plen);
 

@@ -45,6 +45,7 @@ static const struct conf_key conf_keys[] = {
 	K("cache", "dir", CT_STRING, cache_dir),
 	K("cache", "max_size", CT_SIZE, cache_max_size),
 	K("cache", "ttl", CT_SECONDS, cache_ttl),
+	K("cache", "tombstone_ttl", CT_SECONDS, tombstone_ttl),
 	K("log", "level", CT_LEVEL, log_level),
 };
 #undef K
@@ -94,6 +95,7 @@ conf_init(struct conf *c)
 		c->cache_dir = conf_strdup("./respcache-cache");
 	c->cache_max_size = (size_t)1024 * 1024 * 1024;
 	c->cache_ttl = 0;
+	c->tombstone_ttl = 60;
 	c->log_level = LOG_INFO;
 }
 

@@ -31,6 +31,7 @@ struct conf {
 	char	*cache_dir;
 	size_t	 cache_max_size;
 	double	 cache_ttl;		/* 0: entries never expire */
+	double	 tombstone_ttl;		/* 0: no tombstones */
 
 	/* [log] */
 	int	 log_level;

@@ -257,7 +257,7 @@ main(int argc, char **argv)
 	    EVHTTP_REQ_PATCH);
 	up = upstream_new(base, conf.upstream_url, conf.connect_timeout,
 	    conf.timeout, conf.stream_idle_timeout);
-	px = proxy_new(http, cache, up, cred);
+	px = proxy_new(http, cache, up, cred, &tv, conf.tombstone_ttl);
 	if ((bs = evhttp_bind_socket_with_handle(http, conf.listen_host,
 	    (ev_uint16_t)conf.listen_port)) == NULL)
 		fatalx("cannot listen on %s (in use, or not an address of "

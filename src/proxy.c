@@ -2,18 +2,25 @@
  * proxy.c - one request's journey, top to bottom.
  *
  *   proxy_handle:  read the route (bad id 400, unknown 404, wrong method
- *                  405) -> tenant -> cacheable?  look up: hit -> reply
+ *                  405) -> tenant -> cacheable?  look up: hit -> reply;
+ *                  a deleted id's tombstone -> 404; a fetch of the same
+ *                  key in flight -> wait for its answer
  *   proxy_forward: DELETE/cancel invalidate first -> upstream request
  *   headers hook:  an event stream -> start a chunked reply and relay
- *   data hook:     relay a stream's bytes, or buffer a JSON answer
- *   done hook:     buffered answer -> store if final -> reply;
- *                  transport failure -> 502 / 504
+ *   data hook:     relay a stream's bytes (pausing the upstream while the
+ *                  client is behind), or buffer a JSON answer
+ *   done hook:     buffered answer -> store if final -> reply to the
+ *                  client and to every request that waited;
+ *                  transport failure -> 502 / 504, or a stream's error
  *
  * A cache hit touches no JSON and makes no upstream request: the stored
- * status, headers and body are copied into the reply as they are.
+ * status, headers and body are copied into the reply as they are.  A
+ * client that goes away ends its upstream transfer at once, unless others
+ * wait on that fetch.
  */
 #include "config.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,11 +29,13 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
 #include "cache.h"
+#include "coalesce.h"
 #include "credential.h"
 #include "log.h"
 #include "proxy.h"
@@ -42,11 +51,19 @@
 /* The longest stored header name and value a hit replays (and stores). */
 #define PROXY_HDR_NAME		64
 #define PROXY_HDR_VALUE		1024
+/*
+ * A stream's upstream transfer pauses while this much of it waits to be
+ * written to a slow client, and resumes once the client has taken it all.
+ */
+#define PROXY_STREAM_HIGH_WATER	(256 * 1024)
 
 struct proxy {
 	struct cache		*cache;
 	struct upstream		*up;
 	const struct credential	*cred;
+	struct coalesce		*flights;	/* fetches others may wait on */
+	struct timeval		 client_tv;
+	double			 tombstone_ttl;
 	struct proxy_req	*active;
 	int			 writing;	/* replies not yet flushed */
 	int			 draining;
@@ -56,7 +73,10 @@ struct proxy {
 
 struct proxy_req {
 	struct proxy		*px;
-	struct evhttp_request	*req;
+	struct evhttp_request	*req;		/* NULL once its client left */
+	struct event		*gone;		/* the client's end closing */
+	struct coalesce_fetch	*fetch;		/* others may wait on ours */
+	struct coalesce_waiter	 waiter;	/* or we wait on another's */
 	struct route		 route;
 	char			 tenant[SHA256_HEX_LEN + 1];
 	char			*key;		/* cache key, cacheable routes */
@@ -68,6 +88,9 @@ struct proxy_req {
 	const struct evkeyvalq	*uhdrs;		/* upstream's, until done */
 	struct evbuffer		*body;
 	int			 streaming;
+	int			 paused;	/* the client is behind */
+	size_t			 relayed;	/* stream bytes sent on */
+	char			 tail[4];	/* the last of them */
 	struct sse		*sse;		/* a streamed create's events */
 	int			 too_big;
 	int			 no_store;	/* never cache this answer */
@@ -198,6 +221,12 @@ proxy_req_free(struct proxy_req *pr)
 		px->active = pr->next;
 	if (pr->next != NULL)
 		pr->next->prev = pr->prev;
+	if (pr->gone != NULL)
+		event_free(pr->gone);
+	coalesce_leave(&pr->waiter);
+	/* Those waiting on a fetch that ends with nothing fetch their own. */
+	if (pr->fetch != NULL)
+		coalesce_end(px->flights, pr->fetch, NULL);
 	proxy_check_drained(px);
 	for (i = 0; pr->fwd[i] != NULL; i++)
 		free(pr->fwd[i]);
@@ -216,6 +245,10 @@ proxy_req_detach(struct proxy_req *pr)
 {
 	struct evhttp_connection *evcon;
 
+	if (pr->gone != NULL) {
+		event_free(pr->gone);
+		pr->gone = NULL;
+	}
 	evcon = evhttp_request_get_connection(pr->req);
 	if (evcon != NULL)
 		evhttp_connection_set_closecb(evcon, NULL, NULL);
@@ -224,7 +257,8 @@ proxy_req_detach(struct proxy_req *pr)
 /*
  * The client's connection went away while we still owned its request.
  * When evhttp detached the request from the dying connection, it is ours
- * to free; otherwise the connection frees it.
+ * to free; otherwise the connection frees it.  The upstream transfer
+ * ends at once, unless other requests wait on its answer.
  */
 static void
 proxy_client_closed(struct evhttp_connection *evcon, void *arg)
@@ -234,19 +268,58 @@ proxy_client_closed(struct evhttp_connection *evcon, void *arg)
 	(void)evcon;
 	log_debug("client closed during %s %s", proxy_method_name(
 	    pr->route.method), evhttp_request_get_uri(pr->req));
-	upstream_abort(pr->ureq);
-	pr->ureq = NULL;
 	if (evhttp_request_get_connection(pr->req) == NULL)
 		evhttp_request_free(pr->req);
+	pr->req = NULL;
+	if (pr->gone != NULL) {
+		event_free(pr->gone);
+		pr->gone = NULL;
+	}
+	if (pr->fetch != NULL && coalesce_waiters(pr->fetch) > 0)
+		return;
+	upstream_abort(pr->ureq);
+	pr->ureq = NULL;
 	proxy_req_free(pr);
+}
+
+/* EV_CLOSED on the client's socket: closing ours runs the above. */
+static void
+proxy_client_gone(evutil_socket_t fd, short what, void *arg)
+{
+	struct proxy_req	*pr = arg;
+
+	(void)fd;
+	(void)what;
+	evhttp_connection_free(evhttp_request_get_connection(pr->req));
+}
+
+/*
+ * Notice at once when the client goes away while it waits: evhttp does
+ * not read a connection while its request is being served.
+ */
+static void
+proxy_watch_client(struct proxy_req *pr)
+{
+	struct evhttp_connection *evcon;
+	evutil_socket_t		 fd;
+
+	evcon = evhttp_request_get_connection(pr->req);
+	evhttp_connection_set_closecb(evcon, proxy_client_closed, pr);
+	if (pr->gone != NULL ||
+	    (fd = bufferevent_getfd(evhttp_connection_get_bufferevent(evcon))) ==
+	    -1)
+		return;
+	pr->gone = event_new(evhttp_connection_get_base(evcon), fd, EV_CLOSED,
+	    proxy_client_gone, pr);
+	if (pr->gone == NULL || event_add(pr->gone, NULL) == -1)
+		fatalx("cannot watch a client connection");
 }
 
 /* Add the tenant's view of X-Cache to a reply. */
 static void
-proxy_xcache(struct evhttp_request *req, const char *what)
+proxy_xcache(struct evkeyvalq *out, const char *what)
 {
-	evhttp_add_header(evhttp_request_get_output_headers(req), "X-Cache",
-	    what);
+	evhttp_add_header(out, "X-Cache", what);
 }
 
 /* A strong ETag: a quoted prefix of the body's SHA-256. */
@@ -282,6 +355,8 @@ struct proxy_hit {
 	struct proxy		*px;
 	struct evhttp_request	*req;
 	time_t			 now;
+	double			 max_age;	/* 0: any age */
+	int			 served;
 };
 
 /* cache_visit_fn: the hit path.  Copies the entry into the reply. */
@@ -297,6 +372,10 @@ proxy_serve_hit(const struct cache_entry *e, void *arg)
 	const char		*inm;
 	long			 secs;
 
+	secs = (long)(h->now - e->stored_at);
+	if (h->max_age > 0 && (double)secs >= h->max_age)
+		return;
+	h->served = 1;
 	/* The stored lines are our own "Name: value\r\n" records. */
 	for (p = e->hdrs, end = e->hdrs + e->hdrs_len; p < end; p = eol + 2) {
 		if ((eol = memchr(p, '\r', (size_t)(end - p))) == NULL)
@@ -311,16 +390,18 @@ proxy_serve_hit(const struct cache_entry *e, void *arg)
 		value[eol - colon - 2] = '\0';
 		evhttp_add_header(out, name, value);
 	}
-	secs = (long)(h->now - e->stored_at);
 	snprintf(age, sizeof age, "%ld", secs < 0 ? 0 : secs);
 	evhttp_add_header(out, "Age", age);
-	snprintf(etag, sizeof etag, "%.*s", (int)e->etag_len, e->etag);
-	evhttp_add_header(out, "ETag", etag);
-	evhttp_add_header(out, "X-Cache", "HIT");
+	if (e->etag_len > 0) {
+		snprintf(etag, sizeof etag, "%.*s", (int)e->etag_len, e->etag);
+		evhttp_add_header(out, "ETag", etag);
+	}
+	proxy_xcache(out, "HIT");
 	inm = evhttp_find_header(evhttp_request_get_input_headers(req),
 	    "If-None-Match");
 	proxy_track_reply(h->px, req);
-	if (e->status == 200 && proxy_etag_match(inm, e->etag, e->etag_len)) {
+	if (e->status == 200 && e->etag_len > 0 &&
+	    proxy_etag_match(inm, e->etag, e->etag_len)) {
 		evhttp_send_reply(req, 304, "Not Modified", NULL);
 		return;
 	}
@@ -331,21 +412,243 @@ proxy_serve_hit(const struct cache_entry *e, void *arg)
 	evhttp_send_reply(req, e->status, NULL, NULL);
 }
 
-/* Copy the upstream headers that go back to the client. */
-static void
-proxy_copy_resp_headers(struct proxy_req *pr)
+/*
+ * A deleted id's tombstone answers GETs of it with the upstream's 404
+ * for tombstone_ttl, without asking the upstream.  Returns 1 if served.
+ */
+static int
+proxy_tombstoned(struct proxy_req *pr, time_t now)
 {
-	struct evkeyvalq	*out;
+	struct proxy_hit	 h;
+	char			*key;
+	size_t			 klen;
+
+	if (pr->route.method != RM_GET || pr->px->tombstone_ttl <= 0 ||
+	    (pr->route.kind != ROUTE_RESPONSE &&
+	    pr->route.kind != ROUTE_INPUT_ITEMS))
+		return (0);
+	memset(&h, 0, sizeof h);
+	h.px = pr->px;
+	h.req = pr->req;
+	h.now = now;
+	h.max_age = pr->px->tombstone_ttl;
+	key = route_id_prefix(pr->tenant, 't', pr->route.id, &klen);
+	cache_get(pr->px->cache, key, klen, now, proxy_serve_hit, &h);
+	free(key);
+	return (h.served);
+}
+
+/* Write the tombstone of a DELETEd id (see proxy_tombstoned()). */
+static void
+proxy_tombstone(struct proxy_req *pr)
+{
+	static const char	 hdrs[] = "content-type: application/json\r\n";
+	char			*key, *msg, *body;
+	size_t			 klen;
+
+	if (pr->px->tombstone_ttl <= 0)
+		return;
+	if (asprintf(&msg, "Response with id '%s' not found.",
+	    pr->route.id) == -1)
+		fatalx("out of memory");
+	body = reply_error_json("invalid_request_error", NULL, msg);
+	key = route_id_prefix(pr->tenant, 't', pr->route.id, &klen);
+	cache_put(pr->px->cache, key, klen, NULL, 0, 404, "", 0, hdrs,
+	    sizeof hdrs - 1, body, strlen(body), time(NULL));
+	free(key);
+	free(body);
+	free(msg);
+}
+
+/* Copy the upstream headers that go back to the client into out. */
+static void
+proxy_copy_resp_headers(struct proxy_req *pr, struct evkeyvalq *out)
+{
 	struct evkeyval		*h;
 
 	if (pr->uhdrs == NULL)
 		return;
-	out = evhttp_request_get_output_headers(pr->req);
 	TAILQ_FOREACH(h, pr->uhdrs, next) {
 		if (proxy_in_list(h->key, proxy_fwd_resp) ||
 		    strncasecmp(h->key, "x-ratelimit-", 12) == 0)
 			evhttp_add_header(out, h->key, h->value);
 	}
+}
+
+/* Send an answer (see coalesce.h) to one client. */
+static void
+proxy_send_answer(struct proxy *px, struct evhttp_request *req,
+    const struct coalesce_answer *a)
+{
+	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
+	struct evkeyval		*h;
+	const char		*etag, *inm;
+
+	TAILQ_FOREACH(h, a->headers, next)
+		evhttp_add_header(out, h->key, h->value);
+	etag = evhttp_find_header(a->headers, "ETag");
+	inm = evhttp_find_header(evhttp_request_get_input_headers(req),
+	    "If-None-Match");
+	proxy_track_reply(px, req);
+	if (a->status == 200 && etag != NULL &&
+	    proxy_etag_match(inm, etag, strlen(etag))) {
+		evhttp_send_reply(req, 304, "Not Modified", NULL);
+		return;
+	}
+	if (evbuffer_add(evhttp_request_get_output_buffer(req), a->body,
+	    a->body_len) == -1)
+		fatalx("out of memory");
+	evhttp_send_reply(req, a->status, NULL, NULL);
+}
+
+/* End this request's fetch: those waiting on it get answer (or NULL). */
+static void
+proxy_end_fetch(struct proxy_req *pr, const struct coalesce_answer *a)
+{
+	struct coalesce_fetch	*f = pr->fetch;
+
+	if (f == NULL)
+		return;
+	pr->fetch = NULL;
+	coalesce_end(pr->px->flights, f, a);
+}
+
+/* Answer this request's client, if still there, and all who waited. */
+static void
+proxy_answer(struct proxy_req *pr, const struct coalesce_answer *a)
+{
+	proxy_end_fetch(pr, a);
+	if (pr->req != NULL) {
+		proxy_req_detach(pr);
+		proxy_send_answer(pr->px, pr->req, a);
+	}
+}
+
+/* An error of the proxy's own as the answer; frees pr. */
+static void
+proxy_answer_error(struct proxy_req *pr, int status, const char *code,
+    const char *message)
+{
+	struct evkeyvalq	 hdrs;
+	struct coalesce_answer	 a;
+	char			*body;
+
+	TAILQ_INIT(&hdrs);
+	evhttp_add_header(&hdrs, "Content-Type", "application/json");
+	body = reply_error_json("upstream_error", code, message);
+	a.status = status;
+	a.headers = &hdrs;
+	a.body = body;
+	a.body_len = strlen(body);
+	proxy_answer(pr, &a);
+	free(body);
+	evhttp_clear_headers(&hdrs);
+	proxy_req_free(pr);
+}
+
+/* coalesce waiter: the fetch this request waited on is over. */
+static void	proxy_forward(struct proxy_req *);
+
+static void
+proxy_waited(struct coalesce_waiter *w, const struct coalesce_answer *a)
+{
+	struct proxy_req	*pr;
+
+	pr = (struct proxy_req *)(void *)((char *)w -
+	    offsetof(struct proxy_req, waiter));
+	if (a == NULL) {
+		/* It ended with nothing to share: fetch for ourselves. */
+		proxy_forward(pr);
+		return;
+	}
+	proxy_req_detach(pr);
+	proxy_send_answer(pr->px, pr->req, a);
+	proxy_req_free(pr);
+}
+
+/* The bytes of the client's reply not yet written to its socket. */
+static size_t
+proxy_backlog(struct proxy_req *pr)
+{
+	struct evhttp_connection *evcon;
+
+	evcon = evhttp_request_get_connection(pr->req);
+	return (evbuffer_get_length(bufferevent_get_output(
+	    evhttp_connection_get_bufferevent(evcon))));
+}
+
+/* evhttp: the client has taken all we wrote; go on reading upstream. */
+static void
+proxy_stream_drained(struct evhttp_connection *evcon, void *arg)
+{
+	struct proxy_req	*pr = arg;
+
+	(void)evcon;
+	if (!pr->paused)
+		return;
+	pr->paused = 0;
+	upstream_resume(pr->ureq);	/* may relay, pause or end the stream */
+}
+
+/* Remember the last bytes relayed, to tell whether an event was cut. */
+static void
+proxy_stream_tail(struct proxy_req *pr, const char *p, size_t len)
+{
+	size_t	keep = len < sizeof pr->tail ? len : sizeof pr->tail;
+
+	memmove(pr->tail, pr->tail + keep, sizeof pr->tail - keep);
+	memcpy(pr->tail + sizeof pr->tail - keep, p + len - keep, keep);
+	pr->relayed += len;
+}
+
+/* 1 if what was relayed ends between two events. */
+static int
+proxy_stream_at_boundary(const struct proxy_req *pr)
+{
+	const char	*t = pr->tail;
+
+	if (pr->relayed == 0)
+		return (1);
+	if (pr->relayed >= 2 && ((t[2] == '\n' && t[3] == '\n') ||
+	    (t[2] == '\r' && t[3] == '\r')))
+		return (1);
+	return (pr->relayed >= 4 && memcmp(t, "\r\n\r\n", 4) == 0);
+}
+
+/*
+ * End a relayed stream; frees pr.  A stream cut short (code not NULL)
+ * ends with an error event, as the API's own failed streams do, so the
+ * SDKs raise an error instead of taking a short stream for a whole one.
+ * Cut in the middle of an event, the connection is closed without the
+ * last chunk instead: the client sees a truncated body, not a broken
+ * event.
+ */
+static void
+proxy_stream_end(struct proxy_req *pr, const char *type, const char *code,
+    const char *message)
+{
+	struct evhttp_request	 *req = pr->req;
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+	struct evbuffer		 *ev;
+
+	proxy_req_detach(pr);
+	if (code != NULL && !proxy_stream_at_boundary(pr)) {
+		proxy_req_free(pr);
+		evhttp_connection_free(evcon);
+		return;
+	}
+	if (code != NULL) {
+		if ((ev = evbuffer_new()) == NULL)
+			fatalx("out of memory");
+		reply_error_event(ev, type, code, message);
+		evhttp_send_reply_chunk(req, ev);
+		evbuffer_free(ev);
+	}
+	/* The connection may carry more requests: their timeouts again. */
+	evhttp_connection_set_timeout_tv(evcon, &pr->px->client_tv);
+	proxy_track_reply(pr->px, req);
+	evhttp_send_reply_end(req);
+	proxy_req_free(pr);
 }
 
 static void	proxy_stream_event(void *, const char *, const char *, size_t);
@@ -354,6 +657,7 @@ static void
 proxy_up_headers(void *arg, int status, const struct evkeyvalq *hdrs)
 {
 	struct proxy_req	*pr = arg;
+	struct evkeyvalq	*out;
 	const char		*ct;
 
 	pr->status = status;
@@ -364,13 +668,24 @@ proxy_up_headers(void *arg, int status, const struct evkeyvalq *hdrs)
 		return;
 	/* An event stream goes through as it comes, never held whole. */
 	pr->streaming = 1;
+	/* A stream is one client's: anyone waiting fetches their own. */
+	proxy_end_fetch(pr, NULL);
+	if (pr->req == NULL) {
+		upstream_abort(pr->ureq);
+		pr->ureq = NULL;
+		proxy_req_free(pr);
+		return;
+	}
 	if (pr->route.kind == ROUTE_CREATE && !pr->no_store)
 		pr->sse = sse_new(PROXY_MAX_BUFFERED, proxy_stream_event, pr);
-	proxy_copy_resp_headers(pr);
-	evhttp_add_header(evhttp_request_get_output_headers(pr->req),
-	    "Cache-Control", "no-cache");
-	proxy_xcache(pr->req, "BYPASS");
+	out = evhttp_request_get_output_headers(pr->req);
+	proxy_copy_resp_headers(pr, out);
+	evhttp_add_header(out, "Cache-Control", "no-cache");
+	proxy_xcache(out, "BYPASS");
 	evhttp_send_reply_start(pr->req, status, "OK");
+	/* A stream may be quiet for minutes: only a stalled write times out. */
+	bufferevent_set_timeouts(evhttp_connection_get_bufferevent(
+	    evhttp_request_get_connection(pr->req)), NULL, &pr->px->client_tv);
 }
 
 static int
@@ -380,11 +695,18 @@ proxy_up_data(void *arg, const char *p, size_t len)
 	struct evbuffer		*chunk;
 
 	if (pr->streaming) {
+		/* Hold the upstream while the client is behind. */
+		if (proxy_backlog(pr) >= PROXY_STREAM_HIGH_WATER) {
+			pr->paused = 1;
+			return (UPSTREAM_PAUSE);
+		}
 		if ((chunk = evbuffer_new()) == NULL)
 			fatalx("out of memory");
 		evbuffer_add(chunk, p, len);
-		evhttp_send_reply_chunk(pr->req, chunk);
+		evhttp_send_reply_chunk_with_cb(pr->req, chunk,
+		    proxy_stream_drained, pr);
 		evbuffer_free(chunk);
+		proxy_stream_tail(pr, p, len);
 		/* Relay first: reading the stream adds no delay to it. */
 		if (pr->sse != NULL)
 			sse_feed(pr->sse, p, len);
@@ -400,14 +722,17 @@ proxy_up_data(void *arg, const char *p, size_t len)
 
 /*
  * Write body under key, with the headers its replay needs (a stream's
- * Response is replayed as JSON); returns 1 and fills etag if stored.
+ * Response is replayed as JSON), unless id has been deleted since;
+ * returns 1 and fills etag if stored.
  */
 static int
 proxy_put(struct proxy_req *pr, const char *key, size_t klen,
-    const char *body, size_t len, int as_json, char etag[36])
+    const char *id, const char *body, size_t len, int as_json, char etag[36])
 {
 	struct evkeyval	*h;
 	struct evbuffer	*hb;
+	char		*guard;
+	size_t		 glen;
 	int		 rc;
 
 	if ((hb = evbuffer_new()) == NULL)
@@ -420,9 +745,12 @@ proxy_put(struct proxy_req *pr, const char *key, size_t klen,
 		    !(as_json && strcasecmp(h->key, "content-type") == 0))
 			evbuffer_add_printf(hb, "%s: %s\r\n", h->key, h->value);
 	proxy_etag(body, len, etag);
-	rc = cache_put(pr->px->cache, key, klen, 200, etag, strlen(etag),
-	    (const char *)evbuffer_pullup(hb, -1), evbuffer_get_length(hb),
-	    body, len, time(NULL));
+	/* A GET that raced a DELETE must not bring the id back. */
+	guard = route_id_prefix(pr->tenant, 't', id, &glen);
+	rc = cache_put(pr->px->cache, key, klen, guard, glen, 200, etag,
+	    strlen(etag), (const char *)evbuffer_pullup(hb, -1),
+	    evbuffer_get_length(hb), body, len, time(NULL));
+	free(guard);
 	evbuffer_free(hb);
 	return (rc == 0);
 }
@@ -437,7 +765,7 @@ proxy_put_response(struct proxy_req *pr, const char *id, const char *body,
 	int	 stored;
 
 	key = route_id_prefix(pr->tenant, 'r', id, &klen);
-	stored = proxy_put(pr, key, klen, body, len, as_json, etag);
+	stored = proxy_put(pr, key, klen, id, body, len, as_json, etag);
 	free(key);
 	return (stored);
 }
@@ -458,7 +786,8 @@ proxy_store(struct proxy_req *pr, const char *body, size_t len,
 			return (0);
 		/* FALLTHROUGH */
 	case ROUTE_INPUT_ITEMS:		/* a response's input never changes */
-		return (proxy_put(pr, pr->key, pr->klen, body, len, 0, etag));
+		return (proxy_put(pr, pr->key, pr->klen, pr->route.id, body,
+		    len, 0, etag));
 	case ROUTE_CREATE:
 	case ROUTE_CANCEL:
 		/* The answer is the Response itself: the plain GET's entry. */
@@ -507,61 +836,70 @@ static void
 proxy_up_done(void *arg, enum upstream_err err, const char *why)
 {
 	struct proxy_req	*pr = arg;
-	struct evhttp_request	*req = pr->req;
-	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
-	const char		*body;
-	size_t			 len;
+	struct evkeyvalq	 hdrs;
+	struct coalesce_answer	 a;
 	char			 etag[36];
 	int			 stored = 0;
 
 	pr->ureq = NULL;
 	log_debug("upstream done: %s %s: %s, status %d%s", proxy_method_name(
-	    pr->route.method), evhttp_request_get_uri(req), upstream_err_str(err),
-	    pr->status, pr->streaming ? ", streamed" : "");
-	proxy_req_detach(pr);
-	proxy_track_reply(pr->px, req);
+	    pr->route.method), pr->upath, upstream_err_str(err), pr->status,
+	    pr->streaming ? ", streamed" : "");
 	if (pr->streaming) {
-		/* A cut stream ends here; the client sees it end early. */
-		if (err != UPSTREAM_OK)
-			log_warnx("upstream stream of %s ended: %s",
-			    evhttp_request_get_uri(req), why);
-		evhttp_send_reply_end(req);
-		proxy_req_free(pr);
+		if (err == UPSTREAM_OK) {
+			proxy_stream_end(pr, NULL, NULL, NULL);
+			return;
+		}
+		log_warnx("upstream stream of %s ended early: %s", pr->upath,
+		    why);
+		if (err == UPSTREAM_TIMEOUT)
+			proxy_stream_end(pr, "upstream_error",
+			    "upstream_timeout", "The upstream API's stream "
+			    "went silent for longer than the proxy's "
+			    "stream_idle_timeout; the stream was ended.");
+		else
+			proxy_stream_end(pr, "upstream_error",
+			    "upstream_stream_cut", "The upstream API's stream "
+			    "ended before its final event.");
 		return;
 	}
 	if (err != UPSTREAM_OK || pr->too_big) {
 		log_warnx("upstream %s %s: %s", proxy_method_name(
-		    pr->route.method), evhttp_request_get_uri(req),
+		    pr->route.method), pr->upath,
 		    pr->too_big ? "answer too large" : why);
 		if (err == UPSTREAM_TIMEOUT)
-			reply_error(req, 504, "upstream_error",
-			    "upstream_timeout", "The upstream API did not "
-			    "answer in time.", NULL);
+			proxy_answer_error(pr, 504, "upstream_timeout",
+			    "The upstream API did not answer in time.");
+		else if (err == UPSTREAM_CONNECT)
+			proxy_answer_error(pr, 502, "upstream_unreachable",
+			    "The upstream API could not be reached.");
 		else
-			reply_error(req, 502, "upstream_error",
-			    err == UPSTREAM_CONNECT ? "upstream_unreachable" :
-			    "bad_upstream_response", err == UPSTREAM_CONNECT ?
-			    "The upstream API could not be reached." :
-			    "The upstream API sent an invalid answer.", NULL);
-		proxy_req_free(pr);
+			proxy_answer_error(pr, 502, "bad_upstream_response",
+			    "The upstream API sent an invalid answer.");
 		return;
 	}
 
-	len = evbuffer_get_length(pr->body);
-	body = (const char *)evbuffer_pullup(pr->body, -1);
+	a.body_len = evbuffer_get_length(pr->body);
+	a.body = (const char *)evbuffer_pullup(pr->body, -1);
 	if (pr->route.kind == ROUTE_RESPONSE &&
 	    pr->route.method == RM_DELETE) {
 		/* A GET that raced the DELETE may have stored it again. */
-		if (pr->status == 200 || pr->status == 404)
+		if (pr->status == 200 || pr->status == 404) {
 			proxy_invalidate(pr);
+			proxy_tombstone(pr);
+		}
 	} else
-		stored = proxy_store(pr, body, len, etag);
+		stored = proxy_store(pr, a.body, a.body_len, etag);
 
-	proxy_copy_resp_headers(pr);
+	TAILQ_INIT(&hdrs);
+	proxy_copy_resp_headers(pr, &hdrs);
 	if (stored && pr->route.cacheable)
-		evhttp_add_header(out, "ETag", etag);
-	proxy_xcache(req, pr->route.cacheable ? "MISS" : "BYPASS");
-	evhttp_send_reply(req, pr->status, NULL, pr->body);
+		evhttp_add_header(&hdrs, "ETag", etag);
+	proxy_xcache(&hdrs, pr->route.cacheable ? "MISS" : "BYPASS");
+	a.status = pr->status;
+	a.headers = &hdrs;
+	proxy_answer(pr, &a);
+	evhttp_clear_headers(&hdrs);
 	proxy_req_free(pr);
 }
 
@@ -605,7 +943,7 @@ proxy_build_headers(struct proxy_req *pr, const char *client_auth)
 }
 
 static void
-proxy_forward(struct proxy_req *pr, const char *client_auth)
+proxy_forward(struct proxy_req *pr)
 {
 	struct evhttp_request	*req = pr->req;
 	struct evbuffer		*in = evhttp_request_get_input_buffer(req);
@@ -636,12 +974,12 @@ proxy_forward(struct proxy_req *pr, const char *client_auth)
 	if (pr->route.kind == ROUTE_CANCEL || (pr->route.kind ==
 	    ROUTE_RESPONSE && pr->route.method == RM_DELETE))
 		proxy_invalidate(pr);
-	proxy_build_headers(pr, client_auth);
+	proxy_build_headers(pr, evhttp_find_header(
+	    evhttp_request_get_input_headers(req), "Authorization"));
 	o.headers = (const char *const *)pr->fwd;
 	if ((pr->body = evbuffer_new()) == NULL)
 		fatalx("out of memory");
-	evhttp_connection_set_closecb(evhttp_request_get_connection(req),
-	    proxy_client_closed, pr);
+	proxy_watch_client(pr);
 	pr->ureq = upstream_start(pr->px->up, &o, &proxy_hooks, pr);
 }
 
@@ -665,10 +1003,10 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	struct evkeyvalq	*in = evhttp_request_get_input_headers(req);
 	const struct evhttp_uri	*uri = evhttp_request_get_evhttp_uri(req);
 	struct proxy_req	*pr;
+	struct coalesce_fetch	*f;
 	struct route_error	 err;
 	struct proxy_hit	 hit;
-	const char		*auth, *upgrade, *key;
-	int			 rc;
+	const char		*upgrade, *key;
 
 	if (px->draining) {
 		evhttp_add_header(evhttp_request_get_output_headers(req),
@@ -697,36 +1035,51 @@ proxy_handle(struct evhttp_request *req, void *arg)
 		return;
 	}
 
-	auth = evhttp_find_header(in, "Authorization");
 	if (px->cred != NULL)
 		snprintf(pr->tenant, sizeof pr->tenant, "%s", px->cred->name);
 	else {
-		key = proxy_client_key(auth);
+		key = proxy_client_key(evhttp_find_header(in, "Authorization"));
 		sha256_hex(key ? key : "", key ? strlen(key) : 0, pr->tenant);
 	}
 
+	memset(&hit, 0, sizeof hit);
+	hit.px = px;
+	hit.req = req;
+	hit.now = time(NULL);
 	if (pr->route.cacheable) {
 		pr->key = route_cache_key(pr->tenant, &pr->route, &pr->klen);
-		hit.px = px;
-		hit.req = req;
-		hit.now = time(NULL);
-		rc = cache_get(px->cache, pr->key, pr->klen, hit.now,
+		cache_get(px->cache, pr->key, pr->klen, hit.now,
 		    proxy_serve_hit, &hit);
-		if (rc == 1) {
-			proxy_req_free(pr);
-			return;
-		}
+	}
+	if (hit.served || proxy_tombstoned(pr, hit.now)) {
+		proxy_req_free(pr);
+		return;
 	}
 	pr->next = px->active;
 	if (px->active != NULL)
 		px->active->prev = pr;
 	px->active = pr;
-	proxy_forward(pr, auth);
+	if (pr->route.cacheable) {
+		/* One upstream fetch per key: wait for the one in flight. */
+		if ((f = coalesce_find(px->flights, pr->key, pr->klen)) !=
+		    NULL) {
+			pr->waiter.fn = proxy_waited;
+			coalesce_wait(f, &pr->waiter);
+			log_debug("GET %s waits on the fetch in flight (%d "
+			    "waiting)", evhttp_request_get_uri(req),
+			    coalesce_waiters(f));
+			proxy_watch_client(pr);
+			return;
+		}
+		pr->fetch = coalesce_begin(px->flights, pr->key, pr->klen);
+	}
+	proxy_forward(pr);
 }
 
 struct proxy *
 proxy_new(struct evhttp *http, struct cache *cache, struct upstream *up,
-    const struct credential *cred)
+    const struct credential *cred, const struct timeval *client_tv,
+    double tombstone_ttl)
 {
 	struct proxy	*px;
 
@@ -735,6 +1088,9 @@ proxy_new(struct evhttp *http, struct cache *cache, struct upstream *up,
 	px->cache = cache;
 	px->up = up;
 	px->cred = cred;
+	px->flights = coalesce_new();
+	px->client_tv = *client_tv;
+	px->tombstone_ttl = tombstone_ttl;
 	evhttp_set_gencb(http, proxy_handle, px);
 	return (px);
 }
@@ -754,22 +1110,31 @@ proxy_stop(struct proxy *px)
 	struct proxy_req	*pr;
 
 	px->drained = NULL;
+	/* Waiters leave first: no fetch ending here may start another. */
+	for (pr = px->active; pr != NULL; pr = pr->next)
+		coalesce_leave(&pr->waiter);
 	while ((pr = px->active) != NULL) {
 		upstream_abort(pr->ureq);
 		pr->ureq = NULL;
-		proxy_req_detach(pr);
-		if (pr->streaming)
-			evhttp_send_reply_end(pr->req);
-		else
+		if (pr->req == NULL)
+			proxy_req_free(pr);
+		else if (pr->streaming)
+			proxy_stream_end(pr, "server_error", "shutting_down",
+			    "respcache is shutting down; the stream was ended "
+			    "early.");
+		else {
+			proxy_req_detach(pr);
 			reply_error(pr->req, 503, "server_error",
 			    "shutting_down", "respcache is shutting down.",
 			    NULL);
-		proxy_req_free(pr);
+			proxy_req_free(pr);
+		}
 	}
 }
 
 void
 proxy_free(struct proxy *px)
 {
+	coalesce_free(px->flights);
 	free(px);
 }

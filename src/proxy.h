@@ -8,15 +8,20 @@ struct cache;
 struct credential;
 struct evhttp;
 struct proxy;
+struct timeval;
 struct upstream;
 
 /*
- * Serve http's requests.  Borrows everything it is given.  To stop:
+ * Serve http's requests.  Borrows everything it is given.  client_tv is
+ * the clients' read and write timeout (a stream's client only has the
+ * write one); tombstone_ttl how long a DELETEd id answers 404 from here
+ * (0: never).  To stop:
  * proxy_stop() ends the requests still in flight, then the caller frees
  * the evhttp (which closes every connection), then proxy_free().
  */
 struct proxy	*proxy_new(struct evhttp *, struct cache *, struct upstream *,
-		    const struct credential *);
+		    const struct credential *, const struct timeval *client_tv,
+		    double tombstone_ttl);
 void		 proxy_stop(struct proxy *);
 void		 proxy_free(struct proxy *);
 /*

@@ -11,6 +11,7 @@
  */
 #include "config.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
@@ -42,23 +43,53 @@ reply_phrase(int status)
 	}
 }
 
+/* {"error":{...}}, or as a stream's error event {"type":"error",...}. */
+static char *
+reply_error_text(const char *type, const char *code, const char *message,
+    int event)
+{
+	json_t	*err, *body;
+	char	*text;
+
+	err = json_pack("{s:s, s:s, s:n, s:s?}",
+	    "message", message,
+	    "type", type != NULL ? type : "invalid_request_error",
+	    "param",
+	    "code", code);
+	body = event ? json_pack("{s:s, s:o}", "type", "error", "error", err) :
+	    json_pack("{s:o}", "error", err);
+	if (body == NULL || (text = json_dumps(body, JSON_COMPACT)) == NULL)
+		fatalx("out of memory");
+	json_decref(body);
+	return (text);
+}
+
+char *
+reply_error_json(const char *type, const char *code, const char *message)
+{
+	return (reply_error_text(type, code, message, 0));
+}
+
+void
+reply_error_event(struct evbuffer *out, const char *type, const char *code,
+    const char *message)
+{
+	char	*text;
+
+	text = reply_error_text(type, code, message, 1);
+	evbuffer_add_printf(out, "event: error\ndata: %s\n\n", text);
+	free(text);
+}
+
 void
 reply_error(struct evhttp_request *req, int status, const char *type,
     const char *code, const char *message, const char *allow)
 {
 	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
 	struct evbuffer		*buf;
-	json_t			*body;
 	char			*text;
 
-	body = json_pack("{s:{s:s, s:s, s:n, s:s*}}", "error",
-	    "message", message,
-	    "type", type != NULL ? type : "invalid_request_error",
-	    "param",
-	    "code", code);
-	if (body == NULL || (text = json_dumps(body, JSON_COMPACT)) == NULL)
-		fatalx("out of memory");
-	json_decref(body);
+	text = reply_error_json(type, code, message);
 	if ((buf = evbuffer_new()) == NULL)
 		fatalx("out of memory");
 	evbuffer_add(buf, text, strlen(text));

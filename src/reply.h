@@ -4,6 +4,7 @@
 #ifndef RC_REPLY_H
 #define RC_REPLY_H
 
+struct evbuffer;
 struct evhttp_request;
 
 /*
@@ -13,5 +14,14 @@ struct evhttp_request;
  */
 void	reply_error(struct evhttp_request *, int status, const char *type,
 	    const char *code, const char *message, const char *allow);
+/* That error's body, {"error":{...}}; the caller frees it. */
+char	*reply_error_json(const char *type, const char *code,
+	    const char *message);
+/*
+ * Append the error as a stream's event, the way the API ends a stream
+ * that failed: "event: error" with {"type":"error","error":{...}}.
+ */
+void	reply_error_event(struct evbuffer *, const char *type,
+	    const char *code, const char *message);
 
 #endif
