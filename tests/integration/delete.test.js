@@ -1,6 +1,7 @@
 'use strict';
 // DELETE invalidates every cached entry of the id before it is forwarded: no
-// stale hit afterwards, for the response or its input_items pages.
+// stale hit afterwards, for the response or its input_items pages; then a
+// tombstone answers GETs of the id with 404 without asking the upstream.
 const test = require('node:test');
 const assert = require('node:assert/strict');
 const h = require('../lib/harness');
@@ -23,18 +24,67 @@ test('DELETE forwards, and no cached entry of the id survives it', async () => {
 		assert.notEqual(d.headers['x-cache'], 'HIT');
 		assert.equal(up.count('DELETE', p), 1, 'the DELETE reached the upstream once');
 
-		// A tombstone may answer 404 itself, or the upstream does: either way a
-		// 404 in the OpenAI shape and never the old body.
+		// The tombstone answers 404 in the upstream's own shape, from the
+		// proxy (X-Cache: HIT), never the old body and never asking upstream.
+		const gets = up.count('GET');
 		for (let i = 0; i < 2; i++) {
 			const g = await h.request(px.url + p);
-			h.assertOpenAIError(g, 404, `GET #${i + 1} after DELETE`);
-			assert.notEqual(g.headers['x-cache'], 'HIT', 'not a stale hit');
+			const j = h.assertOpenAIError(g, 404, `GET #${i + 1} after DELETE`);
+			assert.equal(j.error.message, `Response with id '${id}' not found.`);
+			assert.equal(j.error.type, 'invalid_request_error');
+			assert.equal(j.error.code, null);
+			h.assertXCache(g, 'HIT', 'the tombstone');
+			assert.equal(g.headers.etag, undefined, 'a tombstone has no ETag');
 		}
 		for (const q of ['?limit=2', '']) {
 			const g = await h.request(px.url + pi + q);
 			assert.equal(g.status, 404, `input_items${q} after DELETE: ${g.status} ${g.body.slice(0, 200)}`);
-			assert.notEqual(g.headers['x-cache'], 'HIT', `input_items${q}: not a stale hit`);
 		}
+		assert.equal(up.count('GET'), gets, 'no GET after the DELETE reached the upstream');
+	});
+});
+
+test('a tombstone expires after tombstone_ttl, and tombstone_ttl = 0 turns them off', async () => {
+	await h.withStack({ proxy: { config: '[cache]\ntombstone_ttl = 0\n' } }, async ({ up, px }) => {
+		const id = up.seed();
+		const p = `/v1/responses/${id}`;
+		assert.equal((await h.request(px.url + p, { method: 'DELETE' })).status, 200);
+		const g = await h.request(px.url + p);
+		h.assertOpenAIError(g, 404, 'GET after DELETE, no tombstones');
+		h.assertXCache(g, 'MISS', 'no tombstone: the upstream answered');
+		assert.equal(up.count('GET', p), 1);
+	});
+	await h.withStack({ proxy: { config: '[cache]\ntombstone_ttl = 1\n' } }, async ({ up, px }) => {
+		const id = up.seed();
+		const p = `/v1/responses/${id}`;
+		assert.equal((await h.request(px.url + p, { method: 'DELETE' })).status, 200);
+		h.assertXCache(await h.request(px.url + p), 'HIT', 'tombstone while fresh');
+		assert.equal(up.count('GET', p), 0);
+		// Bounded wait for the one-second tombstone to age out.
+		await h.until(async () => (await h.request(px.url + p)).headers['x-cache'] === 'MISS',
+			{ timeoutMs: 5000, stepMs: 100, what: 'the tombstone to expire' });
+		assert.ok(up.count('GET', p) >= 1, 'after expiry the upstream is asked again');
+	});
+});
+
+test('a GET that was in flight when the DELETE came does not bring the entry back', async () => {
+	await h.withStack({}, async ({ up, px }) => {
+		const id = up.seed();
+		const p = `/v1/responses/${id}`;
+		// The GET reaches the upstream and is held there; the DELETE passes it.
+		up.hang = true;
+		const slow = h.request(px.url + p);
+		await h.until(() => up.count('GET', p) === 1, { what: 'the GET to reach the upstream' });
+		up.hang = false;
+		const body = JSON.stringify(up.responseObject(up.get(id)));
+		const held = [...up.hung][0];
+		assert.equal((await h.request(px.url + p, { method: 'DELETE' })).status, 200);
+		held.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+		held.end(body);
+		assert.equal((await slow).status, 200, 'the GET that started first gets its answer');
+		const g = await h.request(px.url + p);
+		h.assertOpenAIError(g, 404, 'GET after the DELETE');
+		assert.equal(up.count('GET', p), 1, 'answered by the tombstone, not a stale entry');
 	});
 });
 

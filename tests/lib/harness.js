@@ -147,6 +147,8 @@ class Upstream {
 		this.requireKey = null;
 		this.streamDelayMs = 0;
 		this.holdStream = null;
+		/* override(req, res, body): a test's own handler; true if it answered */
+		this.override = null;
 		this.hung = new Set();
 		this.server = null;
 		this.url = null;
@@ -347,6 +349,7 @@ class Upstream {
 		const p = url.split('?')[0];
 		this.requests.push({ method: req.method, path: p, url, headers: { ...req.headers }, body });
 
+		if (this.override && this.override(req, res, body)) return;
 		if (this.hang) {
 			this.hung.add(res);
 			res.on('close', () => this.hung.delete(res));
@@ -540,7 +543,8 @@ function startProxy(opts = {}) {
 	if (opts.keyFile) args.push('--upstream-key-file', opts.keyFile);
 	if (opts.args) args.push(...opts.args);
 
-	const env = { ...process.env };	/* ASAN_OPTIONS/UBSAN_OPTIONS pass through */
+	/* ASAN_OPTIONS/UBSAN_OPTIONS pass through; opts.env adds to them. */
+	const env = { ...process.env, ...(opts.env || {}) };
 	const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
 	liveProcs.add(proc);
 	let errText = '';
