@@ -12,6 +12,7 @@
 #include "sse.h"
 
 #define SSE_TYPE_MAX	128
+#define SSE_LINE_SLACK	16	/* a line may be max_data + this long */
 
 struct sse {
 	sse_event_fn	 fn;
@@ -146,7 +147,7 @@ sse_feed(struct sse *s, const char *p, size_t n)
 			/* A partial line: keep it, unless it is hopeless. */
 			if (!s->skip_line && sse_append(&s->line, &s->line_len,
 			    &s->line_cap, p, (size_t)(end - p),
-			    s->max_data + 16) == -1) {
+			    s->max_data + SSE_LINE_SLACK) == -1) {
 				s->overflow = 1;
 				s->skip_line = 1;
 				s->line_len = 0;
@@ -158,12 +159,15 @@ sse_feed(struct sse *s, const char *p, size_t n)
 			s->line_len = 0;
 		} else if (s->line_len > 0) {
 			if (sse_append(&s->line, &s->line_len, &s->line_cap, p,
-			    (size_t)(eol - p), s->max_data + 16) == -1)
+			    (size_t)(eol - p),
+			    s->max_data + SSE_LINE_SLACK) == -1)
 				s->overflow = 1;
 			else
 				sse_line(s, s->line, s->line_len);
 			s->line_len = 0;
-		} else
+		} else if ((size_t)(eol - p) > s->max_data + SSE_LINE_SLACK)
+			s->overflow = 1;	/* as when it comes in pieces */
+		else
 			sse_line(s, p, (size_t)(eol - p));
 		if (*eol == '\r') {
 			if (eol + 1 == end)

@@ -5,7 +5,9 @@
  * out through a callback with its type and its data (data lines joined
  * by "\n").  Handles "\n", "\r\n" and "\r" line ends (also split across
  * feeds), multi-line data, comments and the optional space after ":".
- * Memory is bounded: an event whose data passes max_data is dropped.
+ * Memory is bounded: an event whose data passes max_data, or with any line
+ * (even a comment) longer than max_data + 16 bytes, is dropped, however
+ * its bytes were split.
  */
 #ifndef RC_SSE_H
 #define RC_SSE_H
