@@ -129,7 +129,7 @@ main(void)
 	    "an encoded & stays encoded");
 	k = strdup(norm(RM_GET, "/v1/responses/r", "a=x%26y"));
 	ok(strcmp(k, norm(RM_GET, "/v1/responses/r", "a=x&y")) != 0,
-	    "a=x%26y and a=x&y differ");
+	    "a=x%%26y and a=x&y differ");
 	free(k);
 
 	/* Keys. */
