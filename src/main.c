@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
@@ -15,6 +16,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <arpa/inet.h>
 
 #include <curl/curl.h>
@@ -165,7 +167,7 @@ main(int argc, char **argv)
 	struct server			 sv;
 	const char			*config_file = NULL;
 	char				*cause = NULL;
-	int				 ch, test = 0;
+	int				 ch, test = 0, one;
 	size_t				 i;
 
 	while ((ch = getopt_long(argc, argv, "c:l:u:d:k:tVh", longopts,
@@ -262,6 +264,15 @@ main(int argc, char **argv)
 	    (ev_uint16_t)conf.listen_port)) == NULL)
 		fatalx("cannot listen on %s (in use, or not an address of "
 		    "this host)", conf.listen);
+	/*
+	 * Accepted sockets inherit it: a stream's small events and a reply's
+	 * last segment never wait for the client's delayed ACK (Nagle).
+	 */
+	one = 1;
+	if (setsockopt(evhttp_bound_socket_get_fd(bs), IPPROTO_TCP,
+	    TCP_NODELAY, &one, sizeof one) == -1)
+		log_warnx("cannot set TCP_NODELAY on the listener: %s",
+		    strerror(errno));
 	memset(&sv, 0, sizeof sv);
 	sv.base = base;
 	sv.http = http;
