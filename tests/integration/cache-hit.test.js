@@ -41,6 +41,25 @@ test('GET of a finished response: MISS, then HIT from the cache with one upstrea
 		const r4 = await h.request(px.url + p, { headers: { 'if-none-match': '"not-the-etag"' } });
 		assert.equal(r4.status, 200);
 		assert.equal(r4.body, r1.body);
+		assert.equal(r1.headers.etag, r2.headers.etag, 'the miss that stored the entry carried its ETag');
+	});
+});
+
+test('a miss whose fetched answer matches If-None-Match gets 304 too', async () => {
+	await h.withStack({}, async ({ up, px }) => {
+		const id = up.seed();
+		const p = `/v1/responses/${id}`;
+		// Learn the ETag; then ask a second proxy with an empty cache.
+		const etag = (await h.request(px.url + p)).headers.etag;
+		assert.ok(etag);
+		await h.withStack({}, async ({ up: up2, px: px2 }) => {
+			up2.store.set(id, up.get(id));
+			const r = await h.request(px2.url + p, { headers: { 'if-none-match': etag } });
+			assert.equal(r.status, 304, `${r.status} ${r.body.slice(0, 200)}`);
+			h.assertXCache(r, 'MISS', 'fetched, then matched');
+			assert.equal(r.headers.etag, etag);
+			assert.equal(up2.count('GET', p), 1);
+		});
 	});
 });
 
