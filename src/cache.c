@@ -362,13 +362,14 @@ cache_next_seq(struct cache *c, MDB_txn *txn, int *rc)
 }
 
 static int
-cache_put_once(struct cache *c, const MDB_val *k, const MDB_val *guard,
-    const struct cache_rec *tpl, const char *etag, const char *hdrs,
-    const void *body, size_t need, size_t budget)
+cache_put_once(struct cache *c, const MDB_val *k,
+    const struct cache_guard *guard, const struct cache_rec *tpl,
+    const char *etag, const char *hdrs, const void *body, size_t need,
+    size_t budget)
 {
 	MDB_txn			*txn;
 	MDB_val			 key = *k, g, v, old, ak;
-	struct cache_rec	 rec = *tpl;
+	struct cache_rec	 rec = *tpl, grec;
 	char			*p;
 	int			 rc;
 
@@ -376,10 +377,20 @@ cache_put_once(struct cache *c, const MDB_val *k, const MDB_val *guard,
 		return (rc);
 	/* Checked in the writing transaction: no write can slip between. */
 	if (guard != NULL) {
-		g = *guard;
-		if ((rc = mdb_get(txn, c->entries, &g, &v)) != MDB_NOTFOUND) {
+		g.mv_size = guard->len;
+		g.mv_data = (void *)guard->key;
+		rc = mdb_get(txn, c->entries, &g, &v);
+		if (rc == 0 && cache_rec_parse(&v, &grec) == 0 &&
+		    (guard->ttl <= 0 || (double)((time_t)rec.stored_at -
+		    (time_t)grec.stored_at) < guard->ttl))
+			rc = MDB_KEYEXIST;
+		else if (rc == 0)		/* spent: it goes */
+			rc = cache_del_entry(c, txn, &g, &v);
+		else if (rc == MDB_NOTFOUND)
+			rc = 0;
+		if (rc != 0) {
 			mdb_txn_abort(txn);
-			return (rc == 0 ? MDB_KEYEXIST : rc);
+			return (rc);
 		}
 	}
 	/* A rewrite of a key replaces its entry and its age record. */
@@ -419,13 +430,13 @@ cache_put_once(struct cache *c, const MDB_val *k, const MDB_val *guard,
 }
 
 int
-cache_put(struct cache *c, const void *key, size_t klen, const void *guard,
-    size_t glen, int status, const char *etag, size_t etag_len,
-    const char *hdrs, size_t hlen, const void *body, size_t blen, time_t now)
+cache_put(struct cache *c, const void *key, size_t klen,
+    const struct cache_guard *guard, int status, const char *etag,
+    size_t etag_len, const char *hdrs, size_t hlen, const void *body,
+    size_t blen, time_t now)
 {
 	struct cache_rec	 rec;
 	MDB_val			 k = { klen, (void *)key };
-	MDB_val			 g = { glen, (void *)guard };
 	size_t			 need, budget = c->max_size;
 	int			 rc, tries;
 
@@ -442,8 +453,8 @@ cache_put(struct cache *c, const void *key, size_t klen, const void *guard,
 	rec.stored_at = (uint64_t)now;
 
 	for (tries = 0; tries < 3; tries++) {
-		rc = cache_put_once(c, &k, guard != NULL ? &g : NULL, &rec,
-		    etag, hdrs, body, need, budget);
+		rc = cache_put_once(c, &k, guard, &rec, etag, hdrs, body,
+		    need, budget);
 		if (rc != MDB_MAP_FULL && rc != MDB_TXN_FULL)
 			break;
 		/*

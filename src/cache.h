@@ -54,13 +54,23 @@ typedef void (*cache_visit_fn)(const struct cache_entry *, void *arg);
 int	cache_get(struct cache *, const void *key, size_t klen, time_t now,
 	    cache_visit_fn fn, void *arg);
 /*
+ * An entry that forbids a write while it is younger than ttl seconds (0:
+ * forever), such as a deleted id's tombstone; an older one is removed.
+ */
+struct cache_guard {
+	const void	*key;
+	size_t		 len;
+	double		 ttl;
+};
+
+/*
  * Store an answer, evicting the oldest entries to stay under max_size,
- * unless an entry exists under guard (if not NULL: a tombstone, say).
- * Returns 0 if stored, 1 if skipped (guarded, too large, or no room), -1
- * on error.  A request is never failed by the outcome.
+ * unless guard (if not NULL) forbids it.  Returns 0 if stored, 1 if
+ * skipped (guarded, too large, or no room), -1 on error.  A request is
+ * never failed by the outcome.
  */
 int	cache_put(struct cache *, const void *key, size_t klen,
-	    const void *guard, size_t glen, int status, const char *etag,
+	    const struct cache_guard *, int status, const char *etag,
 	    size_t etag_len, const char *hdrs, size_t hlen, const void *body,
 	    size_t blen, time_t now);
 /* Delete every entry whose key starts with prefix; returns the count. */

@@ -57,6 +57,7 @@ struct server {
 	struct proxy			*px;
 	struct event			*drain_timer;
 	int				 stopping;
+	int				 flushed;
 };
 
 static void
@@ -64,6 +65,15 @@ stop_now(void *arg)
 {
 	struct server	*sv = arg;
 
+	event_base_loopbreak(sv->base);
+}
+
+static void
+flushed(void *arg)
+{
+	struct server	*sv = arg;
+
+	sv->flushed = 1;
 	event_base_loopbreak(sv->base);
 }
 
@@ -293,7 +303,15 @@ main(int argc, char **argv)
 
 	event_base_dispatch(base);
 
+	/* What proxy_stop() answers gets 1 s to reach its clients. */
 	proxy_stop(px);
+	proxy_drain(px, flushed, &sv);
+	if (!sv.flushed) {
+		tv.tv_sec = 1;
+		tv.tv_usec = 0;
+		event_base_loopexit(base, &tv);
+		event_base_dispatch(base);
+	}
 	evhttp_free(http);
 	proxy_free(px);
 	upstream_free(up);

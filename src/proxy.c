@@ -171,6 +171,20 @@ proxy_written(struct evhttp_request *req, void *arg)
 	proxy_check_drained(px);
 }
 
+/*
+ * A stream's last byte is written: its connection gets its read timeout
+ * back for the requests that may follow on it.
+ */
+static void
+proxy_stream_written(struct evhttp_request *req, void *arg)
+{
+	struct proxy	*px = arg;
+
+	evhttp_connection_set_timeout_tv(evhttp_request_get_connection(req),
+	    &px->client_tv);
+	proxy_written(req, arg);
+}
+
 static void
 proxy_write_failed(struct evhttp_connection *evcon, void *arg)
 {
@@ -453,7 +467,7 @@ proxy_tombstone(struct proxy_req *pr)
 		fatalx("out of memory");
 	body = reply_error_json("invalid_request_error", NULL, msg);
 	key = route_id_prefix(pr->tenant, 't', pr->route.id, &klen);
-	cache_put(pr->px->cache, key, klen, NULL, 0, 404, "", 0, hdrs,
+	cache_put(pr->px->cache, key, klen, NULL, 404, "", 0, hdrs,
 	    sizeof hdrs - 1, body, strlen(body), time(NULL));
 	free(key);
 	free(body);
@@ -535,6 +549,7 @@ proxy_answer_error(struct proxy_req *pr, int status, const char *code,
 
 	TAILQ_INIT(&hdrs);
 	evhttp_add_header(&hdrs, "Content-Type", "application/json");
+	proxy_xcache(&hdrs, pr->route.cacheable ? "MISS" : "BYPASS");
 	body = reply_error_json("upstream_error", code, message);
 	a.status = status;
 	a.headers = &hdrs;
@@ -644,9 +659,8 @@ proxy_stream_end(struct proxy_req *pr, const char *type, const char *code,
 		evhttp_send_reply_chunk(req, ev);
 		evbuffer_free(ev);
 	}
-	/* The connection may carry more requests: their timeouts again. */
-	evhttp_connection_set_timeout_tv(evcon, &pr->px->client_tv);
 	proxy_track_reply(pr->px, req);
+	evhttp_request_set_on_complete_cb(req, proxy_stream_written, pr->px);
 	evhttp_send_reply_end(req);
 	proxy_req_free(pr);
 }
@@ -729,11 +743,11 @@ static int
 proxy_put(struct proxy_req *pr, const char *key, size_t klen,
     const char *id, const char *body, size_t len, int as_json, char etag[36])
 {
-	struct evkeyval	*h;
-	struct evbuffer	*hb;
-	char		*guard;
-	size_t		 glen;
-	int		 rc;
+	struct evkeyval		*h;
+	struct evbuffer		*hb;
+	struct cache_guard	 g;
+	char			*tomb;
+	int			 rc;
 
 	if ((hb = evbuffer_new()) == NULL)
 		fatalx("out of memory");
@@ -746,11 +760,12 @@ proxy_put(struct proxy_req *pr, const char *key, size_t klen,
 			evbuffer_add_printf(hb, "%s: %s\r\n", h->key, h->value);
 	proxy_etag(body, len, etag);
 	/* A GET that raced a DELETE must not bring the id back. */
-	guard = route_id_prefix(pr->tenant, 't', id, &glen);
-	rc = cache_put(pr->px->cache, key, klen, guard, glen, 200, etag,
-	    strlen(etag), (const char *)evbuffer_pullup(hb, -1),
-	    evbuffer_get_length(hb), body, len, time(NULL));
-	free(guard);
+	g.key = tomb = route_id_prefix(pr->tenant, 't', id, &g.len);
+	g.ttl = pr->px->tombstone_ttl;
+	rc = cache_put(pr->px->cache, key, klen, &g, 200, etag, strlen(etag),
+	    (const char *)evbuffer_pullup(hb, -1), evbuffer_get_length(hb),
+	    body, len, time(NULL));
+	free(tomb);
 	evbuffer_free(hb);
 	return (rc == 0);
 }

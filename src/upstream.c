@@ -32,6 +32,7 @@ struct upstream {
 	struct timeval		 idle;		/* a stream's allowed silence */
 	int			 in_curl;	/* inside a curl call */
 	int			 npending;	/* started inside a curl call */
+	int			 nreap;		/* aborted inside curl or a hook */
 	struct upstream_req	*reqs;		/* all in flight */
 };
 
@@ -43,6 +44,8 @@ struct upstream_req {
 	struct evkeyvalq	 rhdrs;		/* the answer's headers */
 	int			 headers_done;
 	int			 aborted;	/* upstream_abort(): no more hooks */
+	int			 in_hook;	/* its hook is running: free later */
+	int			 reap;		/* aborted; to free after curl */
 	int			 stopped;	/* a hook said stop: done still comes */
 	int			 paused;	/* a hook said pause */
 	int			 pending;	/* not yet added to the multi */
@@ -60,6 +63,7 @@ struct upstream_sock {
 };
 
 static void	upstream_check_done(struct upstream *);
+static void	upstream_req_free(struct upstream_req *);
 
 /*
  * Add the transfers started while inside curl (from a hook): curl
@@ -94,6 +98,33 @@ upstream_err_str(enum upstream_err e)
 	return ("unknown");
 }
 
+/* Free the requests aborted while curl or their own hook was running. */
+static void
+upstream_reap(struct upstream *up)
+{
+	struct upstream_req	*r, *next;
+
+	for (r = up->reqs; up->nreap > 0 && r != NULL; r = next) {
+		next = r->next;
+		if (r->reap && !r->in_hook)
+			upstream_req_free(r);
+	}
+}
+
+/*
+ * Once curl has returned: report finished transfers, free aborted ones,
+ * and add those started meanwhile.
+ */
+static void
+upstream_settle(struct upstream *up)
+{
+	if (up->in_curl)
+		return;
+	upstream_check_done(up);
+	upstream_reap(up);
+	upstream_add_pending(up);
+}
+
 static void
 upstream_action(struct upstream *up, curl_socket_t fd, int flags)
 {
@@ -102,9 +133,7 @@ upstream_action(struct upstream *up, curl_socket_t fd, int flags)
 	up->in_curl++;
 	curl_multi_socket_action(up->multi, fd, flags, &running);
 	up->in_curl--;
-	upstream_check_done(up);
-	if (!up->in_curl)
-		upstream_add_pending(up);
+	upstream_settle(up);
 }
 
 static void
@@ -221,6 +250,8 @@ upstream_req_free(struct upstream_req *r)
 		up->reqs = r->next;
 	if (r->next != NULL)
 		r->next->prev = r->prev;
+	if (r->reap)
+		up->nreap--;
 	if (r->pending)
 		up->npending--;
 	else
@@ -333,6 +364,8 @@ upstream_check_done(struct upstream *up)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &r);
 		err = upstream_map_err(msg->data.result);
+		/* A hook may abort its own request: it is freed here. */
+		r->in_hook = 1;
 		if (!r->aborted) {
 			if (err == UPSTREAM_OK && !r->headers_done)
 				upstream_deliver_headers(r);
@@ -369,9 +402,12 @@ upstream_idle_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	/* Outside curl here: report and free at once. */
-	r->aborted = 1;
-	r->hooks->done(r->arg, UPSTREAM_TIMEOUT,
-	    "no data within stream_idle_timeout");
+	if (!r->aborted) {
+		r->aborted = 1;
+		r->in_hook = 1;
+		r->hooks->done(r->arg, UPSTREAM_TIMEOUT,
+		    "no data within stream_idle_timeout");
+	}
 	upstream_req_free(r);
 }
 
@@ -452,9 +488,15 @@ upstream_abort(struct upstream_req *r)
 	if (r == NULL)
 		return;
 	r->aborted = 1;
-	/* Inside curl, removal waits for upstream_check_done(). */
-	if (!r->up->in_curl)
-		upstream_req_free(r);
+	/* Inside curl or its own hook, it is freed once that returns. */
+	if (r->up->in_curl || r->in_hook) {
+		if (!r->reap) {
+			r->reap = 1;
+			r->up->nreap++;
+		}
+		return;
+	}
+	upstream_req_free(r);
 }
 
 void
@@ -471,7 +513,5 @@ upstream_resume(struct upstream_req *r)
 	if (curl_easy_pause(r->easy, CURLPAUSE_CONT) != CURLE_OK)
 		log_warnx("could not resume an upstream transfer");
 	up->in_curl--;
-	upstream_check_done(up);
-	if (!up->in_curl)
-		upstream_add_pending(up);
+	upstream_settle(up);
 }

@@ -180,3 +180,26 @@ test('a lone client leaving cancels its fetch', async () => {
 			{ timeoutMs: 3000, what: 'the upstream request to be closed' });
 	});
 });
+
+test('a fetch that turns out to be a stream hands its waiters back to fetch for themselves', async () => {
+	await h.withStack({ proxy: { config: DEBUG } }, async ({ up, px }) => {
+		const id = up.seed();
+		const p = `/v1/responses/${id}`;
+		const held = holdGets(up);
+		const first = abandonable(px.url + p);
+		await h.until(() => held.length === 1, { what: 'the first GET to reach the upstream' });
+		const waiter = h.request(px.url + p, { agent: false });
+		await waiters(px, 1, held);
+		// Its own client gone, the fetch goes on for the waiter...
+		first.destroy();
+		await h.until(() => /client closed during/.test(px.stderr()), { what: 'the proxy to see the first client leave' });
+		// ...and ends as an (empty) event stream, which nobody can share.
+		up.override = null;
+		held[0].res.writeHead(200, { 'content-type': 'text/event-stream', 'content-length': '0' });
+		held[0].res.end();
+		const r = await waiter;
+		assert.equal(r.status, 200, r.body);
+		assert.equal(r.json().id, id);
+		assert.equal(up.count('GET', p), 2, 'the waiter fetched for itself');
+	});
+});

@@ -45,3 +45,30 @@ test('SIGTERM with idle keep-alive client connections open: exits 0 promptly', a
 		await up.close();
 	}
 });
+
+test('a second SIGTERM ends a stream with a shutting_down error event, and the daemon exits 0', async () => {
+	const up = await h.startUpstream();
+	const px = await h.startProxy({ upstream: up.url, config: '[log]\nlevel = debug\n' });
+	let release;
+	up.holdStream = new Promise((r) => { release = r; });
+	try {
+		const s = await h.openSSE(`${px.url}/v1/responses`, {
+			method: 'POST', body: { model: 'gpt-4o', input: 'stop me', stream: true },
+		});
+		await h.within(s.firstEvent, 5000, 'first event');
+		process.kill(px.pid, 'SIGTERM');
+		await h.until(() => /draining/.test(px.stderr()), { what: 'the daemon to start draining' });
+		process.kill(px.pid, 'SIGTERM');
+		const { events } = await h.within(s.done, 5000, 'the stream to end');
+		const last = events[events.length - 1];
+		assert.equal(last.event, 'error', 'the stream ends with an error event');
+		assert.equal(last.json.error.code, 'shutting_down');
+		const r = await h.within(px.exited, 10000, 'exit after the second SIGTERM');
+		assert.equal(r.code, 0, `exit code (stderr: ${px.stderr().slice(-2000)})`);
+		assert.doesNotMatch(px.stderr(), /ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:/);
+	} finally {
+		release();
+		if (px.proc.exitCode === null && px.proc.signalCode === null) px.proc.kill('SIGKILL');
+		await up.close();
+	}
+});

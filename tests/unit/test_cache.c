@@ -31,7 +31,7 @@ visit(const struct cache_entry *e, void *arg)
 static int
 put(struct cache *c, const char *key, size_t klen, const char *body)
 {
-	return (cache_put(c, key, klen, NULL, 0, 200, "\"e\"", 3, "A: b\r\n", 6,
+	return (cache_put(c, key, klen, NULL, 200, "\"e\"", 3, "A: b\r\n", 6,
 	    body, strlen(body), time(NULL)));
 }
 
@@ -44,6 +44,7 @@ main(void)
 	struct got	 g;
 	char		*cause = NULL;
 	int		 i, hits;
+	struct cache_guard guard = { "t\0t\0z\0", 6, 60 };
 
 	if (mkdtemp(dir) == NULL)
 		abort();
@@ -71,13 +72,18 @@ main(void)
 	    "an id sharing a prefix is kept");
 	ok(cache_get(c, "t\0i\0x\0limit=20", 14, time(NULL), visit, &g) == 1,
 	    "the other kind is kept");
-	ok(cache_put(c, "t\0r\0z\0", 6, "t\0t\0z\0", 6, 200, "\"e\"", 3, "", 0,
-	    "4", 1, time(NULL)) == 0, "a guarded put with no guard entry stores");
+	ok(cache_put(c, "t\0r\0z\0", 6, &guard, 200, "\"e\"", 3, "", 0, "4", 1,
+	    time(NULL)) == 0, "a guarded put with no guard entry stores");
 	put(c, "t\0t\0z\0", 6, "tomb");
-	ok(cache_put(c, "t\0r\0z\0", 6, "t\0t\0z\0", 6, 200, "\"e\"", 3, "", 0,
-	    "5", 1, time(NULL)) == 1 && cache_get(c, "t\0r\0z\0", 6, time(NULL),
+	ok(cache_put(c, "t\0r\0z\0", 6, &guard, 200, "\"e\"", 3, "", 0, "5", 1,
+	    time(NULL)) == 1 && cache_get(c, "t\0r\0z\0", 6, time(NULL),
 	    visit, &g) == 1 && memcmp(g.body, "4", 1) == 0,
-	    "a put guarded by an existing entry is skipped");
+	    "a put guarded by a live entry is skipped");
+	ok(cache_put(c, "t\0r\0z\0", 6, &guard, 200, "\"e\"", 3, "", 0, "6", 1,
+	    time(NULL) + 61) == 0 && cache_get(c, "t\0r\0z\0", 6, time(NULL),
+	    visit, &g) == 1 && memcmp(g.body, "6", 1) == 0 &&
+	    cache_get(c, "t\0t\0z\0", 6, time(NULL), visit, &g) == 0,
+	    "a spent guard lets the put through and is removed");
 	cache_close(c);
 
 	c = cache_open(dir, 1024 * 1024, 0, &cause);
