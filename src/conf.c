@@ -22,7 +22,8 @@
 #include "conf.h"
 #include "log.h"
 
-enum conf_type { CT_STRING, CT_OPTSTRING, CT_SIZE, CT_SECONDS, CT_LEVEL };
+enum conf_type { CT_STRING, CT_OPTSTRING, CT_SIZE, CT_SECONDS, CT_LEVEL,
+	CT_OWNERSHIP, CT_UNKNOWN_OWNER };
 
 struct conf_key {
 	const char	*section;
@@ -37,6 +38,8 @@ static const struct conf_key conf_keys[] = {
 	K("server", "max_body_size", CT_SIZE, max_body_size),
 	K("server", "max_header_size", CT_SIZE, max_header_size),
 	K("server", "client_timeout", CT_SECONDS, client_timeout),
+	K("server", "ownership", CT_OWNERSHIP, ownership),
+	K("server", "unknown_owner", CT_UNKNOWN_OWNER, unknown_owner_deny),
 	K("upstream", "url", CT_STRING, upstream_url),
 	K("upstream", "key_file", CT_OPTSTRING, upstream_key_file),
 	K("upstream", "connect_timeout", CT_SECONDS, connect_timeout),
@@ -102,6 +105,21 @@ conf_init(struct conf *c)
 void
 conf_free(struct conf *c)
 {
+	size_t	i;
+
+	for (i = 0; i < c->ncreds; i++) {
+		free(c->creds[i].name);
+		free(c->creds[i].key_file);
+		free(c->creds[i].organization);
+		free(c->creds[i].project);
+	}
+	free(c->creds);
+	for (i = 0; i < c->nclients; i++) {
+		free(c->clients[i].name);
+		free(c->clients[i].token_sha256);
+		free(c->clients[i].credential);
+	}
+	free(c->clients);
 	free(c->listen);
 	free(c->listen_host);
 	free(c->upstream_url);
@@ -207,6 +225,102 @@ conf_parse_listen(const char *s, char **host, int *port)
 	return (0);
 }
 
+/* A name of a [credential NAME] or [client NAME] section. */
+static int
+conf_valid_name(const char *s)
+{
+	size_t	n = strlen(s);
+
+	return (n > 0 && n <= 64 && strspn(s, "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.-") == n);
+}
+
+/* The value of a key of a named section, replacing any earlier one. */
+static void
+conf_set_named(char **field, const char *value)
+{
+	free(*field);
+	*field = *value == '\0' ? NULL : conf_strdup(value);
+}
+
+/*
+ * [credential NAME] and [client NAME]: their sections may repeat (inih
+ * calls us key by key), so each name is looked up, then created.
+ */
+static int
+conf_set_section(struct conf *c, const char *section, const char *key,
+    const char *value, char **cause)
+{
+	const char		*name;
+	struct conf_credential	*cr = NULL;
+	struct conf_client	*cl = NULL;
+	size_t			 i;
+	int			 is_client;
+
+	is_client = strncmp(section, "client ", 7) == 0;
+	name = section + (is_client ? 7 : 11);
+	while (*name == ' ')
+		name++;
+	if (!conf_valid_name(name)) {
+		*cause = conf_fmt("[%s]: a name is 1 to 64 letters, digits, "
+		    "'_', '.' or '-'", section);
+		return (-1);
+	}
+	if (is_client) {
+		for (i = 0; i < c->nclients && cl == NULL; i++)
+			if (strcmp(c->clients[i].name, name) == 0)
+				cl = &c->clients[i];
+		if (cl == NULL) {
+			c->clients = reallocarray(c->clients, c->nclients + 1,
+			    sizeof *c->clients);
+			if (c->clients == NULL)
+				fatalx("out of memory");
+			cl = &c->clients[c->nclients++];
+			memset(cl, 0, sizeof *cl);
+			cl->name = conf_strdup(name);
+		}
+		if (strcmp(key, "token_sha256") == 0)
+			conf_set_named(&cl->token_sha256, value);
+		else if (strcmp(key, "credential") == 0)
+			conf_set_named(&cl->credential, value);
+		else {
+			*cause = conf_fmt("unknown key \"%s\" in [%s] (a client "
+			    "has token_sha256 and credential)", key, section);
+			return (-1);
+		}
+		return (0);
+	}
+	for (i = 0; i < c->ncreds && cr == NULL; i++)
+		if (strcmp(c->creds[i].name, name) == 0)
+			cr = &c->creds[i];
+	if (cr == NULL) {
+		c->creds = reallocarray(c->creds, c->ncreds + 1,
+		    sizeof *c->creds);
+		if (c->creds == NULL)
+			fatalx("out of memory");
+		cr = &c->creds[c->ncreds++];
+		memset(cr, 0, sizeof *cr);
+		cr->name = conf_strdup(name);
+	}
+	if (strcmp(key, "key_file") == 0)
+		conf_set_named(&cr->key_file, value);
+	else if (strcmp(key, "organization") == 0)
+		conf_set_named(&cr->organization, value);
+	else if (strcmp(key, "project") == 0)
+		conf_set_named(&cr->project, value);
+	else if (strcmp(key, "key") == 0) {
+		*cause = conf_fmt("[%s]: keys are never written in the "
+		    "configuration; put it in a file named by key_file",
+		    section);
+		return (-1);
+	} else {
+		*cause = conf_fmt("unknown key \"%s\" in [%s] (a credential "
+		    "has key_file, organization and project)", key, section);
+		return (-1);
+	}
+	return (0);
+}
+
 int
 conf_set(struct conf *c, const char *section, const char *key,
     const char *value, char **cause)
@@ -217,6 +331,9 @@ conf_set(struct conf *c, const char *section, const char *key,
 	int			 level;
 	int			 section_known = 0;
 
+	if (strncmp(section, "credential ", 11) == 0 ||
+	    strncmp(section, "client ", 7) == 0)
+		return (conf_set_section(c, section, key, value, cause));
 	for (i = 0; i < sizeof conf_keys / sizeof conf_keys[0]; i++) {
 		if (strcmp(conf_keys[i].section, section) != 0)
 			continue;
@@ -271,6 +388,25 @@ conf_set(struct conf *c, const char *section, const char *key,
 		}
 		*(int *)field = level;
 		return (0);
+	case CT_OWNERSHIP:
+		if (strcmp(value, "strict") == 0)
+			*(int *)field = OWNERSHIP_STRICT;
+		else if (strcmp(value, "off") == 0)
+			*(int *)field = OWNERSHIP_OFF;
+		else {
+			*cause = conf_fmt("[%s] %s: \"%s\" is not strict or off",
+			    section, key, value);
+			return (-1);
+		}
+		return (0);
+	case CT_UNKNOWN_OWNER:
+		if (strcmp(value, "allow") != 0 && strcmp(value, "deny") != 0) {
+			*cause = conf_fmt("[%s] %s: \"%s\" is not allow or deny",
+			    section, key, value);
+			return (-1);
+		}
+		*(int *)field = strcmp(value, "deny") == 0;
+		return (0);
 	}
 	return (-1);
 }
@@ -314,6 +450,8 @@ conf_load(struct conf *c, const char *path, char **cause)
 	return (-1);
 }
 
+static int	conf_check_keys(struct conf *, char **);
+
 int
 conf_check(struct conf *c, char **cause)
 {
@@ -356,5 +494,103 @@ conf_check(struct conf *c, char **cause)
 		*cause = conf_fmt("[cache] max_size must be at least 16k");
 		return (-1);
 	}
+	return (conf_check_keys(c, cause));
+}
+
+static struct conf_credential *
+conf_find_credential(struct conf *c, const char *name)
+{
+	size_t	i;
+
+	for (i = 0; i < c->ncreds; i++)
+		if (strcmp(c->creds[i].name, name) == 0)
+			return (&c->creds[i]);
+	return (NULL);
+}
+
+/* Credentials and clients: complete, and naming each other correctly. */
+static int
+conf_check_keys(struct conf *c, char **cause)
+{
+	struct conf_credential	*cr, *dflt;
+	struct conf_client	*cl;
+	size_t			 i, j;
+	char			*p;
+
+	if (c->upstream_key_file != NULL) {
+		if ((cr = conf_find_credential(c, "default")) == NULL) {
+			c->creds = reallocarray(c->creds, c->ncreds + 1,
+			    sizeof *c->creds);
+			if (c->creds == NULL)
+				fatalx("out of memory");
+			cr = &c->creds[c->ncreds++];
+			memset(cr, 0, sizeof *cr);
+			cr->name = conf_strdup("default");
+			cr->key_file = conf_strdup(c->upstream_key_file);
+		} else if (cr->key_file == NULL ||
+		    strcmp(cr->key_file, c->upstream_key_file) != 0) {
+			*cause = conf_fmt("[upstream] key_file and [credential "
+			    "default] both name the default key: keep one");
+			return (-1);
+		}
+	}
+	for (i = 0; i < c->ncreds; i++)
+		if (c->creds[i].key_file == NULL) {
+			*cause = conf_fmt("[credential %s] has no key_file",
+			    c->creds[i].name);
+			return (-1);
+		}
+	/* The credential of requests (or clients) that name none. */
+	dflt = conf_find_credential(c, "default");
+	if (dflt == NULL && c->ncreds == 1)
+		dflt = &c->creds[0];
+	if (c->nclients == 0 && c->ncreds > 1 && dflt == NULL) {
+		*cause = conf_fmt("with several credentials and no [client] "
+		    "sections, one credential must be named default");
+		return (-1);
+	}
+	for (i = 0; i < c->nclients; i++) {
+		cl = &c->clients[i];
+		if (cl->token_sha256 == NULL || strlen(cl->token_sha256) != 64 ||
+		    strspn(cl->token_sha256, "0123456789abcdefABCDEF") != 64) {
+			*cause = conf_fmt("[client %s] token_sha256 must be 64 "
+			    "hex digits (respcache hash-token prints them)",
+			    cl->name);
+			return (-1);
+		}
+		for (p = cl->token_sha256; *p != '\0'; p++)
+			if (*p >= 'A' && *p <= 'F')
+				*p = (char)(*p - 'A' + 'a');
+		for (j = 0; j < i; j++)
+			if (strcmp(c->clients[j].token_sha256,
+			    cl->token_sha256) == 0) {
+				*cause = conf_fmt("[client %s] and [client %s] "
+				    "have the same token", c->clients[j].name,
+				    cl->name);
+				return (-1);
+			}
+		if (c->ncreds == 0) {
+			*cause = conf_fmt("[client %s]: clients need a "
+			    "[credential] (or [upstream] key_file) to use",
+			    cl->name);
+			return (-1);
+		}
+		if (cl->credential == NULL) {
+			if (dflt == NULL) {
+				*cause = conf_fmt("[client %s] names no "
+				    "credential and none is named default",
+				    cl->name);
+				return (-1);
+			}
+			cl->credential = conf_strdup(dflt->name);
+		} else if (conf_find_credential(c, cl->credential) == NULL) {
+			*cause = conf_fmt("[client %s]: no [credential %s]",
+			    cl->name, cl->credential);
+			return (-1);
+		}
+	}
+	if (c->ownership == OWNERSHIP_DEFAULT)
+		c->ownership = c->nclients > 0 ? OWNERSHIP_STRICT :
+		    OWNERSHIP_OFF;
 	return (0);
 }

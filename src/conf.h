@@ -11,6 +11,23 @@
 
 #include <stddef.h>
 
+/* A [credential NAME] section: an upstream key and what goes with it. */
+struct conf_credential {
+	char	*name;
+	char	*key_file;
+	char	*organization;		/* NULL: none */
+	char	*project;
+};
+
+/* A [client NAME] section: who may use the proxy, with which key. */
+struct conf_client {
+	char	*name;
+	char	*token_sha256;		/* 64 hex digits, lower case */
+	char	*credential;		/* NULL: the default credential */
+};
+
+enum conf_ownership { OWNERSHIP_DEFAULT, OWNERSHIP_STRICT, OWNERSHIP_OFF };
+
 struct conf {
 	/* [server] */
 	char	*listen;		/* "host:port" as written */
@@ -19,6 +36,8 @@ struct conf {
 	size_t	 max_body_size;
 	size_t	 max_header_size;
 	double	 client_timeout;	/* seconds */
+	int	 ownership;		/* enum conf_ownership */
+	int	 unknown_owner_deny;	/* ids created elsewhere: 404 */
 
 	/* [upstream] */
 	char	*upstream_url;		/* no trailing slash */
@@ -35,6 +54,12 @@ struct conf {
 
 	/* [log] */
 	int	 log_level;
+
+	/* [credential NAME] and [client NAME] sections, in file order */
+	struct conf_credential	*creds;
+	size_t			 ncreds;
+	struct conf_client	*clients;
+	size_t			 nclients;
 };
 
 void	conf_init(struct conf *);
@@ -47,7 +72,10 @@ int	conf_load(struct conf *, const char *path, char **cause);
 /* Set one key of one section; -1 and *cause (caller frees) if invalid. */
 int	conf_set(struct conf *, const char *section, const char *key,
 	    const char *value, char **cause);
-/* Check the whole and derive parsed fields; -1 and *cause on error. */
+/*
+ * Check the whole and derive parsed fields; -1 and *cause on error.
+ * [upstream] key_file becomes a credential named "default".
+ */
 int	conf_check(struct conf *, char **cause);
 
 /* Parsers, exposed for the unit tests. 0 on success, -1 if malformed. */

@@ -1,6 +1,7 @@
 /*
- * credential.c - loading upstream keys, and the SHA-256 that names a
- * pass-through tenant.
+ * credential.c - loading upstream keys and clients into a keyring,
+ * finding a request's client, and the SHA-256 that names a pass-through
+ * tenant.
  */
 #include "config.h"
 
@@ -13,44 +14,76 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "conf.h"
 #include "credential.h"
 #include "log.h"
 
 void
-sha256_hex(const void *p, size_t len, char out[SHA256_HEX_LEN + 1])
+sha256_raw(const void *p, size_t len, unsigned char out[32])
 {
-	static const char	 hex[] = "0123456789abcdef";
-	unsigned char		 md[EVP_MAX_MD_SIZE];
-	unsigned int		 mdlen = 0, i;
-	static EVP_MD		*sha256;
+	static EVP_MD	*sha256;
+	unsigned int	 mdlen = 0;
 
 	/* Fetched once: EVP_sha256() makes EVP_Digest fetch on every call. */
 	if (sha256 == NULL && (sha256 = EVP_MD_fetch(NULL, "SHA256",
 	    NULL)) == NULL)
 		fatalx("SHA-256 unavailable");
-	if (EVP_Digest(p, len, md, &mdlen, sha256, NULL) != 1 ||
-	    mdlen != 32)
+	if (EVP_Digest(p, len, out, &mdlen, sha256, NULL) != 1 || mdlen != 32)
 		fatalx("SHA-256 failed");
-	for (i = 0; i < mdlen; i++) {
+}
+
+void
+sha256_hex(const void *p, size_t len, char out[SHA256_HEX_LEN + 1])
+{
+	static const char	 hex[] = "0123456789abcdef";
+	unsigned char		 md[32];
+	size_t			 i;
+
+	sha256_raw(p, len, md);
+	for (i = 0; i < sizeof md; i++) {
 		out[2 * i] = hex[md[i] >> 4];
 		out[2 * i + 1] = hex[md[i] & 0xf];
 	}
 	out[SHA256_HEX_LEN] = '\0';
 }
 
-struct credential *
-credential_load(const char *name, const char *path, char **cause)
+static char *
+keyring_strdup(const char *s)
 {
-	struct credential	*cr;
-	struct stat		 st;
-	FILE			*f;
-	char			 buf[1024], *s, *e;
-	size_t			 n;
+	char	*p;
 
-	if ((f = fopen(path, "r")) == NULL) {
-		if (asprintf(cause, "%s: %s", path, strerror(errno)) == -1)
-			fatalx("out of memory");
+	if (s == NULL)
 		return (NULL);
+	if ((p = strdup(s)) == NULL)
+		fatalx("out of memory");
+	return (p);
+}
+
+/*
+ * Read a key file into cr->auth: the first line, surrounding blanks
+ * trimmed.  Returns -1 and *cause if it cannot be read or holds no key.
+ */
+static int
+keyring_read_key(struct credential *cr, const char *file, char **cause)
+{
+	struct stat	 st;
+	FILE		*f;
+	const char	*dir;
+	char		 buf[1024], *path, *s, *e;
+	size_t		 n;
+
+	dir = getenv("CREDENTIALS_DIRECTORY");
+	if (file[0] != '/' && dir != NULL && *dir != '\0') {
+		if (asprintf(&path, "%s/%s", dir, file) == -1)
+			fatalx("out of memory");
+	} else
+		path = keyring_strdup(file);
+	if ((f = fopen(path, "r")) == NULL) {
+		if (asprintf(cause, "[credential %s] key_file %s: %s",
+		    cr->name, path, strerror(errno)) == -1)
+			fatalx("out of memory");
+		free(path);
+		return (-1);
 	}
 	if (fstat(fileno(f), &st) == 0 && (st.st_mode & 0044) != 0)
 		log_warnx("key file %s is readable by other users; "
@@ -65,27 +98,133 @@ credential_load(const char *name, const char *path, char **cause)
 	while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
 		e--;
 	*e = '\0';
-	if (*s == '\0' || strpbrk(s, " \t") != NULL) {
+	if (*s == '\0' || strpbrk(s, " \t") != NULL ||
+	    strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789-_.:+/=") != strlen(s)) {
 		OPENSSL_cleanse(buf, sizeof buf);
-		if (asprintf(cause, "%s: no key on its first line", path) == -1)
+		if (asprintf(cause, "[credential %s] key_file %s: no key on "
+		    "its first line", cr->name, path) == -1)
 			fatalx("out of memory");
-		return (NULL);
+		free(path);
+		return (-1);
 	}
-	if ((cr = calloc(1, sizeof *cr)) == NULL ||
-	    (cr->name = strdup(name)) == NULL ||
-	    asprintf(&cr->auth, "Bearer %s", s) == -1)
+	if (asprintf(&cr->auth, "Bearer %s", s) == -1)
 		fatalx("out of memory");
 	OPENSSL_cleanse(buf, sizeof buf);
-	return (cr);
+	free(path);
+	return (0);
+}
+
+static int
+keyring_hex(const char *hex, unsigned char out[32])
+{
+	size_t	i;
+	int	hi, lo;
+
+	for (i = 0; i < 32; i++) {
+		hi = hex[2 * i] <= '9' ? hex[2 * i] - '0' : hex[2 * i] - 'a' + 10;
+		lo = hex[2 * i + 1] <= '9' ? hex[2 * i + 1] - '0' :
+		    hex[2 * i + 1] - 'a' + 10;
+		if (hi < 0 || hi > 15 || lo < 0 || lo > 15)
+			return (-1);
+		out[i] = (unsigned char)(hi << 4 | lo);
+	}
+	return (0);
+}
+
+struct keyring *
+keyring_load(const struct conf *c, char **cause)
+{
+	struct keyring	*kr;
+	size_t		 i, j;
+
+	if ((kr = calloc(1, sizeof *kr)) == NULL ||
+	    (c->ncreds && (kr->creds = calloc(c->ncreds,
+	    sizeof *kr->creds)) == NULL) ||
+	    (c->nclients && (kr->clients = calloc(c->nclients,
+	    sizeof *kr->clients)) == NULL))
+		fatalx("out of memory");
+	kr->refs = 1;
+	for (i = 0; i < c->ncreds; i++) {
+		kr->creds[i].name = keyring_strdup(c->creds[i].name);
+		kr->creds[i].organization =
+		    keyring_strdup(c->creds[i].organization);
+		kr->creds[i].project = keyring_strdup(c->creds[i].project);
+		kr->ncreds++;
+		if (keyring_read_key(&kr->creds[i], c->creds[i].key_file,
+		    cause) == -1) {
+			keyring_unref(kr);
+			return (NULL);
+		}
+		if (strcmp(c->creds[i].name, "default") == 0 ||
+		    c->ncreds == 1)
+			kr->dflt = &kr->creds[i];
+	}
+	for (i = 0; i < c->nclients; i++) {
+		kr->clients[i].name = keyring_strdup(c->clients[i].name);
+		kr->nclients++;
+		if (keyring_hex(c->clients[i].token_sha256,
+		    kr->clients[i].token_sha256) == -1)
+			fatalx("keyring_load: unchecked token_sha256");
+		for (j = 0; j < kr->ncreds; j++)
+			if (strcmp(kr->creds[j].name,
+			    c->clients[i].credential) == 0)
+				kr->clients[i].cred = &kr->creds[j];
+		if (kr->clients[i].cred == NULL)
+			fatalx("keyring_load: unchecked credential");
+	}
+	kr->ownership = c->nclients > 0 && c->ownership == OWNERSHIP_STRICT;
+	kr->unknown_owner_deny = c->unknown_owner_deny;
+	return (kr);
+}
+
+struct keyring *
+keyring_ref(struct keyring *kr)
+{
+	kr->refs++;
+	return (kr);
 }
 
 void
-credential_free(struct credential *cr)
+keyring_unref(struct keyring *kr)
 {
-	if (cr == NULL)
+	size_t	i;
+
+	if (kr == NULL || --kr->refs > 0)
 		return;
-	OPENSSL_cleanse(cr->auth, strlen(cr->auth));
-	free(cr->auth);
-	free(cr->name);
-	free(cr);
+	for (i = 0; i < kr->ncreds; i++) {
+		if (kr->creds[i].auth != NULL) {
+			OPENSSL_cleanse(kr->creds[i].auth,
+			    strlen(kr->creds[i].auth));
+			free(kr->creds[i].auth);
+		}
+		free(kr->creds[i].name);
+		free(kr->creds[i].organization);
+		free(kr->creds[i].project);
+	}
+	for (i = 0; i < kr->nclients; i++) {
+		OPENSSL_cleanse(kr->clients[i].token_sha256, 32);
+		free(kr->clients[i].name);
+	}
+	free(kr->creds);
+	free(kr->clients);
+	free(kr);
+}
+
+const struct client *
+keyring_client(const struct keyring *kr, const char *token)
+{
+	const struct client	*found = NULL;
+	unsigned char		 md[32];
+	size_t			 i;
+
+	if (token == NULL)
+		return (NULL);
+	sha256_raw(token, strlen(token), md);
+	/* Every client is compared, whichever matches. */
+	for (i = 0; i < kr->nclients; i++)
+		if (CRYPTO_memcmp(md, kr->clients[i].token_sha256, 32) == 0)
+			found = &kr->clients[i];
+	OPENSSL_cleanse(md, sizeof md);
+	return (found);
 }

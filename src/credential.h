@@ -1,10 +1,14 @@
 /*
- * credential.h - upstream keys and tenants.
+ * credential.h - upstream keys, the clients allowed to use them, tenants.
  *
- * For now one credential at most: [upstream] key_file, named "default".
- * The tenant of a request is the credential's name, or in pass-through
- * mode the hex SHA-256 of the client's own key, so entries of one key are
- * never served to another.
+ * A keyring holds what [credential NAME] and [client NAME] sections say,
+ * with the keys read from their files.  Requests take a reference when
+ * they start, so a reload (SIGHUP) swaps in a new keyring while those in
+ * flight finish with the one they started with.
+ *
+ * The tenant of a request is its credential's name, or in pass-through
+ * mode (no credential) the hex SHA-256 of the client's own key, so
+ * entries of one key are never served to another.
  */
 #ifndef RC_CREDENTIAL_H
 #define RC_CREDENTIAL_H
@@ -13,23 +17,52 @@
 
 #define SHA256_HEX_LEN	64
 
+struct conf;
+
 struct credential {
 	char	*name;
 	char	*auth;		/* "Bearer <key>" */
+	char	*organization;	/* NULL: the client's own passes */
+	char	*project;
+};
+
+struct client {
+	char				*name;
+	unsigned char			 token_sha256[32];
+	const struct credential		*cred;
+};
+
+struct keyring {
+	int			 refs;
+	struct credential	*creds;
+	size_t			 ncreds;
+	struct client		*clients;	/* none: no client auth */
+	size_t			 nclients;
+	const struct credential	*dflt;		/* without clients; or NULL */
+	int			 ownership;	/* strict, with clients */
+	int			 unknown_owner_deny;
 };
 
 /*
- * Read a key file: the first line, surrounding blanks trimmed.  Returns a
- * new credential named name, or NULL with *cause (caller frees) if the
- * file cannot be read or holds no usable key.  The key never appears in
- * *cause.
+ * Build a keyring from a checked configuration, reading every key file
+ * (a relative path is looked up in $CREDENTIALS_DIRECTORY when that is
+ * set, as systemd's LoadCredential= provides it).  Returns NULL and
+ * *cause (caller frees; never holding a key) on failure.
  */
-struct credential *credential_load(const char *name, const char *path,
-	    char **cause);
-/* Wipe the key from memory and free. */
-void	credential_free(struct credential *);
+struct keyring	*keyring_load(const struct conf *, char **cause);
+struct keyring	*keyring_ref(struct keyring *);
+/* Drop a reference; the last one wipes the keys from memory and frees. */
+void		 keyring_unref(struct keyring *);
+/*
+ * The client whose token this is, compared in constant time with every
+ * client's; NULL if none.
+ */
+const struct client *keyring_client(const struct keyring *,
+		    const char *token);
 
 /* out gets the lower-case hex SHA-256 of p[0..len) and a NUL. */
 void	sha256_hex(const void *p, size_t len, char out[SHA256_HEX_LEN + 1]);
+/* out gets the raw SHA-256 of p[0..len). */
+void	sha256_raw(const void *p, size_t len, unsigned char out[32]);
 
 #endif

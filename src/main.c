@@ -36,6 +36,7 @@ usage(FILE *f)
 	fprintf(f,
 "usage: respcache [--config FILE] [--listen HOST:PORT] [--upstream URL]\n"
 "                 [--cache-dir DIR] [--upstream-key-file FILE] [-t] [-V] [-h]\n"
+"       respcache hash-token < token-file\n"
 "\n"
 "  -c, --config FILE             read this INI file (see respcache.conf)\n"
 "  -l, --listen HOST:PORT        client listener (default 127.0.0.1:8080)\n"
@@ -44,7 +45,68 @@ usage(FILE *f)
 "  -k, --upstream-key-file FILE  send this key upstream instead of the client's\n"
 "  -t, --test                    check the configuration and exit\n"
 "  -V, --version                 print the version and exit\n"
-"  -h, --help                    print this help and exit\n");
+"  -h, --help                    print this help and exit\n"
+"\n"
+"  hash-token  read a client token on stdin, print its token_sha256\n"
+"\n"
+"SIGHUP re-reads the configuration and key files; SIGTERM drains, then exits.\n");
+}
+
+/* The configuration's sources: the file and the flags over it. */
+struct conf_source {
+	const char	*file;
+	struct {
+		const char	*section, *key;
+		char		*value;
+	} flags[4];
+};
+
+/* Load, validate and read the keys of a configuration; -1 and *cause. */
+static int
+load(const struct conf_source *src, struct conf *c, struct keyring **keys,
+    char **cause)
+{
+	size_t	i;
+
+	conf_init(c);
+	if (src->file != NULL && conf_load(c, src->file, cause) == -1)
+		goto fail;
+	for (i = 0; i < sizeof src->flags / sizeof src->flags[0]; i++)
+		if (src->flags[i].value != NULL && conf_set(c,
+		    src->flags[i].section, src->flags[i].key,
+		    src->flags[i].value, cause) == -1)
+			goto fail;
+	if (conf_check(c, cause) == -1 || (*keys = keyring_load(c,
+	    cause)) == NULL)
+		goto fail;
+	return (0);
+fail:
+	conf_free(c);
+	return (-1);
+}
+
+/* respcache hash-token: a client token on stdin, its SHA-256 out. */
+static int
+hash_token(void)
+{
+	char	buf[4096], hex[SHA256_HEX_LEN + 1];
+	size_t	n;
+
+	if (fgets(buf, sizeof buf, stdin) == NULL) {
+		fprintf(stderr, "respcache hash-token: no token on stdin\n");
+		return (1);
+	}
+	n = strcspn(buf, "\r\n");
+	buf[n] = '\0';
+	if (n == 0 || strpbrk(buf, " \t") != NULL) {
+		fprintf(stderr, "respcache hash-token: the token is the first "
+		    "line of stdin, without blanks\n");
+		return (1);
+	}
+	sha256_hex(buf, n, hex);
+	explicit_bzero(buf, sizeof buf);
+	printf("%s\n", hex);
+	return (0);
 }
 
 /* How long requests in flight may take to finish after SIGTERM. */
@@ -56,9 +118,48 @@ struct server {
 	struct evhttp_bound_socket	*bs;
 	struct proxy			*px;
 	struct event			*drain_timer;
+	const struct conf_source	*src;
+	struct conf			*conf;		/* as running */
 	int				 stopping;
 	int				 flushed;
 };
+
+/*
+ * SIGHUP: read the configuration and every key file again.  New requests
+ * get the new keys and clients; those in flight keep theirs.  A file that
+ * does not parse or validate is refused and the old one keeps serving.
+ * Settings other than keys, clients, ownership and log level need a
+ * restart.
+ */
+static void
+on_reload(evutil_socket_t sig, short what, void *arg)
+{
+	struct server	*sv = arg;
+	struct conf	 nc;
+	struct keyring	*keys;
+	char		*cause = NULL;
+
+	(void)sig;
+	(void)what;
+	if (load(sv->src, &nc, &keys, &cause) == -1) {
+		log_err("reload refused, the running configuration stays: %s",
+		    cause);
+		free(cause);
+		return;
+	}
+	if (strcmp(nc.listen, sv->conf->listen) != 0 ||
+	    strcmp(nc.upstream_url, sv->conf->upstream_url) != 0 ||
+	    strcmp(nc.cache_dir, sv->conf->cache_dir) != 0 ||
+	    nc.cache_max_size != sv->conf->cache_max_size)
+		log_warnx("reload: listen, upstream url and cache settings "
+		    "take effect on restart");
+	proxy_set_keys(sv->px, keys);
+	log_init(nc.log_level);
+	log_info("reloaded: %zu credential%s, %zu client%s", nc.ncreds,
+	    nc.ncreds == 1 ? "" : "s", nc.nclients,
+	    nc.nclients == 1 ? "" : "s");
+	conf_free(&nc);
+}
 
 static void
 stop_now(void *arg)
@@ -154,49 +255,46 @@ main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 }
 	};
-	struct {
-		const char	*section, *key;
-		char		*value;
-	} flags[] = {
+	struct conf_source		 src = { NULL, {
 		{ "server", "listen", NULL },
 		{ "upstream", "url", NULL },
 		{ "cache", "dir", NULL },
 		{ "upstream", "key_file", NULL },
-	};
+	} };
 	struct conf			 conf;
 	struct event_config		*evcfg;
 	struct event_base		*base;
 	struct evhttp			*http;
 	struct evhttp_bound_socket	*bs;
-	struct event			*sigterm, *sigint;
+	struct event			*sigterm, *sigint, *sighup;
 	struct cache			*cache;
 	struct upstream			*up;
-	struct credential		*cred = NULL;
+	struct keyring			*keys;
 	struct proxy			*px;
 	struct timeval			 tv;
 	struct server			 sv;
-	const char			*config_file = NULL;
 	char				*cause = NULL;
 	int				 ch, test = 0, one;
-	size_t				 i;
 
+	if (argc == 2 && strcmp(argv[1], "hash-token") == 0)
+		return (hash_token());
 	while ((ch = getopt_long(argc, argv, "c:l:u:d:k:tVh", longopts,
 	    NULL)) != -1) {
 		switch (ch) {
 		case 'c':
-			config_file = optarg;
+			src.file = optarg;
 			break;
 		case 'l':
-			flags[0].value = optarg;
+			src.flags[0].value = optarg;
 			break;
 		case 'u':
-			flags[1].value = optarg;
+			src.flags[1].value = optarg;
 			break;
 		case 'd':
-			flags[2].value = optarg;
+			src.flags[2].value = optarg;
 			break;
 		case 'k':
-			flags[3].value = optarg;
+			src.flags[3].value = optarg;
 			break;
 		case 't':
 			test = 1;
@@ -218,22 +316,14 @@ main(int argc, char **argv)
 	}
 
 	log_init(LOG_INFO);
-	conf_init(&conf);
-	if (config_file != NULL && conf_load(&conf, config_file, &cause) == -1)
-		fatalx("%s", cause);
-	for (i = 0; i < sizeof flags / sizeof flags[0]; i++)
-		if (flags[i].value != NULL && conf_set(&conf, flags[i].section,
-		    flags[i].key, flags[i].value, &cause) == -1)
-			fatalx("%s", cause);
-	if (conf_check(&conf, &cause) == -1)
+	if (load(&src, &conf, &keys, &cause) == -1)
 		fatalx("%s", cause);
 	log_init(conf.log_level);
-	if (conf.upstream_key_file != NULL && (cred = credential_load("default",
-	    conf.upstream_key_file, &cause)) == NULL)
-		fatalx("%s", cause);
 	if (test) {
-		printf("respcache: configuration OK\n");
-		credential_free(cred);
+		printf("respcache: configuration OK (%zu credential%s, %zu "
+		    "client%s)\n", conf.ncreds, conf.ncreds == 1 ? "" : "s",
+		    conf.nclients, conf.nclients == 1 ? "" : "s");
+		keyring_unref(keys);
 		conf_free(&conf);
 		return (0);
 	}
@@ -269,7 +359,7 @@ main(int argc, char **argv)
 	    EVHTTP_REQ_PATCH);
 	up = upstream_new(base, conf.upstream_url, conf.connect_timeout,
 	    conf.timeout, conf.stream_idle_timeout);
-	px = proxy_new(http, cache, up, cred, &tv, conf.tombstone_ttl);
+	px = proxy_new(http, cache, up, keys, &tv, conf.tombstone_ttl);
 	if ((bs = evhttp_bind_socket_with_handle(http, conf.listen_host,
 	    (ev_uint16_t)conf.listen_port)) == NULL)
 		fatalx("cannot listen on %s (in use, or not an address of "
@@ -288,17 +378,23 @@ main(int argc, char **argv)
 	sv.http = http;
 	sv.bs = bs;
 	sv.px = px;
+	sv.src = &src;
+	sv.conf = &conf;
 	if ((sv.drain_timer = evtimer_new(base, drain_timeout, &sv)) == NULL)
 		fatalx("out of memory");
 	sigterm = evsignal_new(base, SIGTERM, on_signal, &sv);
 	sigint = evsignal_new(base, SIGINT, on_signal, &sv);
-	if (sigterm == NULL || sigint == NULL || evsignal_add(sigterm, NULL) ||
-	    evsignal_add(sigint, NULL))
+	sighup = evsignal_new(base, SIGHUP, on_reload, &sv);
+	if (sigterm == NULL || sigint == NULL || sighup == NULL ||
+	    evsignal_add(sigterm, NULL) || evsignal_add(sigint, NULL) ||
+	    evsignal_add(sighup, NULL))
 		fatalx("cannot set up signals");
-	log_info("respcache %s: upstream %s, cache %s (max %zu bytes)%s",
+	log_info("respcache %s: upstream %s, cache %s (max %zu bytes), %s",
 	    PACKAGE_VERSION, conf.upstream_url, conf.cache_dir,
-	    conf.cache_max_size, cred != NULL ? ", upstream key from file" :
-	    ", client keys passed through");
+	    conf.cache_max_size, conf.ncreds == 0 ?
+	    "client keys passed through" : conf.nclients == 0 ?
+	    "upstream key from file, no client auth" :
+	    "upstream keys from files, clients by token");
 	announce(bs);
 
 	event_base_dispatch(base);
@@ -317,10 +413,10 @@ main(int argc, char **argv)
 	upstream_free(up);
 	event_free(sigterm);
 	event_free(sigint);
+	event_free(sighup);
 	event_free(sv.drain_timer);
 	event_base_free(base);
 	cache_close(cache);
-	credential_free(cred);
 	curl_global_cleanup();
 	conf_free(&conf);
 	log_info("stopped");

@@ -60,7 +60,7 @@
 struct proxy {
 	struct cache		*cache;
 	struct upstream		*up;
-	const struct credential	*cred;
+	struct keyring		*keys;		/* the newest; requests hold theirs */
 	struct coalesce		*flights;	/* fetches others may wait on */
 	struct timeval		 client_tv;
 	double			 tombstone_ttl;
@@ -78,6 +78,9 @@ struct proxy_req {
 	struct coalesce_fetch	*fetch;		/* others may wait on ours */
 	struct coalesce_waiter	 waiter;	/* or we wait on another's */
 	struct route		 route;
+	struct keyring		*keys;		/* as the request began */
+	const struct client	*client;	/* NULL: no client auth */
+	const struct credential	*cred;		/* NULL: pass-through */
 	char			 tenant[SHA256_HEX_LEN + 1];
 	char			*key;		/* cache key, cacheable routes */
 	char			*upath;		/* path and query sent upstream */
@@ -247,6 +250,7 @@ proxy_req_free(struct proxy_req *pr)
 	if (pr->body != NULL)
 		evbuffer_free(pr->body);
 	sse_free(pr->sse);
+	keyring_unref(pr->keys);
 	route_clear(&pr->route);
 	free(pr->key);
 	free(pr->upath);
@@ -474,6 +478,77 @@ proxy_tombstone(struct proxy_req *pr)
 	free(msg);
 }
 
+/*
+ * Ownership: with client sections, the client that created a response
+ * is the only one of its credential that may read, delete or cancel it.
+ * The record, "<tenant>\0o\0<id>\0" -> client name, lives among the
+ * cache entries (and is evicted with the oldest of them).
+ */
+static void
+proxy_own(struct proxy_req *pr, const char *id)
+{
+	char	*key;
+	size_t	 klen;
+
+	if (!pr->keys->ownership || pr->client == NULL || *id == '\0')
+		return;
+	key = route_id_prefix(pr->tenant, 'o', id, &klen);
+	cache_put(pr->px->cache, key, klen, NULL, 200, "", 0, "", 0,
+	    pr->client->name, strlen(pr->client->name), time(NULL));
+	free(key);
+}
+
+struct proxy_owner {
+	char	name[72];
+	int	found;
+};
+
+/* cache_visit_fn: copy an owner record's client name. */
+static void
+proxy_read_owner(const struct cache_entry *e, void *arg)
+{
+	struct proxy_owner	*o = arg;
+
+	o->found = 1;
+	snprintf(o->name, sizeof o->name, "%.*s", (int)e->body_len, e->body);
+}
+
+/* 1 if this request's client may use the id it names. */
+static int
+proxy_owner_ok(struct proxy_req *pr)
+{
+	struct proxy_owner	 o;
+	char			*key;
+	size_t			 klen;
+
+	if (!pr->keys->ownership || pr->client == NULL ||
+	    (pr->route.kind != ROUTE_RESPONSE &&
+	    pr->route.kind != ROUTE_INPUT_ITEMS &&
+	    pr->route.kind != ROUTE_CANCEL))
+		return (1);
+	memset(&o, 0, sizeof o);
+	key = route_id_prefix(pr->tenant, 'o', pr->route.id, &klen);
+	cache_get(pr->px->cache, key, klen, time(NULL), proxy_read_owner, &o);
+	free(key);
+	if (!o.found)
+		return (!pr->keys->unknown_owner_deny);
+	return (strcmp(o.name, pr->client->name) == 0);
+}
+
+/* The upstream's own 404 for an id, as another client would get it. */
+static void
+proxy_reply_not_found(struct proxy_req *pr)
+{
+	char	*msg;
+
+	if (asprintf(&msg, "Response with id '%s' not found.",
+	    pr->route.id) == -1)
+		fatalx("out of memory");
+	proxy_reply_error(pr->px, pr->req, 404, "invalid_request_error", NULL,
+	    msg, NULL);
+	free(msg);
+}
+
 /* Copy the upstream headers that go back to the client into out. */
 static void
 proxy_copy_resp_headers(struct proxy_req *pr, struct evkeyvalq *out)
@@ -690,7 +765,8 @@ proxy_up_headers(void *arg, int status, const struct evkeyvalq *hdrs)
 		proxy_req_free(pr);
 		return;
 	}
-	if (pr->route.kind == ROUTE_CREATE && !pr->no_store)
+	if (pr->route.kind == ROUTE_CREATE && (!pr->no_store ||
+	    (pr->keys->ownership && pr->client != NULL)))
 		pr->sse = sse_new(PROXY_MAX_BUFFERED, proxy_stream_event, pr);
 	out = evhttp_request_get_output_headers(pr->req);
 	proxy_copy_resp_headers(pr, out);
@@ -792,8 +868,11 @@ proxy_store(struct proxy_req *pr, const char *body, size_t len,
 {
 	struct response_info	 info;
 
-	if (pr->status != 200 || pr->no_store ||
-	    response_inspect(body, len, &info) == -1)
+	if (pr->status != 200 || response_inspect(body, len, &info) == -1)
+		return (0);
+	if (pr->route.kind == ROUTE_CREATE)
+		proxy_own(pr, info.id);
+	if (pr->no_store)
 		return (0);
 	switch (pr->route.kind) {
 	case ROUTE_RESPONSE:
@@ -825,8 +904,14 @@ proxy_stream_event(void *arg, const char *type, const char *data, size_t len)
 	char			*body, etag[36];
 	size_t			 blen;
 
-	if ((body = response_from_event(type, data, len, &info, &blen)) ==
-	    NULL)
+	/* The first event names the new id: its owner is known at once. */
+	if (strcmp(type, "response.created") == 0) {
+		if (response_event_id(data, len, info.id) == 0)
+			proxy_own(pr, info.id);
+		return;
+	}
+	if (pr->no_store || (body = response_from_event(type, data, len,
+	    &info, &blen)) == NULL)
 		return;
 	proxy_put_response(pr, info.id, body, blen, 1, etag);
 	free(body);
@@ -930,21 +1015,32 @@ proxy_build_headers(struct proxy_req *pr, const char *client_auth)
 	size_t			 n = 0;
 	int			 has_ct = 0;
 
+	const struct credential	*cr = pr->cred;
+
 	TAILQ_FOREACH(h, evhttp_request_get_input_headers(pr->req), next) {
-		if (n == PROXY_MAX_FWD_HEADERS - 2)
+		if (n == PROXY_MAX_FWD_HEADERS - 4)
 			break;
 		if (!proxy_in_list(h->key, proxy_fwd_req) &&
 		    strncasecmp(h->key, "x-stainless-", 12) != 0)
+			continue;
+		/* What the credential sets, no client overrides. */
+		if (cr != NULL && ((cr->organization != NULL &&
+		    strcasecmp(h->key, "openai-organization") == 0) ||
+		    (cr->project != NULL &&
+		    strcasecmp(h->key, "openai-project") == 0)))
 			continue;
 		if (strcasecmp(h->key, "content-type") == 0)
 			has_ct = 1;
 		if (asprintf(&pr->fwd[n++], "%s: %s", h->key, h->value) == -1)
 			fatalx("out of memory");
 	}
-	if (pr->px->cred != NULL) {
+	if (cr != NULL) {
 		/* The credential's key, never the client's. */
-		if (asprintf(&pr->fwd[n++], "Authorization: %s",
-		    pr->px->cred->auth) == -1)
+		if (asprintf(&pr->fwd[n++], "Authorization: %s", cr->auth) ==
+		    -1 || (cr->organization != NULL && asprintf(&pr->fwd[n++],
+		    "OpenAI-Organization: %s", cr->organization) == -1) ||
+		    (cr->project != NULL && asprintf(&pr->fwd[n++],
+		    "OpenAI-Project: %s", cr->project) == -1))
 			fatalx("out of memory");
 	} else if (client_auth != NULL) {
 		if (asprintf(&pr->fwd[n++], "Authorization: %s",
@@ -1050,11 +1146,28 @@ proxy_handle(struct evhttp_request *req, void *arg)
 		return;
 	}
 
-	if (px->cred != NULL)
-		snprintf(pr->tenant, sizeof pr->tenant, "%s", px->cred->name);
-	else {
-		key = proxy_client_key(evhttp_find_header(in, "Authorization"));
+	/* Who asks, with which key: the tenant. */
+	pr->keys = keyring_ref(px->keys);
+	key = proxy_client_key(evhttp_find_header(in, "Authorization"));
+	if (pr->keys->nclients > 0) {
+		if ((pr->client = keyring_client(pr->keys, key)) == NULL) {
+			proxy_reply_error(px, req, 401, NULL, "invalid_api_key",
+			    "Incorrect API key provided: this proxy does not "
+			    "know the key the client sent.", NULL);
+			proxy_req_free(pr);
+			return;
+		}
+		pr->cred = pr->client->cred;
+	} else
+		pr->cred = pr->keys->dflt;
+	if (pr->cred != NULL)
+		snprintf(pr->tenant, sizeof pr->tenant, "%s", pr->cred->name);
+	else
 		sha256_hex(key ? key : "", key ? strlen(key) : 0, pr->tenant);
+	if (!proxy_owner_ok(pr)) {
+		proxy_reply_not_found(pr);
+		proxy_req_free(pr);
+		return;
 	}
 
 	memset(&hit, 0, sizeof hit);
@@ -1093,7 +1206,7 @@ proxy_handle(struct evhttp_request *req, void *arg)
 
 struct proxy *
 proxy_new(struct evhttp *http, struct cache *cache, struct upstream *up,
-    const struct credential *cred, const struct timeval *client_tv,
+    struct keyring *keys, const struct timeval *client_tv,
     double tombstone_ttl)
 {
 	struct proxy	*px;
@@ -1102,7 +1215,7 @@ proxy_new(struct evhttp *http, struct cache *cache, struct upstream *up,
 		fatalx("out of memory");
 	px->cache = cache;
 	px->up = up;
-	px->cred = cred;
+	px->keys = keys;
 	px->flights = coalesce_new();
 	px->client_tv = *client_tv;
 	px->tombstone_ttl = tombstone_ttl;
@@ -1148,8 +1261,16 @@ proxy_stop(struct proxy *px)
 }
 
 void
+proxy_set_keys(struct proxy *px, struct keyring *keys)
+{
+	keyring_unref(px->keys);
+	px->keys = keys;
+}
+
+void
 proxy_free(struct proxy *px)
 {
+	keyring_unref(px->keys);
 	coalesce_free(px->flights);
 	free(px);
 }

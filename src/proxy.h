@@ -5,14 +5,15 @@
 #define RC_PROXY_H
 
 struct cache;
-struct credential;
 struct evhttp;
+struct keyring;
 struct proxy;
 struct timeval;
 struct upstream;
 
 /*
- * Serve http's requests.  Borrows everything it is given.  client_tv is
+ * Serve http's requests.  Borrows everything it is given but the keyring,
+ * whose reference it takes.  client_tv is
  * the clients' read and write timeout (a stream's client only has the
  * write one); tombstone_ttl how long a DELETEd id answers 404 from here
  * (0: never).  To stop:
@@ -20,8 +21,10 @@ struct upstream;
  * the evhttp (which closes every connection), then proxy_free().
  */
 struct proxy	*proxy_new(struct evhttp *, struct cache *, struct upstream *,
-		    const struct credential *, const struct timeval *client_tv,
+		    struct keyring *, const struct timeval *client_tv,
 		    double tombstone_ttl);
+/* Serve new requests with these keys (takes a reference: see credential.h). */
+void		 proxy_set_keys(struct proxy *, struct keyring *);
 void		 proxy_stop(struct proxy *);
 void		 proxy_free(struct proxy *);
 /*

@@ -91,6 +91,22 @@ response_from_event(const char *type, const char *data, size_t len,
 	return (out);
 }
 
+int
+response_event_id(const char *data, size_t len, char id[ROUTE_ID_MAX + 1])
+{
+	struct response_info	 info;
+	json_t			*root, *resp;
+
+	memset(&info, 0, sizeof info);
+	if ((root = json_loadb(data, len, 0, NULL)) == NULL)
+		return (-1);
+	if (json_is_object(resp = json_object_get(root, "response")))
+		response_fill(resp, &info);
+	json_decref(root);
+	memcpy(id, info.id, sizeof info.id);
+	return (info.id[0] != '\0' ? 0 : -1);
+}
+
 void
 response_request_read(const char *body, size_t len,
     struct response_request *rq)

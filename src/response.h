@@ -44,4 +44,11 @@ void	response_request_read(const char *body, size_t len,
 char	*response_from_event(const char *type, const char *data, size_t len,
 	    struct response_info *info, size_t *outlen);
 
+/*
+ * The id of the Response an event carries (response.created, say) into
+ * id; 0, or -1 if it carries none.
+ */
+int	response_event_id(const char *data, size_t len,
+	    char id[ROUTE_ID_MAX + 1]);
+
 #endif
