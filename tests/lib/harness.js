@@ -362,7 +362,8 @@ class Upstream {
 		}
 		if (this.requireKey != null) {
 			const auth = req.headers.authorization || '';
-			if (auth !== `Bearer ${this.requireKey}`) {
+			/* One key, or any of several (a key rotation's old and new). */
+			if (![].concat(this.requireKey).some((k) => auth === `Bearer ${k}`)) {
 				this.sendError(res, 401, 'Incorrect API key provided. You can find your API key at https://platform.openai.com/account/api-keys.',
 					'invalid_request_error', 'invalid_api_key');
 				return;
