@@ -1007,6 +1007,25 @@ static const struct upstream_hooks proxy_hooks = {
 	proxy_up_headers, proxy_up_data, proxy_up_done
 };
 
+/* 1 if the Connection header value conn names header (RFC 9110 7.6.1). */
+static int
+proxy_conn_names(const char *conn, const char *name)
+{
+	const char	*p = conn, *e;
+	size_t		 n = strlen(name);
+
+	while (p != NULL && *p != '\0') {
+		p += strspn(p, " \t,");
+		e = p + strcspn(p, ",");
+		while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+			e--;
+		if ((size_t)(e - p) == n && strncasecmp(p, name, n) == 0)
+			return (1);
+		p = strchr(p, ',');
+	}
+	return (0);
+}
+
 /* The upstream request's headers, from the client's and the credential. */
 static void
 proxy_build_headers(struct proxy_req *pr, const char *client_auth)
@@ -1016,12 +1035,18 @@ proxy_build_headers(struct proxy_req *pr, const char *client_auth)
 	int			 has_ct = 0;
 
 	const struct credential	*cr = pr->cred;
+	const char		*conn;
 
+	conn = evhttp_find_header(evhttp_request_get_input_headers(pr->req),
+	    "Connection");
 	TAILQ_FOREACH(h, evhttp_request_get_input_headers(pr->req), next) {
 		if (n == PROXY_MAX_FWD_HEADERS - 4)
 			break;
 		if (!proxy_in_list(h->key, proxy_fwd_req) &&
 		    strncasecmp(h->key, "x-stainless-", 12) != 0)
+			continue;
+		/* What Connection names is hop-by-hop too. */
+		if (conn != NULL && proxy_conn_names(conn, h->key))
 			continue;
 		/* What the credential sets, no client overrides. */
 		if (cr != NULL && ((cr->organization != NULL &&
@@ -1094,6 +1119,31 @@ proxy_forward(struct proxy_req *pr)
 	pr->ureq = upstream_start(pr->px->up, &o, &proxy_hooks, pr);
 }
 
+/*
+ * 1 if the request's framing is unambiguous: at most one Content-Length,
+ * and a Transfer-Encoding only alone and only "chunked".  A request that
+ * two parsers could read two ways (smuggling) is refused, and its
+ * connection closed.  (libevent itself refuses Content-Length together
+ * with Transfer-Encoding.)
+ */
+static int
+proxy_framing_ok(const struct evkeyvalq *in)
+{
+	struct evkeyval	*h;
+	int		 ncl = 0, nte = 0;
+
+	TAILQ_FOREACH(h, in, next) {
+		if (strcasecmp(h->key, "Content-Length") == 0)
+			ncl++;
+		else if (strcasecmp(h->key, "Transfer-Encoding") == 0) {
+			nte++;
+			if (strcasecmp(h->value, "chunked") != 0)
+				return (0);
+		}
+	}
+	return (ncl <= 1 && nte <= 1 && !(ncl && nte));
+}
+
 /* The key a client authenticates with: its bearer token, or NULL. */
 static const char *
 proxy_client_key(const char *auth)
@@ -1124,6 +1174,15 @@ proxy_handle(struct evhttp_request *req, void *arg)
 		    "Connection", "close");
 		proxy_reply_error(px, req, 503, "server_error",
 		    "shutting_down", "respcache is shutting down.", NULL);
+		return;
+	}
+	if (!proxy_framing_ok(in)) {
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Connection", "close");
+		proxy_reply_error(px, req, 400, NULL, "bad_request",
+		    "Conflicting or unsupported message framing: one "
+		    "Content-Length, or Transfer-Encoding: chunked alone.",
+		    NULL);
 		return;
 	}
 	upgrade = evhttp_find_header(in, "Upgrade");
