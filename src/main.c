@@ -26,6 +26,7 @@
 #include "cache.h"
 #include "conf.h"
 #include "credential.h"
+#include "guard.h"
 #include "log.h"
 #include "proxy.h"
 #include "upstream.h"
@@ -352,6 +353,8 @@ main(int argc, char **argv)
 	tv.tv_usec = (suseconds_t)((conf.client_timeout - (double)tv.tv_sec) *
 	    1e6);
 	evhttp_set_timeout_tv(http, &tv);
+	/* NUL bytes, and client_timeout for a request's whole headers. */
+	guard_init(http, &tv);
 	/* Every method reaches the router, which answers 405 itself. */
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
 	    EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
@@ -417,6 +420,7 @@ main(int argc, char **argv)
 	event_free(sv.drain_timer);
 	event_base_free(base);
 	cache_close(cache);
+	guard_free();
 	curl_global_cleanup();
 	conf_free(&conf);
 	log_info("stopped");

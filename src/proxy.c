@@ -37,6 +37,7 @@
 #include "cache.h"
 #include "coalesce.h"
 #include "credential.h"
+#include "guard.h"
 #include "log.h"
 #include "proxy.h"
 #include "reply.h"
@@ -169,6 +170,7 @@ proxy_written(struct evhttp_request *req, void *arg)
 
 	evhttp_connection_set_closecb(evhttp_request_get_connection(req),
 	    NULL, NULL);
+	guard_done(req);
 	px->writing--;
 	log_debug("reply written (%d being written)", px->writing);
 	proxy_check_drained(px);
@@ -1174,6 +1176,13 @@ proxy_handle(struct evhttp_request *req, void *arg)
 		    "Connection", "close");
 		proxy_reply_error(px, req, 503, "server_error",
 		    "shutting_down", "respcache is shutting down.", NULL);
+		return;
+	}
+	if (guard_request(req) == -1) {
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Connection", "close");
+		proxy_reply_error(px, req, 400, NULL, "bad_request",
+		    "The request holds a NUL byte.", NULL);
 		return;
 	}
 	if (!proxy_framing_ok(in)) {

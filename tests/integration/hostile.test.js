@@ -227,9 +227,7 @@ test('a Transfer-Encoding other than plain chunked: 400 or 501, never forwarded'
 /* CR, LF, NUL                                                         */
 /* ------------------------------------------------------------------ */
 
-test('CR, LF or NUL inside a header value: 400, never forwarded', {
-	todo: 'a NUL in a header value truncates it and the request is forwarded (User-Agent: "abc\\0def" reaches the upstream as "abc"); CR/LF cases already pass',
-}, async () => {
+test('CR, LF or NUL inside a header value: 400, never forwarded', async () => {
 	await h.withStack({}, async ({ up, px }) => {
 		const w = watchUpstream(up);
 		const id = up.seed();
@@ -462,9 +460,7 @@ test('slow-loris: a stalled half request is cut off, and others are served meanw
 	});
 });
 
-test('slow-loris: a client dribbling one header byte every 300 ms is cut off within 5 s', {
-	todo: 'client_timeout is an idle timeout: each byte re-arms it, so a dribbling client is never cut (still connected after 6 s); no whole-header deadline',
-}, async (t) => {
+test('slow-loris: a client dribbling one header byte every 300 ms is cut off within 5 s', async (t) => {
 	await h.withStack({ proxy: { config: '[server]\nclient_timeout = 1\n' } }, async ({ up, px }) => {
 		const id = up.seed();
 		const s = openSocket(px.port);
