@@ -248,7 +248,8 @@ cache_get(struct cache *c, const void *key, size_t klen, time_t now,
 	}
 	rc = mdb_get(c->rtxn, c->entries, &k, &v);
 	if (rc == 0 && cache_rec_parse(&v, &rec) == 0 &&
-	    (c->ttl <= 0 || (double)(now - (time_t)rec.stored_at) < c->ttl)) {
+	    (c->ttl <= 0 || now == 0 ||
+	    (double)(now - (time_t)rec.stored_at) < c->ttl)) {
 		p = (const char *)v.mv_data + sizeof rec;
 		e.status = rec.status;
 		e.etag = p;

@@ -50,6 +50,7 @@ typedef void (*cache_visit_fn)(const struct cache_entry *, void *arg);
 /*
  * Look key up.  On a live hit, calls fn (which must copy what it keeps)
  * and returns 1; returns 0 on a miss or an expired entry, -1 on error.
+ * now 0 ignores ttl.
  */
 int	cache_get(struct cache *, const void *key, size_t klen, time_t now,
 	    cache_visit_fn fn, void *arg);

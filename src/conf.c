@@ -266,6 +266,13 @@ conf_set_section(struct conf *c, const char *section, const char *key,
 		    "'_', '.' or '-'", section);
 		return (-1);
 	}
+	/* A pass-through tenant is 64 hex digits: no credential looks so. */
+	if (!is_client && strlen(name) == 64 &&
+	    strspn(name, "0123456789abcdefABCDEF") == 64) {
+		*cause = conf_fmt("[%s]: a credential's name must not be 64 "
+		    "hex digits", section);
+		return (-1);
+	}
 	if (is_client) {
 		for (i = 0; i < c->nclients && cl == NULL; i++)
 			if (strcmp(c->clients[i].name, name) == 0)

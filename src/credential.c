@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <fcntl.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -67,10 +69,10 @@ static int
 keyring_read_key(struct credential *cr, const char *file, char **cause)
 {
 	struct stat	 st;
-	FILE		*f;
 	const char	*dir;
 	char		 buf[1024], *path, *s, *e;
-	size_t		 n;
+	ssize_t		 n;
+	int		 fd;
 
 	dir = getenv("CREDENTIALS_DIRECTORY");
 	if (file[0] != '/' && dir != NULL && *dir != '\0') {
@@ -78,19 +80,23 @@ keyring_read_key(struct credential *cr, const char *file, char **cause)
 			fatalx("out of memory");
 	} else
 		path = keyring_strdup(file);
-	if ((f = fopen(path, "r")) == NULL) {
+	/* read(2) into our buffer: no stdio copy of the key is left. */
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
+		/* A key written where its file's name belongs is not shown. */
 		if (asprintf(cause, "[credential %s] key_file %s: %s",
-		    cr->name, path, strerror(errno)) == -1)
+		    cr->name, strncmp(file, "sk-", 3) == 0 ? "(it looks like "
+		    "a key, not the name of a file holding one)" : path,
+		    strerror(errno)) == -1)
 			fatalx("out of memory");
 		free(path);
 		return (-1);
 	}
-	if (fstat(fileno(f), &st) == 0 && (st.st_mode & 0044) != 0)
+	if (fstat(fd, &st) == 0 && (st.st_mode & 0044) != 0)
 		log_warnx("key file %s is readable by other users; "
 		    "chmod 600 it", path);
-	n = fread(buf, 1, sizeof buf - 1, f);
-	fclose(f);
-	buf[n] = '\0';
+	n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = '\0';
 	s = buf;
 	while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
 		s++;

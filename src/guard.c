@@ -4,8 +4,8 @@
  * Each accepted connection gets a bufferevent of ours (evhttp_set_bevcb)
  * with a callback on its input buffer, called as bytes are read and
  * before evhttp parses them.  No state is freed with a connection: the
- * table is indexed by descriptor, and an entry is taken over by the next
- * bufferevent that reads on the same descriptor.
+ * table is indexed by descriptor, and a connection's first read makes
+ * its descriptor's entry new.
  */
 #include "config.h"
 
@@ -23,11 +23,10 @@
 #include "log.h"
 
 struct guard_conn {
-	const struct bufferevent *bev;		/* whose entry this is */
 	struct timeval		 started;	/* a request's first byte */
 	int			 waiting;	/* its headers still coming */
 	int			 in_service;	/* handed to the proxy */
-	int			 bad;		/* a NUL byte came */
+	int			 bad;		/* a NUL byte in its headers */
 	char			 tail[3];	/* last bytes, for CRLFCRLF */
 	size_t			 ntail;
 };
@@ -36,8 +35,9 @@ static struct guard_conn	*guard_tab;
 static size_t			 guard_len;
 static struct timeval		 guard_timeout;
 
+/* The entry of fd; fresh makes it a new connection's. */
 static struct guard_conn *
-guard_get(const struct bufferevent *bev, evutil_socket_t fd)
+guard_get(evutil_socket_t fd, int fresh)
 {
 	struct guard_conn	*g;
 	size_t			 n;
@@ -56,15 +56,13 @@ guard_get(const struct bufferevent *bev, evutil_socket_t fd)
 		guard_len = n;
 	}
 	g = &guard_tab[fd];
-	if (g->bev != bev) {		/* a new connection on this fd */
+	if (fresh)
 		memset(g, 0, sizeof *g);
-		g->bev = bev;
-	}
 	return (g);
 }
 
 /* Look for the blank line that ends the headers in the bytes p[0..n). */
-static int
+static size_t
 guard_headers_end(struct guard_conn *g, const char *p, size_t n)
 {
 	char	w[4];
@@ -80,43 +78,44 @@ guard_headers_end(struct guard_conn *g, const char *p, size_t n)
 			g->ntail++;
 		if ((w[2] == '\n' && w[3] == '\n') ||
 		    (g->ntail >= 3 && memcmp(w, "\r\n\r\n", 4) == 0))
-			return (1);
+			return (i + 1);
 	}
 	return (0);
 }
 
-/* evbuffer callback on a client connection's input. */
+/*
+ * Look at the bytes of buf from offset on, as they arrive for a request
+ * not yet handed to the proxy: NUL bytes in its headers, and its deadline.
+ */
 static void
-guard_read(struct evbuffer *buf, const struct evbuffer_cb_info *info,
-    void *arg)
+guard_scan(struct guard_conn *g, struct bufferevent *bev,
+    struct evbuffer *buf, size_t offset)
 {
-	struct bufferevent	*bev = arg;
-	struct guard_conn	*g;
 	struct evbuffer_ptr	 at;
-	struct evbuffer_iovec	 v[8];
+	struct evbuffer_iovec	 v[16];
 	struct timeval		 now, since;
-	size_t			 len;
+	size_t			 len, n, end;
 	int			 i, nv;
 
-	if (info->n_added == 0 ||
-	    (g = guard_get(bev, bufferevent_getfd(bev))) == NULL)
-		return;
 	len = evbuffer_get_length(buf);
-	if (evbuffer_ptr_set(buf, &at, len - info->n_added,
-	    EVBUFFER_PTR_SET) == -1)
+	if (g->in_service || offset >= len ||
+	    evbuffer_ptr_set(buf, &at, offset, EVBUFFER_PTR_SET) == -1)
 		return;
 	event_base_gettimeofday_cached(bufferevent_get_base(bev), &now);
-	if (!g->in_service && !g->waiting && g->ntail == 0) {
+	if (!g->waiting && g->ntail == 0) {
 		g->waiting = 1;
 		g->started = now;
 	}
-	nv = evbuffer_peek(buf, (ev_ssize_t)info->n_added, &at, v, 8);
-	for (i = 0; i < nv && i < 8; i++) {
-		if (memchr(v[i].iov_base, '\0', v[i].iov_len) != NULL)
-			g->bad = 1;
-		if (g->waiting && guard_headers_end(g, v[i].iov_base,
-		    v[i].iov_len))
+	nv = evbuffer_peek(buf, (ev_ssize_t)(len - offset), &at, v, 16);
+	for (i = 0; i < nv && i < 16 && g->waiting; i++) {
+		n = v[i].iov_len;
+		if ((end = guard_headers_end(g, v[i].iov_base, n)) != 0) {
+			n = end;
 			g->waiting = 0;
+		}
+		/* Only the headers: a pipelined request is its own. */
+		if (memchr(v[i].iov_base, '\0', n) != NULL)
+			g->bad = 1;
 	}
 	if (!g->waiting)
 		return;
@@ -129,6 +128,40 @@ guard_read(struct evbuffer *buf, const struct evbuffer_cb_info *info,
 	}
 }
 
+/* evbuffer callback on a client connection's input, after its first. */
+static void
+guard_read(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+	struct bufferevent	*bev = arg;
+	struct guard_conn	*g;
+
+	if (info->n_added == 0 ||
+	    (g = guard_get(bufferevent_getfd(bev), 0)) == NULL)
+		return;
+	guard_scan(g, bev, buf, evbuffer_get_length(buf) - info->n_added);
+}
+
+/*
+ * The first bytes a connection reads: its descriptor's entry is made new
+ * (whatever a closed connection on that descriptor left in it), then
+ * guard_read() takes over.
+ */
+static void
+guard_first_read(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+    void *arg)
+{
+	struct bufferevent	*bev = arg;
+
+	if (info->n_added == 0 ||
+	    guard_get(bufferevent_getfd(bev), 1) == NULL)
+		return;
+	evbuffer_remove_cb(buf, guard_first_read, bev);
+	if (evbuffer_add_cb(buf, guard_read, bev) == NULL)
+		fatalx("out of memory");
+	guard_read(buf, info, bev);
+}
+
 /* evhttp_set_bevcb: every accepted connection's bufferevent. */
 static struct bufferevent *
 guard_new_bev(struct event_base *base, void *arg)
@@ -139,8 +172,8 @@ guard_new_bev(struct event_base *base, void *arg)
 	/* As evhttp makes its own: evhttp closes the socket itself. */
 	if ((bev = bufferevent_socket_new(base, -1, 0)) == NULL)
 		return (NULL);
-	if (evbuffer_add_cb(bufferevent_get_input(bev), guard_read, bev) ==
-	    NULL) {
+	if (evbuffer_add_cb(bufferevent_get_input(bev), guard_first_read,
+	    bev) == NULL) {
 		bufferevent_free(bev);
 		return (NULL);
 	}
@@ -171,7 +204,7 @@ guard_of(struct evhttp_request *req)
 	if ((evcon = evhttp_request_get_connection(req)) == NULL)
 		return (NULL);
 	bev = evhttp_connection_get_bufferevent(evcon);
-	return (guard_get(bev, bufferevent_getfd(bev)));
+	return (guard_get(bufferevent_getfd(bev), 0));
 }
 
 int
@@ -180,24 +213,33 @@ guard_request(struct evhttp_request *req)
 	struct guard_conn	*g;
 	int			 bad;
 
+	struct evbuffer		*body = evhttp_request_get_input_buffer(req);
+
 	if ((g = guard_of(req)) == NULL)
 		return (0);
 	bad = g->bad;
 	g->in_service = 1;
 	g->waiting = 0;
 	g->bad = 0;
+	/* No JSON body holds a raw NUL either. */
+	if (evbuffer_get_length(body) > 0 &&
+	    evbuffer_search(body, "", 1, NULL).pos != -1)
+		bad = 1;
 	return (bad ? -1 : 0);
 }
 
 void
 guard_done(struct evhttp_request *req)
 {
-	struct guard_conn	*g;
+	struct evhttp_connection	*evcon;
+	struct bufferevent		*bev;
+	struct guard_conn		*g;
 
-	if ((g = guard_of(req)) == NULL)
+	if ((evcon = evhttp_request_get_connection(req)) == NULL)
 		return;
-	g->in_service = 0;
-	g->waiting = 0;
-	g->ntail = 0;
-	memset(g->tail, 0, sizeof g->tail);
+	bev = evhttp_connection_get_bufferevent(evcon);
+	if ((g = guard_get(bufferevent_getfd(bev), 1)) == NULL)
+		return;
+	/* What a pipelining client sent meanwhile is the next request. */
+	guard_scan(g, bev, bufferevent_get_input(bev), 0);
 }

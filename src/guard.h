@@ -5,8 +5,8 @@
  * the rest, and its client_timeout is an idle timeout: a client that
  * sends a header byte every few seconds holds its connection forever.
  * The guard sees every byte a client sends, as it is read:
- *  - a NUL byte anywhere (no header, no JSON body may hold one) marks
- *    the request bad, and the proxy answers it 400;
+ *  - a NUL byte in a request's headers or body (no JSON body may hold
+ *    one) marks it bad, and the proxy answers it 400;
  *  - a request whose headers have not all arrived within client_timeout
  *    of its first byte has its connection shut.
  * State is kept per socket, in a table indexed by descriptor.

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,9 +152,18 @@ on_reload(evutil_socket_t sig, short what, void *arg)
 	if (strcmp(nc.listen, sv->conf->listen) != 0 ||
 	    strcmp(nc.upstream_url, sv->conf->upstream_url) != 0 ||
 	    strcmp(nc.cache_dir, sv->conf->cache_dir) != 0 ||
-	    nc.cache_max_size != sv->conf->cache_max_size)
-		log_warnx("reload: listen, upstream url and cache settings "
-		    "take effect on restart");
+	    nc.cache_max_size != sv->conf->cache_max_size ||
+	    nc.cache_ttl != sv->conf->cache_ttl ||
+	    nc.tombstone_ttl != sv->conf->tombstone_ttl ||
+	    nc.client_timeout != sv->conf->client_timeout ||
+	    nc.max_body_size != sv->conf->max_body_size ||
+	    nc.max_header_size != sv->conf->max_header_size ||
+	    nc.connect_timeout != sv->conf->connect_timeout ||
+	    nc.timeout != sv->conf->timeout ||
+	    nc.stream_idle_timeout != sv->conf->stream_idle_timeout)
+		log_warnx("reload: only keys, clients, ownership and the log "
+		    "level change now; the other settings changed take "
+		    "effect on restart");
 	proxy_set_keys(sv->px, keys);
 	log_init(nc.log_level);
 	log_info("reloaded: %zu credential%s, %zu client%s", nc.ncreds,
@@ -320,6 +330,13 @@ main(int argc, char **argv)
 	if (load(&src, &conf, &keys, &cause) == -1)
 		fatalx("%s", cause);
 	log_init(conf.log_level);
+	if (conf.ncreds > 0 && conf.nclients == 0 &&
+	    strcmp(conf.listen_host, "127.0.0.1") != 0 &&
+	    strcmp(conf.listen_host, "::1") != 0 &&
+	    strcmp(conf.listen_host, "localhost") != 0)
+		log_warnx("%s is not a loopback address and no [client] "
+		    "section is set: anyone who can connect uses the upstream "
+		    "key", conf.listen_host);
 	if (test) {
 		printf("respcache: configuration OK (%zu credential%s, %zu "
 		    "client%s)\n", conf.ncreds, conf.ncreds == 1 ? "" : "s",
@@ -330,6 +347,9 @@ main(int argc, char **argv)
 	}
 
 	signal(SIGPIPE, SIG_IGN);
+	/* Holding keys: no core dump and no ptrace by the same user. */
+	if (conf.ncreds > 0 && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1)
+		log_warnx("prctl(PR_SET_DUMPABLE): %s", strerror(errno));
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
 		fatalx("curl_global_init failed");
 	if ((cache = cache_open(conf.cache_dir, conf.cache_max_size,

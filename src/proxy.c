@@ -83,6 +83,7 @@ struct proxy_req {
 	const struct client	*client;	/* NULL: no client auth */
 	const struct credential	*cred;		/* NULL: pass-through */
 	char			 tenant[SHA256_HEX_LEN + 1];
+	char			 previous[ROUTE_ID_MAX + 1];	/* its id */
 	char			*key;		/* cache key, cacheable routes */
 	char			*upath;		/* path and query sent upstream */
 	size_t			 klen;
@@ -247,8 +248,11 @@ proxy_req_free(struct proxy_req *pr)
 	if (pr->fetch != NULL)
 		coalesce_end(px->flights, pr->fetch, NULL);
 	proxy_check_drained(px);
-	for (i = 0; pr->fwd[i] != NULL; i++)
+	/* One of them may hold a key: none is left in freed memory. */
+	for (i = 0; pr->fwd[i] != NULL; i++) {
+		explicit_bzero(pr->fwd[i], strlen(pr->fwd[i]));
 		free(pr->fwd[i]);
+	}
 	if (pr->body != NULL)
 		evbuffer_free(pr->body);
 	sse_free(pr->sse);
@@ -515,36 +519,72 @@ proxy_read_owner(const struct cache_entry *e, void *arg)
 	snprintf(o->name, sizeof o->name, "%.*s", (int)e->body_len, e->body);
 }
 
-/* 1 if this request's client may use the id it names. */
+/* 1 if this request's client may use id. */
 static int
-proxy_owner_ok(struct proxy_req *pr)
+proxy_owns(struct proxy_req *pr, const char *id)
 {
 	struct proxy_owner	 o;
 	char			*key;
 	size_t			 klen;
+	int			 rc;
 
-	if (!pr->keys->ownership || pr->client == NULL ||
-	    (pr->route.kind != ROUTE_RESPONSE &&
-	    pr->route.kind != ROUTE_INPUT_ITEMS &&
-	    pr->route.kind != ROUTE_CANCEL))
-		return (1);
 	memset(&o, 0, sizeof o);
-	key = route_id_prefix(pr->tenant, 'o', pr->route.id, &klen);
-	cache_get(pr->px->cache, key, klen, time(NULL), proxy_read_owner, &o);
+	key = route_id_prefix(pr->tenant, 'o', id, &klen);
+	/* Owner records never expire with [cache] ttl (now 0). */
+	rc = cache_get(pr->px->cache, key, klen, 0, proxy_read_owner, &o);
 	free(key);
+	if (rc == -1)
+		return (0);		/* unsure: refuse */
 	if (!o.found)
 		return (!pr->keys->unknown_owner_deny);
 	return (strcmp(o.name, pr->client->name) == 0);
 }
 
-/* The upstream's own 404 for an id, as another client would get it. */
+/*
+ * 1 if this request's client may use the ids it names: the one in its
+ * path, and a create's previous_response_id (which would hand it that
+ * conversation).  With a refusal, *what says which id.
+ */
+static int
+proxy_owner_ok(struct proxy_req *pr, const char **what)
+{
+	struct evbuffer		*in;
+	struct response_request	 rq;
+
+	if (!pr->keys->ownership || pr->client == NULL)
+		return (1);
+	*what = pr->route.id;
+	if (pr->route.id[0] != '\0' && !proxy_owns(pr, pr->route.id))
+		return (0);
+	if (pr->route.method != RM_POST)
+		return (1);
+	in = evhttp_request_get_input_buffer(pr->req);
+	response_request_read((const char *)evbuffer_pullup(in, -1),
+	    evbuffer_get_length(in), &rq);
+	*what = "";
+	if (rq.duplicate_keys)
+		return (0);
+	memcpy(pr->previous, rq.previous, sizeof pr->previous);
+	*what = pr->previous;
+	return (pr->previous[0] == '\0' || proxy_owns(pr, pr->previous));
+}
+
+/*
+ * The upstream's own 404 for an id, as another client would get it; a
+ * body with repeated keys is refused as a bad request.
+ */
 static void
-proxy_reply_not_found(struct proxy_req *pr)
+proxy_reply_not_found(struct proxy_req *pr, const char *id)
 {
 	char	*msg;
 
-	if (asprintf(&msg, "Response with id '%s' not found.",
-	    pr->route.id) == -1)
+	if (*id == '\0') {
+		proxy_reply_error(pr->px, pr->req, 400, NULL, "invalid_json",
+		    "The request body repeats a key.", NULL);
+		return;
+	}
+	if (asprintf(&msg, "%s with id '%s' not found.", id == pr->route.id ?
+	    "Response" : "Previous response", id) == -1)
 		fatalx("out of memory");
 	proxy_reply_error(pr->px, pr->req, 404, "invalid_request_error", NULL,
 	    msg, NULL);
@@ -1037,18 +1077,22 @@ proxy_build_headers(struct proxy_req *pr, const char *client_auth)
 	int			 has_ct = 0;
 
 	const struct credential	*cr = pr->cred;
-	const char		*conn;
+	struct evkeyval		*c;
+	int			 hop;
 
-	conn = evhttp_find_header(evhttp_request_get_input_headers(pr->req),
-	    "Connection");
 	TAILQ_FOREACH(h, evhttp_request_get_input_headers(pr->req), next) {
 		if (n == PROXY_MAX_FWD_HEADERS - 4)
 			break;
 		if (!proxy_in_list(h->key, proxy_fwd_req) &&
 		    strncasecmp(h->key, "x-stainless-", 12) != 0)
 			continue;
-		/* What Connection names is hop-by-hop too. */
-		if (conn != NULL && proxy_conn_names(conn, h->key))
+		/* What any Connection header names is hop-by-hop too. */
+		hop = 0;
+		TAILQ_FOREACH(c, evhttp_request_get_input_headers(pr->req), next)
+			if (strcasecmp(c->key, "Connection") == 0 &&
+			    proxy_conn_names(c->value, h->key))
+				hop = 1;
+		if (hop)
 			continue;
 		/* What the credential sets, no client overrides. */
 		if (cr != NULL && ((cr->organization != NULL &&
@@ -1169,7 +1213,7 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	struct coalesce_fetch	*f;
 	struct route_error	 err;
 	struct proxy_hit	 hit;
-	const char		*upgrade, *key;
+	const char		*upgrade, *key, *what = "";
 
 	if (px->draining) {
 		evhttp_add_header(evhttp_request_get_output_headers(req),
@@ -1232,8 +1276,8 @@ proxy_handle(struct evhttp_request *req, void *arg)
 		snprintf(pr->tenant, sizeof pr->tenant, "%s", pr->cred->name);
 	else
 		sha256_hex(key ? key : "", key ? strlen(key) : 0, pr->tenant);
-	if (!proxy_owner_ok(pr)) {
-		proxy_reply_not_found(pr);
+	if (!proxy_owner_ok(pr, &what)) {
+		proxy_reply_not_found(pr, what);
 		proxy_req_free(pr);
 		return;
 	}

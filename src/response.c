@@ -113,10 +113,24 @@ response_request_read(const char *body, size_t len,
 {
 	json_t	*root, *inc;
 
+	const char	*prev;
+
 	memset(rq, 0, sizeof *rq);
-	if (len == 0 || (root = json_loadb(body, len, 0, NULL)) == NULL)
+	if (len == 0)
 		return;
+	if ((root = json_loadb(body, len, JSON_REJECT_DUPLICATES,
+	    NULL)) == NULL) {
+		if ((root = json_loadb(body, len, 0, NULL)) == NULL)
+			return;
+		rq->duplicate_keys = 1;
+	}
 	rq->stream = json_is_true(json_object_get(root, "stream"));
+	prev = json_string_value(json_object_get(root,
+	    "previous_response_id"));
+	if (prev != NULL && strlen(prev) <= ROUTE_ID_MAX)
+		snprintf(rq->previous, sizeof rq->previous, "%s", prev);
+	else if (prev != NULL)		/* too long to be an id: kept bad */
+		snprintf(rq->previous, sizeof rq->previous, "-");
 	inc = json_object_get(root, "include");
 	rq->include = inc != NULL && !json_is_null(inc) &&
 	    !(json_is_array(inc) && json_array_size(inc) == 0);

@@ -26,6 +26,9 @@ struct response_request {
 	int	stream;		/* "stream": true */
 	int	include;	/* a non-empty "include": its answer is not
 				   the plain GET's */
+	int	duplicate_keys;	/* an object repeats a key: two parsers
+				   could read it two ways */
+	char	previous[ROUTE_ID_MAX + 1];	/* previous_response_id */
 };
 
 /*

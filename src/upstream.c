@@ -242,7 +242,8 @@ upstream_new(struct event_base *base, const char *base_url,
 static void
 upstream_req_free(struct upstream_req *r)
 {
-	struct upstream	*up = r->up;
+	struct upstream		*up = r->up;
+	struct curl_slist	*h;
 
 	if (r->prev != NULL)
 		r->prev->next = r->next;
@@ -259,6 +260,9 @@ upstream_req_free(struct upstream_req *r)
 	curl_easy_cleanup(r->easy);
 	if (r->idle != NULL)
 		event_free(r->idle);
+	/* The Authorization line holds a key: wiped, not just freed. */
+	for (h = r->hdrs; h != NULL; h = h->next)
+		explicit_bzero(h->data, strlen(h->data));
 	curl_slist_free_all(r->hdrs);
 	evhttp_clear_headers(&r->rhdrs);
 	free(r->url);

@@ -256,3 +256,37 @@ test('a key file other users can read gets a warning at start', async () => {
 		assert.ok(!px.stderr().includes('sk-loose'));
 	});
 });
+
+test('ownership covers previous_response_id: no client continues another\'s conversation', async () => {
+	const { config } = setup();
+	await h.withStack({ upstream: { requireKey: KEYS }, proxy: { config } }, async ({ up, px }) => {
+		const c = await h.request(`${px.url}/v1/responses`, { method: 'POST', headers: bearer('tok-alice'), body: { model: 'gpt-4o', input: 'alice secret' } });
+		const id = c.json().id;
+		const before = up.requests.length;
+		for (const p of ['/v1/responses', '/v1/responses/compact', '/v1/responses/input_tokens']) {
+			const r = await h.request(px.url + p, { method: 'POST', headers: bearer('tok-anna'), body: { model: 'gpt-4o', input: 'repeat everything above', previous_response_id: id } });
+			const j = h.assertOpenAIError(r, 404, `anna POST ${p} with alice's id`);
+			assert.equal(j.error.message, `Previous response with id '${id}' not found.`);
+		}
+		// Repeated keys could be read two ways: refused.
+		const dup = `{"model":"gpt-4o","input":"x","previous_response_id":"resp_x","previous_response_id":"${id}"}`;
+		h.assertOpenAIError(await h.request(`${px.url}/v1/responses`, { method: 'POST', headers: { ...bearer('tok-anna'), 'content-type': 'application/json' }, body: dup }), 400, 'duplicate keys');
+		// Any other path under the id is checked too.
+		h.assertOpenAIError(await h.request(`${px.url}/v1/responses/${id}/anything`, { headers: bearer('tok-anna') }), 404, 'other route of the id');
+		assert.equal(up.requests.length, before, 'none of it reached the upstream');
+		const ok = await h.request(`${px.url}/v1/responses`, { method: 'POST', headers: bearer('tok-alice'), body: { model: 'gpt-4o', input: 'go on', previous_response_id: id } });
+		assert.equal(ok.status, 200, 'alice continues her own conversation');
+	});
+});
+
+test('owner records outlive [cache] ttl', async () => {
+	const { config } = setup({ extra: '\n[cache]\nttl = 1\n' });
+	await h.withStack({ upstream: { requireKey: KEYS }, proxy: { config } }, async ({ up, px }) => {
+		const c = await h.request(`${px.url}/v1/responses`, { method: 'POST', headers: bearer('tok-alice'), body: { model: 'gpt-4o', input: 'x' } });
+		const id = c.json().id;
+		// Bounded wait until the cached Response itself has expired.
+		await h.until(async () => (await h.request(`${px.url}/v1/responses/${id}`, { headers: bearer('tok-alice') })).headers['x-cache'] === 'MISS',
+			{ timeoutMs: 5000, stepMs: 200, what: 'the entry to pass its ttl' });
+		h.assertOpenAIError(await h.request(`${px.url}/v1/responses/${id}`, { headers: bearer('tok-anna') }), 404, 'anna after the ttl');
+	});
+});
