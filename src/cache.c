@@ -45,6 +45,8 @@ struct cache {
 	MDB_env		*env;
 	MDB_dbi		 entries;
 	MDB_dbi		 age;
+	MDB_dbi		 owners;	/* key -> seq, name */
+	MDB_dbi		 owner_age;	/* seq -> key, oldest first */
 	MDB_txn		*rtxn;		/* reset between lookups */
 	size_t		 max_size;
 	size_t		 map_size;
@@ -115,7 +117,7 @@ cache_env_open(struct cache *c, const char *dir, char **cause)
 	int	 rc;
 
 	if ((rc = mdb_env_create(&c->env)) != 0 ||
-	    (rc = mdb_env_set_maxdbs(c->env, 2)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(c->env, 4)) != 0 ||
 	    (rc = mdb_env_set_mapsize(c->env, c->map_size)) != 0)
 		goto fail;
 	rc = mdb_env_open(c->env, dir, MDB_NOSYNC | MDB_NOTLS, 0600);
@@ -126,7 +128,10 @@ cache_env_open(struct cache *c, const char *dir, char **cause)
 	if ((rc = mdb_txn_begin(c->env, NULL, 0, &txn)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "entries", MDB_CREATE, &c->entries)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "age", MDB_CREATE | MDB_INTEGERKEY,
-	    &c->age)) != 0)
+	    &c->age)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "owners", MDB_CREATE, &c->owners)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "owner_age", MDB_CREATE | MDB_INTEGERKEY,
+	    &c->owner_age)) != 0)
 		goto fail;
 	if ((rc = mdb_txn_commit(txn)) != 0) {
 		txn = NULL;
@@ -248,7 +253,7 @@ cache_get(struct cache *c, const void *key, size_t klen, time_t now,
 	}
 	rc = mdb_get(c->rtxn, c->entries, &k, &v);
 	if (rc == 0 && cache_rec_parse(&v, &rec) == 0 &&
-	    (c->ttl <= 0 || now == 0 ||
+	    (c->ttl <= 0 ||
 	    (double)(now - (time_t)rec.stored_at) < c->ttl)) {
 		p = (const char *)v.mv_data + sizeof rec;
 		e.status = rec.status;
@@ -289,18 +294,23 @@ cache_del_entry(struct cache *c, MDB_txn *txn, MDB_val *k, MDB_val *v)
 }
 
 static size_t
-cache_used(struct cache *c, MDB_txn *txn)
+cache_db_used(MDB_txn *txn, MDB_dbi dbi)
 {
 	MDB_stat	s;
-	size_t		used = 0;
 
-	if (mdb_stat(txn, c->entries, &s) == 0)
-		used += (s.ms_branch_pages + s.ms_leaf_pages +
-		    s.ms_overflow_pages) * (size_t)s.ms_psize;
-	if (mdb_stat(txn, c->age, &s) == 0)
-		used += (s.ms_branch_pages + s.ms_leaf_pages +
-		    s.ms_overflow_pages) * (size_t)s.ms_psize;
-	return (used);
+	if (mdb_stat(txn, dbi, &s) != 0)
+		return (0);
+	return ((s.ms_branch_pages + s.ms_leaf_pages + s.ms_overflow_pages) *
+	    (size_t)s.ms_psize);
+}
+
+/* Every byte counts against max_size; owner records are never evicted
+ * to make room for entries. */
+static size_t
+cache_used(struct cache *c, MDB_txn *txn)
+{
+	return (cache_db_used(txn, c->entries) + cache_db_used(txn, c->age) +
+	    cache_db_used(txn, c->owners) + cache_db_used(txn, c->owner_age));
 }
 
 /* Evict oldest entries until need more bytes fit under the budget. */
@@ -553,4 +563,135 @@ cache_stats(struct cache *c, struct cache_stats *out)
 		out->entries = s.ms_entries;
 	out->bytes = cache_used(c, txn);
 	mdb_txn_abort(txn);
+}
+
+/*
+ * Owner records.  Kept apart from the entries: ttl never expires them and
+ * no entry evicts one; past an eighth of max_size, the oldest go.
+ */
+static int
+cache_owner_put_once(struct cache *c, MDB_val *key, const char *name)
+{
+	MDB_txn		*txn;
+	MDB_cursor	*cur;
+	MDB_val		 v, ak, k;
+	uint64_t	 seq = 0;
+	char		 buf[sizeof seq + 256];
+	size_t		 nlen = strlen(name);
+	int		 rc;
+
+	if (nlen > 255)
+		return (MDB_BAD_VALSIZE);
+	if ((rc = mdb_txn_begin(c->env, NULL, 0, &txn)) != 0)
+		return (rc);
+	/* A rewrite drops the old age record. */
+	if ((rc = mdb_get(txn, c->owners, key, &v)) == 0 &&
+	    v.mv_size >= sizeof seq) {
+		memcpy(&seq, v.mv_data, sizeof seq);
+		ak.mv_size = sizeof seq;
+		ak.mv_data = &seq;
+		rc = mdb_del(txn, c->owner_age, &ak, NULL);
+	}
+	if (rc == MDB_NOTFOUND)
+		rc = 0;
+	seq = 0;
+	if (rc == 0 && (rc = mdb_cursor_open(txn, c->owner_age, &cur)) == 0) {
+		if (mdb_cursor_get(cur, &ak, &v, MDB_LAST) == 0 &&
+		    ak.mv_size == sizeof seq)
+			memcpy(&seq, ak.mv_data, sizeof seq);
+		seq++;
+		mdb_cursor_close(cur);
+	}
+	if (rc == 0) {
+		memcpy(buf, &seq, sizeof seq);
+		memcpy(buf + sizeof seq, name, nlen);
+		v.mv_size = sizeof seq + nlen;
+		v.mv_data = buf;
+		rc = mdb_put(txn, c->owners, key, &v, 0);
+	}
+	if (rc == 0) {
+		ak.mv_size = sizeof seq;
+		ak.mv_data = &seq;
+		rc = mdb_put(txn, c->owner_age, &ak, key, 0);
+	}
+	/* The oldest records go past their share of the budget. */
+	if (rc == 0 && (rc = mdb_cursor_open(txn, c->owner_age, &cur)) == 0) {
+		while (cache_db_used(txn, c->owners) +
+		    cache_db_used(txn, c->owner_age) > c->max_size / 8) {
+			if ((rc = mdb_cursor_get(cur, &ak, &k, MDB_FIRST)) != 0)
+				break;
+			if ((rc = mdb_del(txn, c->owners, &k, NULL)) != 0 &&
+			    rc != MDB_NOTFOUND)
+				break;
+			if ((rc = mdb_cursor_del(cur, 0)) != 0)
+				break;
+			c->st.evictions++;
+		}
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+		mdb_cursor_close(cur);
+	}
+	if (rc != 0) {
+		mdb_txn_abort(txn);
+		return (rc);
+	}
+	return (mdb_txn_commit(txn));
+}
+
+int
+cache_owner_put(struct cache *c, const void *key, size_t klen,
+    const char *name)
+{
+	MDB_val	k = { klen, (void *)key };
+	int	rc;
+
+	if (klen > (size_t)mdb_env_get_maxkeysize(c->env))
+		return (-1);
+	rc = cache_owner_put_once(c, &k, name);
+	if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL) {
+		/* Entries make room for it. */
+		if (cache_evict_commit(c, 4096, c->max_size / 2) == 0)
+			rc = cache_owner_put_once(c, &k, name);
+	}
+	if (rc != 0) {
+		c->st.errors++;
+		log_warnx("cache: owner record: %s", mdb_strerror(rc));
+		return (-1);
+	}
+	pthread_mutex_lock(&c->mtx);
+	c->dirty = 1;
+	pthread_mutex_unlock(&c->mtx);
+	return (0);
+}
+
+int
+cache_owner_get(struct cache *c, const void *key, size_t klen, char *name,
+    size_t size)
+{
+	MDB_val	k = { klen, (void *)key }, v;
+	size_t	n;
+	int	rc;
+
+	if (klen > (size_t)mdb_env_get_maxkeysize(c->env) || size == 0)
+		return (-1);
+	if ((rc = mdb_txn_renew(c->rtxn)) == MDB_READERS_FULL) {
+		mdb_reader_check(c->env, NULL);
+		rc = mdb_txn_renew(c->rtxn);
+	}
+	if (rc != 0) {
+		c->st.errors++;
+		return (-1);
+	}
+	rc = mdb_get(c->rtxn, c->owners, &k, &v);
+	if (rc == 0 && v.mv_size >= sizeof(uint64_t)) {
+		n = v.mv_size - sizeof(uint64_t);
+		if (n >= size)
+			n = size - 1;
+		memcpy(name, (const char *)v.mv_data + sizeof(uint64_t), n);
+		name[n] = '\0';
+	}
+	mdb_txn_reset(c->rtxn);
+	if (rc == MDB_NOTFOUND)
+		return (0);
+	return (rc == 0 ? 1 : -1);
 }

@@ -50,7 +50,6 @@ typedef void (*cache_visit_fn)(const struct cache_entry *, void *arg);
 /*
  * Look key up.  On a live hit, calls fn (which must copy what it keeps)
  * and returns 1; returns 0 on a miss or an expired entry, -1 on error.
- * now 0 ignores ttl.
  */
 int	cache_get(struct cache *, const void *key, size_t klen, time_t now,
 	    cache_visit_fn fn, void *arg);
@@ -78,5 +77,17 @@ int	cache_put(struct cache *, const void *key, size_t klen,
 int	cache_invalidate(struct cache *, const void *prefix, size_t plen);
 
 void	cache_stats(struct cache *, struct cache_stats *);
+
+/*
+ * Owner records: which client created a response.  They are kept apart
+ * from the entries: ttl never expires them and no entry evicts one; past
+ * an eighth of max_size the oldest go.  put returns 0 or -1; get returns
+ * 1 with name filled (NUL-terminated, cut to size), 0 if none, -1 on
+ * error.
+ */
+int	cache_owner_put(struct cache *, const void *key, size_t klen,
+	    const char *name);
+int	cache_owner_get(struct cache *, const void *key, size_t klen,
+	    char *name, size_t size);
 
 #endif

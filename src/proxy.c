@@ -487,8 +487,8 @@ proxy_tombstone(struct proxy_req *pr)
 /*
  * Ownership: with client sections, the client that created a response
  * is the only one of its credential that may read, delete or cancel it.
- * The record, "<tenant>\0o\0<id>\0" -> client name, lives among the
- * cache entries (and is evicted with the oldest of them).
+ * The record, "<tenant>\0o\0<id>\0" -> client name, is a cache owner
+ * record (see cache.h).
  */
 static void
 proxy_own(struct proxy_req *pr, const char *id)
@@ -499,45 +499,26 @@ proxy_own(struct proxy_req *pr, const char *id)
 	if (!pr->keys->ownership || pr->client == NULL || *id == '\0')
 		return;
 	key = route_id_prefix(pr->tenant, 'o', id, &klen);
-	cache_put(pr->px->cache, key, klen, NULL, 200, "", 0, "", 0,
-	    pr->client->name, strlen(pr->client->name), time(NULL));
+	cache_owner_put(pr->px->cache, key, klen, pr->client->name);
 	free(key);
-}
-
-struct proxy_owner {
-	char	name[72];
-	int	found;
-};
-
-/* cache_visit_fn: copy an owner record's client name. */
-static void
-proxy_read_owner(const struct cache_entry *e, void *arg)
-{
-	struct proxy_owner	*o = arg;
-
-	o->found = 1;
-	snprintf(o->name, sizeof o->name, "%.*s", (int)e->body_len, e->body);
 }
 
 /* 1 if this request's client may use id. */
 static int
 proxy_owns(struct proxy_req *pr, const char *id)
 {
-	struct proxy_owner	 o;
-	char			*key;
+	char			 name[72], *key;
 	size_t			 klen;
 	int			 rc;
 
-	memset(&o, 0, sizeof o);
 	key = route_id_prefix(pr->tenant, 'o', id, &klen);
-	/* Owner records never expire with [cache] ttl (now 0). */
-	rc = cache_get(pr->px->cache, key, klen, 0, proxy_read_owner, &o);
+	rc = cache_owner_get(pr->px->cache, key, klen, name, sizeof name);
 	free(key);
 	if (rc == -1)
 		return (0);		/* unsure: refuse */
-	if (!o.found)
+	if (rc == 0)
 		return (!pr->keys->unknown_owner_deny);
-	return (strcmp(o.name, pr->client->name) == 0);
+	return (strcmp(name, pr->client->name) == 0);
 }
 
 /*

@@ -94,6 +94,14 @@ main(void)
 	c = cache_open(dir, 1024 * 1024, 10, &cause);
 	ok(cache_get(c, "t\0r\0xy\0", 7, time(NULL) + 60, visit, &g) == 0,
 	    "an entry past its ttl misses");
+	ok(cache_owner_put(c, "t\0o\0x\0", 6, "bob") == 0 &&
+	    cache_owner_get(c, "t\0o\0x\0", 6, key, sizeof key) == 1 &&
+	    strcmp(key, "bob") == 0 && cache_owner_put(c, "t\0o\0x\0", 6,
+	    "carol") == 0 && cache_owner_get(c, "t\0o\0x\0", 6, key,
+	    sizeof key) == 1 && strcmp(key, "carol") == 0,
+	    "owner records are read back, and rewritten");
+	ok(cache_owner_get(c, "t\0o\0y\0", 6, key, sizeof key) == 0,
+	    "an unknown id has no owner");
 	cache_close(c);
 
 	/* A small cache keeps storing by evicting the oldest entries. */
@@ -101,6 +109,8 @@ main(void)
 	if (system(cmd) != 0)
 		abort();
 	c = cache_open(dir, 64 * 1024, 0, &cause);
+	ok(cache_owner_put(c, "t\0o\0resp_000\0", 14, "alice") == 0,
+	    "an owner record is stored");
 	memset(big, 'x', sizeof big - 1);
 	big[sizeof big - 1] = '\0';
 	for (i = 0; i < 200; i++) {
@@ -108,6 +118,9 @@ main(void)
 		ok(put(c, key, 12, big) == 0, "store %d in a 64k cache", i);
 	}
 	hits = 0;
+	ok(cache_owner_get(c, "t\0o\0resp_000\0", 14, key, sizeof key) == 1 &&
+	    strcmp(key, "alice") == 0,
+	    "an owner record outlives the entries evicted around it");
 	for (i = 0; i < 200; i++) {
 		snprintf(key, sizeof key, "t%cr%cresp_%03d", 0, 0, i);
 		hits += cache_get(c, key, 12, time(NULL), visit, &g);
