@@ -61,26 +61,51 @@ guard_get(evutil_socket_t fd, int fresh)
 	return (g);
 }
 
-/* Look for the blank line that ends the headers in the bytes p[0..n). */
+/* The end (exclusive) of the first "\r\n\r\n" or "\n\n" in p[0..n), or 0. */
+static size_t
+guard_blank_line(const char *p, size_t n)
+{
+	const char	*a, *b;
+	size_t		 ea = 0, eb = 0;
+
+	if ((a = memmem(p, n, "\r\n\r\n", 4)) != NULL)
+		ea = (size_t)(a - p) + 4;
+	if ((b = memmem(p, n, "\n\n", 2)) != NULL)
+		eb = (size_t)(b - p) + 2;
+	if (ea == 0 || (eb != 0 && eb < ea))
+		return (eb);
+	return (ea);
+}
+
+/*
+ * Look for the blank line that ends the headers in the bytes p[0..n),
+ * which follow the last bytes seen (g->tail).  Returns how many of p's
+ * bytes the headers take, or 0 if they go on.
+ */
 static size_t
 guard_headers_end(struct guard_conn *g, const char *p, size_t n)
 {
-	char	w[4];
-	size_t	i;
+	char	w[6];
+	size_t	tl = g->ntail, k = n < 3 ? n : 3, end, e, used;
 
-	for (i = 0; i < n; i++) {
-		/* The window is the last three bytes and this one. */
-		memcpy(w, g->tail, 3);
-		w[3] = p[i];
-		memmove(g->tail, g->tail + 1, 2);
-		g->tail[2] = p[i];
-		if (g->ntail < 3)
-			g->ntail++;
-		if ((w[2] == '\n' && w[3] == '\n') ||
-		    (g->ntail >= 3 && memcmp(w, "\r\n\r\n", 4) == 0))
-			return (i + 1);
+	/* Across the seam: what the tail and p's first bytes hold. */
+	memcpy(w, g->tail + 3 - tl, tl);
+	memcpy(w + tl, p, k);
+	e = guard_blank_line(w, tl + k);
+	end = e > tl ? e - tl : 0;
+	if (end == 0)
+		end = guard_blank_line(p, n);
+	/* Keep the last three bytes seen, for the next call. */
+	used = end != 0 ? end : n;
+	memcpy(w, g->tail, 3);
+	if (used >= 3)
+		memcpy(g->tail, p + used - 3, 3);
+	else {
+		memcpy(g->tail, w + used, 3 - used);
+		memcpy(g->tail + 3 - used, p, used);
 	}
-	return (0);
+	g->ntail = tl + used > 3 ? 3 : tl + used;
+	return (end);
 }
 
 /*
