@@ -61,20 +61,24 @@ guard_get(evutil_socket_t fd, int fresh)
 	return (g);
 }
 
-/* The end (exclusive) of the first "\r\n\r\n" or "\n\n" in p[0..n), or 0. */
+/*
+ * The end (exclusive) of the first blank line in p[0..n) ("\n\n" or
+ * "\n\r\n", as evhttp reads them), or 0.
+ */
 static size_t
 guard_blank_line(const char *p, size_t n)
 {
-	const char	*a, *b;
-	size_t		 ea = 0, eb = 0;
+	const char	*q = p, *e = p + n, *nl;
 
-	if ((a = memmem(p, n, "\r\n\r\n", 4)) != NULL)
-		ea = (size_t)(a - p) + 4;
-	if ((b = memmem(p, n, "\n\n", 2)) != NULL)
-		eb = (size_t)(b - p) + 2;
-	if (ea == 0 || (eb != 0 && eb < ea))
-		return (eb);
-	return (ea);
+	/* A blank line: a '\n' followed by '\n', or by "\r\n". */
+	while ((nl = memchr(q, '\n', (size_t)(e - q))) != NULL) {
+		if (nl + 1 < e && nl[1] == '\n')
+			return ((size_t)(nl - p) + 2);
+		if (nl + 2 < e && nl[1] == '\r' && nl[2] == '\n')
+			return ((size_t)(nl - p) + 3);
+		q = nl + 1;
+	}
+	return (0);
 }
 
 /*

@@ -33,6 +33,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <openssl/crypto.h>
 
 #include "cache.h"
 #include "coalesce.h"
@@ -65,6 +66,12 @@ struct proxy {
 	struct coalesce		*flights;	/* fetches others may wait on */
 	struct timeval		 client_tv;
 	double			 tombstone_ttl;
+	char			 date[40];	/* see proxy_date() */
+	time_t			 date_at;
+	/* The last pass-through key and its tenant, wiped on change. */
+	char			*memo_key;
+	size_t			 memo_len;
+	char			 memo_tenant[SHA256_HEX_LEN + 1];
 	struct proxy_req	*active;
 	int			 writing;	/* replies not yet flushed */
 	int			 draining;
@@ -83,7 +90,7 @@ struct proxy_req {
 	const struct client	*client;	/* NULL: no client auth */
 	const struct credential	*cred;		/* NULL: pass-through */
 	char			 tenant[SHA256_HEX_LEN + 1];
-	char			 previous[ROUTE_ID_MAX + 1];	/* its id */
+	char			*previous;	/* a create's previous id */
 	char			*key;		/* cache key, cacheable routes */
 	char			*upath;		/* path and query sent upstream */
 	size_t			 klen;
@@ -260,6 +267,7 @@ proxy_req_free(struct proxy_req *pr)
 	route_clear(&pr->route);
 	free(pr->key);
 	free(pr->upath);
+	free(pr->previous);
 	free(pr);
 }
 
@@ -375,6 +383,24 @@ proxy_etag_match(const char *inm, const char *etag, size_t etag_len)
 	return (0);
 }
 
+/* The Date header's value, formatted once a second (IMF-fixdate). */
+static const char *
+proxy_date(struct proxy *px, time_t now)
+{
+	static const char	 days[] = "SunMonTueWedThuFriSat";
+	static const char	 months[] = "JanFebMarAprMayJunJulAugSepOctNovDec";
+	struct tm		 tm;
+
+	if (now != px->date_at && gmtime_r(&now, &tm) != NULL) {
+		snprintf(px->date, sizeof px->date,
+		    "%.3s, %02d %.3s %04d %02d:%02d:%02d GMT",
+		    days + 3 * tm.tm_wday, tm.tm_mday, months + 3 * tm.tm_mon,
+		    tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+		px->date_at = now;
+	}
+	return (px->date);
+}
+
 struct proxy_hit {
 	struct proxy		*px;
 	struct evhttp_request	*req;
@@ -416,10 +442,13 @@ proxy_serve_hit(const struct cache_entry *e, void *arg)
 	}
 	snprintf(age, sizeof age, "%ld", secs < 0 ? 0 : secs);
 	evhttp_add_header(out, "Age", age);
-	if (e->etag_len > 0) {
-		snprintf(etag, sizeof etag, "%.*s", (int)e->etag_len, e->etag);
+	if (e->etag_len > 0 && e->etag_len < sizeof etag) {
+		memcpy(etag, e->etag, e->etag_len);
+		etag[e->etag_len] = '\0';
 		evhttp_add_header(out, "ETag", etag);
 	}
+	/* evhttp would format Date for every reply itself. */
+	evhttp_add_header(out, "Date", proxy_date(h->px, h->now));
 	proxy_xcache(out, "HIT");
 	inm = evhttp_find_header(evhttp_request_get_input_headers(req),
 	    "If-None-Match");
@@ -545,9 +574,12 @@ proxy_owner_ok(struct proxy_req *pr, const char **what)
 	*what = "";
 	if (rq.duplicate_keys)
 		return (0);
-	memcpy(pr->previous, rq.previous, sizeof pr->previous);
+	if (rq.previous[0] == '\0')
+		return (1);
+	if ((pr->previous = strdup(rq.previous)) == NULL)
+		fatalx("out of memory");
 	*what = pr->previous;
-	return (pr->previous[0] == '\0' || proxy_owns(pr, pr->previous));
+	return (proxy_owns(pr, pr->previous));
 }
 
 /*
@@ -1171,6 +1203,35 @@ proxy_framing_ok(const struct evkeyvalq *in)
 	return (ncl <= 1 && nte <= 1 && !(ncl && nte));
 }
 
+/*
+ * A pass-through tenant: the SHA-256 of the client's key.  The last key
+ * and its hash are remembered (a sidecar sees one key), compared in
+ * constant time for keys of the same length.
+ */
+static void
+proxy_key_tenant(struct proxy *px, const char *key,
+    char tenant[SHA256_HEX_LEN + 1])
+{
+	size_t	len = key != NULL ? strlen(key) : 0;
+
+	if (px->memo_key != NULL && len == px->memo_len &&
+	    CRYPTO_memcmp(key != NULL ? key : "", px->memo_key, len) == 0) {
+		memcpy(tenant, px->memo_tenant, SHA256_HEX_LEN + 1);
+		return;
+	}
+	sha256_hex(key != NULL ? key : "", len, tenant);
+	if (px->memo_key != NULL) {
+		explicit_bzero(px->memo_key, px->memo_len);
+		free(px->memo_key);
+	}
+	if ((px->memo_key = malloc(len + 1)) == NULL)
+		fatalx("out of memory");
+	memcpy(px->memo_key, key != NULL ? key : "", len);
+	px->memo_key[len] = '\0';
+	px->memo_len = len;
+	memcpy(px->memo_tenant, tenant, SHA256_HEX_LEN + 1);
+}
+
 /* The key a client authenticates with: its bearer token, or NULL. */
 static const char *
 proxy_client_key(const char *auth)
@@ -1256,7 +1317,7 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	if (pr->cred != NULL)
 		snprintf(pr->tenant, sizeof pr->tenant, "%s", pr->cred->name);
 	else
-		sha256_hex(key ? key : "", key ? strlen(key) : 0, pr->tenant);
+		proxy_key_tenant(px, key, pr->tenant);
 	if (!proxy_owner_ok(pr, &what)) {
 		proxy_reply_not_found(pr, what);
 		proxy_req_free(pr);
@@ -1364,6 +1425,10 @@ void
 proxy_free(struct proxy *px)
 {
 	keyring_unref(px->keys);
+	if (px->memo_key != NULL) {
+		explicit_bzero(px->memo_key, px->memo_len);
+		free(px->memo_key);
+	}
 	coalesce_free(px->flights);
 	free(px);
 }
