@@ -243,6 +243,46 @@ conf_set_named(char **field, const char *value)
 	*field = *value == '\0' ? NULL : conf_strdup(value);
 }
 
+/* The [credential NAME] section; with add, a new one if there is none. */
+static struct conf_credential *
+conf_find_credential(struct conf *c, const char *name, int add)
+{
+	struct conf_credential	*cr;
+	size_t			 i;
+
+	for (i = 0; i < c->ncreds; i++)
+		if (strcmp(c->creds[i].name, name) == 0)
+			return (&c->creds[i]);
+	if (!add)
+		return (NULL);
+	if ((c->creds = reallocarray(c->creds, c->ncreds + 1,
+	    sizeof *c->creds)) == NULL)
+		fatalx("out of memory");
+	cr = &c->creds[c->ncreds++];
+	memset(cr, 0, sizeof *cr);
+	cr->name = conf_strdup(name);
+	return (cr);
+}
+
+/* The [client NAME] section, a new one if there is none. */
+static struct conf_client *
+conf_find_client(struct conf *c, const char *name)
+{
+	struct conf_client	*cl;
+	size_t			 i;
+
+	for (i = 0; i < c->nclients; i++)
+		if (strcmp(c->clients[i].name, name) == 0)
+			return (&c->clients[i]);
+	if ((c->clients = reallocarray(c->clients, c->nclients + 1,
+	    sizeof *c->clients)) == NULL)
+		fatalx("out of memory");
+	cl = &c->clients[c->nclients++];
+	memset(cl, 0, sizeof *cl);
+	cl->name = conf_strdup(name);
+	return (cl);
+}
+
 /*
  * [credential NAME] and [client NAME]: their sections may repeat (inih
  * calls us key by key), so each name is looked up, then created.
@@ -252,9 +292,8 @@ conf_set_section(struct conf *c, const char *section, const char *key,
     const char *value, char **cause)
 {
 	const char		*name;
-	struct conf_credential	*cr = NULL;
-	struct conf_client	*cl = NULL;
-	size_t			 i;
+	struct conf_credential	*cr;
+	struct conf_client	*cl;
 	int			 is_client;
 
 	is_client = strncmp(section, "client ", 7) == 0;
@@ -274,18 +313,7 @@ conf_set_section(struct conf *c, const char *section, const char *key,
 		return (-1);
 	}
 	if (is_client) {
-		for (i = 0; i < c->nclients && cl == NULL; i++)
-			if (strcmp(c->clients[i].name, name) == 0)
-				cl = &c->clients[i];
-		if (cl == NULL) {
-			c->clients = reallocarray(c->clients, c->nclients + 1,
-			    sizeof *c->clients);
-			if (c->clients == NULL)
-				fatalx("out of memory");
-			cl = &c->clients[c->nclients++];
-			memset(cl, 0, sizeof *cl);
-			cl->name = conf_strdup(name);
-		}
+		cl = conf_find_client(c, name);
 		if (strcmp(key, "token_sha256") == 0)
 			conf_set_named(&cl->token_sha256, value);
 		else if (strcmp(key, "credential") == 0)
@@ -297,18 +325,7 @@ conf_set_section(struct conf *c, const char *section, const char *key,
 		}
 		return (0);
 	}
-	for (i = 0; i < c->ncreds && cr == NULL; i++)
-		if (strcmp(c->creds[i].name, name) == 0)
-			cr = &c->creds[i];
-	if (cr == NULL) {
-		c->creds = reallocarray(c->creds, c->ncreds + 1,
-		    sizeof *c->creds);
-		if (c->creds == NULL)
-			fatalx("out of memory");
-		cr = &c->creds[c->ncreds++];
-		memset(cr, 0, sizeof *cr);
-		cr->name = conf_strdup(name);
-	}
+	cr = conf_find_credential(c, name, 1);
 	if (strcmp(key, "key_file") == 0)
 		conf_set_named(&cr->key_file, value);
 	else if (strcmp(key, "organization") == 0)
@@ -504,17 +521,6 @@ conf_check(struct conf *c, char **cause)
 	return (conf_check_keys(c, cause));
 }
 
-static struct conf_credential *
-conf_find_credential(struct conf *c, const char *name)
-{
-	size_t	i;
-
-	for (i = 0; i < c->ncreds; i++)
-		if (strcmp(c->creds[i].name, name) == 0)
-			return (&c->creds[i]);
-	return (NULL);
-}
-
 /* Credentials and clients: complete, and naming each other correctly. */
 static int
 conf_check_keys(struct conf *c, char **cause)
@@ -525,14 +531,8 @@ conf_check_keys(struct conf *c, char **cause)
 	char			*p;
 
 	if (c->upstream_key_file != NULL) {
-		if ((cr = conf_find_credential(c, "default")) == NULL) {
-			c->creds = reallocarray(c->creds, c->ncreds + 1,
-			    sizeof *c->creds);
-			if (c->creds == NULL)
-				fatalx("out of memory");
-			cr = &c->creds[c->ncreds++];
-			memset(cr, 0, sizeof *cr);
-			cr->name = conf_strdup("default");
+		if ((cr = conf_find_credential(c, "default", 0)) == NULL) {
+			cr = conf_find_credential(c, "default", 1);
 			cr->key_file = conf_strdup(c->upstream_key_file);
 		} else if (cr->key_file == NULL ||
 		    strcmp(cr->key_file, c->upstream_key_file) != 0) {
@@ -548,7 +548,7 @@ conf_check_keys(struct conf *c, char **cause)
 			return (-1);
 		}
 	/* The credential of requests (or clients) that name none. */
-	dflt = conf_find_credential(c, "default");
+	dflt = conf_find_credential(c, "default", 0);
 	if (dflt == NULL && c->ncreds == 1)
 		dflt = &c->creds[0];
 	if (c->nclients == 0 && c->ncreds > 1 && dflt == NULL) {
@@ -590,7 +590,7 @@ conf_check_keys(struct conf *c, char **cause)
 				return (-1);
 			}
 			cl->credential = conf_strdup(dflt->name);
-		} else if (conf_find_credential(c, cl->credential) == NULL) {
+		} else if (conf_find_credential(c, cl->credential, 0) == NULL) {
 			*cause = conf_fmt("[client %s]: no [credential %s]",
 			    cl->name, cl->credential);
 			return (-1);
