@@ -217,6 +217,23 @@ cache_close(struct cache *c)
 	free(c);
 }
 
+/* Renew the reusable read transaction (clearing stale readers if full). */
+static int
+cache_read_begin(struct cache *c)
+{
+	int	rc;
+
+	if ((rc = mdb_txn_renew(c->rtxn)) == MDB_READERS_FULL) {
+		mdb_reader_check(c->env, NULL);
+		rc = mdb_txn_renew(c->rtxn);
+	}
+	if (rc != 0) {
+		log_warnx("cache: lookup: %s", mdb_strerror(rc));
+		c->st.errors++;
+	}
+	return (rc);
+}
+
 static int
 cache_rec_parse(const MDB_val *v, struct cache_rec *rec)
 {
@@ -242,15 +259,8 @@ cache_get(struct cache *c, const void *key, size_t klen, time_t now,
 
 	if (klen > (size_t)mdb_env_get_maxkeysize(c->env))
 		return (0);
-	if ((rc = mdb_txn_renew(c->rtxn)) == MDB_READERS_FULL) {
-		mdb_reader_check(c->env, NULL);
-		rc = mdb_txn_renew(c->rtxn);
-	}
-	if (rc != 0) {
-		log_warnx("cache: lookup: %s", mdb_strerror(rc));
-		c->st.errors++;
+	if (cache_read_begin(c) != 0)
 		return (-1);
-	}
 	rc = mdb_get(c->rtxn, c->entries, &k, &v);
 	if (rc == 0 && cache_rec_parse(&v, &rec) == 0 &&
 	    (c->ttl <= 0 ||
@@ -304,32 +314,42 @@ cache_db_used(MDB_txn *txn, MDB_dbi dbi)
 	    (size_t)s.ms_psize);
 }
 
+/* The pages the owner records and their age index use, in bytes. */
+static size_t
+cache_owners_used(struct cache *c, MDB_txn *txn)
+{
+	return (cache_db_used(txn, c->owners) +
+	    cache_db_used(txn, c->owner_age));
+}
+
 /* Every byte counts against max_size; owner records are never evicted
  * to make room for entries. */
 static size_t
 cache_used(struct cache *c, MDB_txn *txn)
 {
 	return (cache_db_used(txn, c->entries) + cache_db_used(txn, c->age) +
-	    cache_db_used(txn, c->owners) + cache_db_used(txn, c->owner_age));
+	    cache_owners_used(c, txn));
 }
 
-/* Evict oldest entries until need more bytes fit under the budget. */
+/*
+ * FIFO eviction: delete the oldest records of data (by its age index)
+ * while used() + need passes limit.
+ */
 static int
-cache_evict(struct cache *c, MDB_txn *txn, size_t need, size_t budget)
+cache_evict_oldest(struct cache *c, MDB_txn *txn, MDB_dbi age, MDB_dbi data,
+    size_t (*used)(struct cache *, MDB_txn *), size_t need, size_t limit)
 {
 	MDB_cursor	*cur;
-	MDB_val		 ak, key, v;
+	MDB_val		 ak, key;
 	int		 rc;
 
-	if ((rc = mdb_cursor_open(txn, c->age, &cur)) != 0)
+	if ((rc = mdb_cursor_open(txn, age, &cur)) != 0)
 		return (rc);
-	while (cache_used(c, txn) + need > budget) {
+	while (used(c, txn) + need > limit) {
 		if ((rc = mdb_cursor_get(cur, &ak, &key, MDB_FIRST)) != 0)
 			break;
-		rc = mdb_get(txn, c->entries, &key, &v);
-		if (rc == 0)
-			rc = mdb_del(txn, c->entries, &key, NULL);
-		if (rc != 0 && rc != MDB_NOTFOUND)
+		if ((rc = mdb_del(txn, data, &key, NULL)) != 0 &&
+		    rc != MDB_NOTFOUND)
 			break;
 		if ((rc = mdb_cursor_del(cur, 0)) != 0)
 			break;
@@ -337,6 +357,14 @@ cache_evict(struct cache *c, MDB_txn *txn, size_t need, size_t budget)
 	}
 	mdb_cursor_close(cur);
 	return (rc == MDB_NOTFOUND ? 0 : rc);
+}
+
+/* Evict oldest entries until need more bytes fit under the budget. */
+static int
+cache_evict(struct cache *c, MDB_txn *txn, size_t need, size_t budget)
+{
+	return (cache_evict_oldest(c, txn, c->age, c->entries, cache_used,
+	    need, budget));
 }
 
 static int
@@ -574,7 +602,7 @@ cache_owner_put_once(struct cache *c, MDB_val *key, const char *name)
 {
 	MDB_txn		*txn;
 	MDB_cursor	*cur;
-	MDB_val		 v, ak, k;
+	MDB_val		 v, ak;
 	uint64_t	 seq = 0;
 	char		 buf[sizeof seq + 256];
 	size_t		 nlen = strlen(name);
@@ -615,22 +643,9 @@ cache_owner_put_once(struct cache *c, MDB_val *key, const char *name)
 		rc = mdb_put(txn, c->owner_age, &ak, key, 0);
 	}
 	/* The oldest records go past their share of the budget. */
-	if (rc == 0 && (rc = mdb_cursor_open(txn, c->owner_age, &cur)) == 0) {
-		while (cache_db_used(txn, c->owners) +
-		    cache_db_used(txn, c->owner_age) > c->max_size / 8) {
-			if ((rc = mdb_cursor_get(cur, &ak, &k, MDB_FIRST)) != 0)
-				break;
-			if ((rc = mdb_del(txn, c->owners, &k, NULL)) != 0 &&
-			    rc != MDB_NOTFOUND)
-				break;
-			if ((rc = mdb_cursor_del(cur, 0)) != 0)
-				break;
-			c->st.evictions++;
-		}
-		if (rc == MDB_NOTFOUND)
-			rc = 0;
-		mdb_cursor_close(cur);
-	}
+	if (rc == 0)
+		rc = cache_evict_oldest(c, txn, c->owner_age, c->owners,
+		    cache_owners_used, 0, c->max_size / 8);
 	if (rc != 0) {
 		mdb_txn_abort(txn);
 		return (rc);
@@ -674,14 +689,8 @@ cache_owner_get(struct cache *c, const void *key, size_t klen, char *name,
 
 	if (klen > (size_t)mdb_env_get_maxkeysize(c->env) || size == 0)
 		return (-1);
-	if ((rc = mdb_txn_renew(c->rtxn)) == MDB_READERS_FULL) {
-		mdb_reader_check(c->env, NULL);
-		rc = mdb_txn_renew(c->rtxn);
-	}
-	if (rc != 0) {
-		c->st.errors++;
+	if (cache_read_begin(c) != 0)
 		return (-1);
-	}
 	rc = mdb_get(c->rtxn, c->owners, &k, &v);
 	if (rc == 0 && v.mv_size >= sizeof(uint64_t)) {
 		n = v.mv_size - sizeof(uint64_t);
