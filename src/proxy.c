@@ -491,6 +491,17 @@ proxy_tombstoned(struct proxy_req *pr, time_t now)
 	return (h.served);
 }
 
+/* The upstream's own message for an unknown id; the caller frees it. */
+static char *
+proxy_not_found_msg(const char *what, const char *id)
+{
+	char	*msg;
+
+	if (asprintf(&msg, "%s with id '%s' not found.", what, id) == -1)
+		fatalx("out of memory");
+	return (msg);
+}
+
 /* Write the tombstone of a DELETEd id (see proxy_tombstoned()). */
 static void
 proxy_tombstone(struct proxy_req *pr)
@@ -501,9 +512,7 @@ proxy_tombstone(struct proxy_req *pr)
 
 	if (pr->px->tombstone_ttl <= 0)
 		return;
-	if (asprintf(&msg, "Response with id '%s' not found.",
-	    pr->route.id) == -1)
-		fatalx("out of memory");
+	msg = proxy_not_found_msg("Response", pr->route.id);
 	body = reply_error_json("invalid_request_error", NULL, msg);
 	key = route_id_prefix(pr->tenant, 't', pr->route.id, &klen);
 	cache_put(pr->px->cache, key, klen, NULL, 404, "", 0, hdrs,
@@ -596,9 +605,8 @@ proxy_reply_not_found(struct proxy_req *pr, const char *id)
 		    "The request body repeats a key.", NULL);
 		return;
 	}
-	if (asprintf(&msg, "%s with id '%s' not found.", id == pr->route.id ?
-	    "Response" : "Previous response", id) == -1)
-		fatalx("out of memory");
+	msg = proxy_not_found_msg(id == pr->route.id ? "Response" :
+	    "Previous response", id);
 	proxy_reply_error(pr->px, pr->req, 404, "invalid_request_error", NULL,
 	    msg, NULL);
 	free(msg);
