@@ -47,7 +47,6 @@ struct cache {
 	MDB_dbi		 age;
 	MDB_dbi		 owners;	/* key -> seq, name */
 	MDB_dbi		 owner_age;	/* seq -> key, oldest first */
-	MDB_txn		*rtxn;		/* reset between lookups */
 	size_t		 max_size;
 	size_t		 map_size;
 	double		 ttl;
@@ -59,6 +58,9 @@ struct cache {
 	int		 dirty;
 	int		 stopping;
 };
+
+/* Counters any thread may bump; cache_stats() reads them. */
+#define CACHE_COUNT(c, f)	__atomic_add_fetch(&(c)->st.f, 1, __ATOMIC_RELAXED)
 
 static int
 cache_mkdirs(const char *dir)
@@ -137,9 +139,6 @@ cache_env_open(struct cache *c, const char *dir, char **cause)
 		txn = NULL;
 		goto fail;
 	}
-	if ((rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &c->rtxn)) != 0)
-		goto fail;
-	mdb_txn_reset(c->rtxn);
 	return (0);
 fail:
 	if (txn != NULL)
@@ -210,28 +209,55 @@ cache_close(struct cache *c)
 	pthread_cond_signal(&c->cond);
 	pthread_mutex_unlock(&c->mtx);
 	pthread_join(c->syncer, NULL);
-	mdb_txn_abort(c->rtxn);
+	cache_thread_end(c);
 	mdb_env_close(c->env);
 	pthread_mutex_destroy(&c->mtx);
 	pthread_cond_destroy(&c->cond);
 	free(c);
 }
 
-/* Renew the reusable read transaction (clearing stale readers if full). */
-static int
+/*
+ * Each thread keeps one read transaction, reset between lookups and
+ * renewed for the next (MDB_NOTLS lets it live on any thread).
+ */
+static __thread struct cache	*cache_tls_cache;
+static __thread MDB_txn		*cache_tls_txn;
+
+void
+cache_thread_end(struct cache *c)
+{
+	if (cache_tls_cache != c || cache_tls_txn == NULL)
+		return;
+	mdb_txn_abort(cache_tls_txn);
+	cache_tls_txn = NULL;
+	cache_tls_cache = NULL;
+}
+
+/* This thread's read transaction, begun (clearing stale readers if full). */
+static MDB_txn *
 cache_read_begin(struct cache *c)
 {
 	int	rc;
 
-	if ((rc = mdb_txn_renew(c->rtxn)) == MDB_READERS_FULL) {
+	if (cache_tls_cache != c || cache_tls_txn == NULL) {
+		cache_tls_cache = c;
+		cache_tls_txn = NULL;
+		rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &cache_tls_txn);
+		if (rc == MDB_READERS_FULL) {
+			mdb_reader_check(c->env, NULL);
+			rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY,
+			    &cache_tls_txn);
+		}
+	} else if ((rc = mdb_txn_renew(cache_tls_txn)) == MDB_READERS_FULL) {
 		mdb_reader_check(c->env, NULL);
-		rc = mdb_txn_renew(c->rtxn);
+		rc = mdb_txn_renew(cache_tls_txn);
 	}
 	if (rc != 0) {
 		log_warnx("cache: lookup: %s", mdb_strerror(rc));
-		c->st.errors++;
+		CACHE_COUNT(c, errors);
+		return (NULL);
 	}
-	return (rc);
+	return (cache_tls_txn);
 }
 
 static int
@@ -252,6 +278,7 @@ cache_get(struct cache *c, const void *key, size_t klen, time_t now,
     cache_visit_fn fn, void *arg)
 {
 	MDB_val			 k = { klen, (void *)key }, v;
+	MDB_txn			*txn;
 	struct cache_rec	 rec;
 	struct cache_entry	 e;
 	const char		*p;
@@ -259,9 +286,9 @@ cache_get(struct cache *c, const void *key, size_t klen, time_t now,
 
 	if (klen > (size_t)mdb_env_get_maxkeysize(c->env))
 		return (0);
-	if (cache_read_begin(c) != 0)
+	if ((txn = cache_read_begin(c)) == NULL)
 		return (-1);
-	rc = mdb_get(c->rtxn, c->entries, &k, &v);
+	rc = mdb_get(txn, c->entries, &k, &v);
 	if (rc == 0 && cache_rec_parse(&v, &rec) == 0 &&
 	    (c->ttl <= 0 ||
 	    (double)(now - (time_t)rec.stored_at) < c->ttl)) {
@@ -278,9 +305,9 @@ cache_get(struct cache *c, const void *key, size_t klen, time_t now,
 		hit = 1;
 	} else if (rc != 0 && rc != MDB_NOTFOUND) {
 		log_warnx("cache: lookup: %s", mdb_strerror(rc));
-		c->st.errors++;
+		CACHE_COUNT(c, errors);
 	}
-	mdb_txn_reset(c->rtxn);
+	mdb_txn_reset(txn);
 	return (hit);
 }
 
@@ -353,7 +380,7 @@ cache_evict_oldest(struct cache *c, MDB_txn *txn, MDB_dbi age, MDB_dbi data,
 			break;
 		if ((rc = mdb_cursor_del(cur, 0)) != 0)
 			break;
-		c->st.evictions++;
+		CACHE_COUNT(c, evictions);
 	}
 	mdb_cursor_close(cur);
 	return (rc == MDB_NOTFOUND ? 0 : rc);
@@ -514,21 +541,57 @@ cache_put(struct cache *c, const void *key, size_t klen,
 	if (rc == MDB_KEYEXIST)
 		return (1);
 	if (rc == MDB_MAP_FULL || rc == MDB_TXN_FULL) {
-		c->st.map_full++;
+		CACHE_COUNT(c, map_full);
 		log_warnx("cache: full even after eviction; answer not cached");
 		return (1);
 	}
-	c->st.errors++;
+	CACHE_COUNT(c, errors);
 	log_warnx("cache: store: %s", mdb_strerror(rc));
 	return (-1);
 }
 
-int
-cache_invalidate(struct cache *c, const void *prefix, size_t plen)
+/*
+ * Delete, in txn, every entry whose key starts with prefix, with its age
+ * record; adds the count to *n.
+ */
+static int
+cache_del_prefix(struct cache *c, MDB_txn *txn, MDB_cursor *cur,
+    const void *prefix, size_t plen, int *n)
+{
+	MDB_val			 k = { plen, (void *)prefix }, v, ak;
+	struct cache_rec	 rec;
+	int			 rc;
+
+	rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	while (rc == 0 && k.mv_size >= plen &&
+	    memcmp(k.mv_data, prefix, plen) == 0) {
+		if (cache_rec_parse(&v, &rec) == 0) {
+			ak.mv_size = sizeof rec.seq;
+			ak.mv_data = &rec.seq;
+			rc = mdb_del(txn, c->age, &ak, NULL);
+			if (rc != 0 && rc != MDB_NOTFOUND)
+				return (rc);
+		}
+		if ((rc = mdb_cursor_del(cur, 0)) != 0)
+			return (rc);
+		(*n)++;
+		/* After a delete, MDB_NEXT yields the record that followed. */
+		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+	}
+	return (rc == MDB_NOTFOUND ? 0 : rc);
+}
+
+/*
+ * Run fn(c, txn, cursor, arg, &n) in a write transaction over the
+ * entries, committed if it deleted anything; returns the count or -1.
+ */
+static int
+cache_delete(struct cache *c, const char *what,
+    int (*fn)(struct cache *, MDB_txn *, MDB_cursor *, const void *, size_t,
+    int *), const void *arg, size_t len)
 {
 	MDB_txn		*txn;
 	MDB_cursor	*cur;
-	MDB_val		 k = { plen, (void *)prefix }, v;
 	int		 rc, n = 0;
 
 	if ((rc = mdb_txn_begin(c->env, NULL, 0, &txn)) != 0)
@@ -537,32 +600,12 @@ cache_invalidate(struct cache *c, const void *prefix, size_t plen)
 		mdb_txn_abort(txn);
 		goto fail;
 	}
-	rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-	while (rc == 0 && k.mv_size >= plen &&
-	    memcmp(k.mv_data, prefix, plen) == 0) {
-		struct cache_rec	rec;
-		MDB_val			ak;
-
-		if (cache_rec_parse(&v, &rec) == 0) {
-			ak.mv_size = sizeof rec.seq;
-			ak.mv_data = &rec.seq;
-			rc = mdb_del(txn, c->age, &ak, NULL);
-			if (rc != 0 && rc != MDB_NOTFOUND)
-				break;
-		}
-		if ((rc = mdb_cursor_del(cur, 0)) != 0)
-			break;
-		n++;
-		/* After a delete, MDB_NEXT yields the record that followed. */
-		rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-	}
+	rc = fn(c, txn, cur, arg, len, &n);
 	mdb_cursor_close(cur);
-	if (rc != 0 && rc != MDB_NOTFOUND) {
+	if (rc != 0 || n == 0) {
 		mdb_txn_abort(txn);
-		goto fail;
-	}
-	if (n == 0) {
-		mdb_txn_abort(txn);
+		if (rc != 0)
+			goto fail;
 		return (0);
 	}
 	if ((rc = mdb_txn_commit(txn)) != 0)
@@ -572,9 +615,67 @@ cache_invalidate(struct cache *c, const void *prefix, size_t plen)
 	pthread_mutex_unlock(&c->mtx);
 	return (n);
 fail:
-	c->st.errors++;
-	log_warnx("cache: invalidate: %s", mdb_strerror(rc));
+	CACHE_COUNT(c, errors);
+	log_warnx("cache: %s: %s", what, mdb_strerror(rc));
 	return (-1);
+}
+
+int
+cache_invalidate(struct cache *c, const void *prefix, size_t plen)
+{
+	return (cache_delete(c, "invalidate", cache_del_prefix, prefix, plen));
+}
+
+/*
+ * Keys start "<tenant>\0<kind>\0<id>\0": for each tenant in turn, delete
+ * the id's entries of every kind, then seek past that tenant's keys.
+ */
+static int
+cache_del_id(struct cache *c, MDB_txn *txn, MDB_cursor *cur,
+    const void *arg, size_t idlen, int *n)
+{
+	static const char	 kinds[] = { 'r', 'i', 't' };
+	const char		*id = arg;
+	MDB_val			 k, v;
+	char			*buf = NULL, *p;
+	size_t			 tl, i;
+	int			 rc;
+
+	rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+	while (rc == 0) {
+		if ((p = memchr(k.mv_data, '\0', k.mv_size)) == NULL)
+			tl = k.mv_size;
+		else
+			tl = (size_t)(p - (char *)k.mv_data);
+		if ((p = realloc(buf, tl + 3 + idlen + 1)) == NULL)
+			fatalx("out of memory");
+		buf = p;
+		memcpy(buf, k.mv_data, tl);
+		for (i = 0; i < sizeof kinds && rc == 0; i++) {
+			buf[tl] = '\0';
+			buf[tl + 1] = kinds[i];
+			buf[tl + 2] = '\0';
+			memcpy(buf + tl + 3, id, idlen);
+			buf[tl + 3 + idlen] = '\0';
+			rc = cache_del_prefix(c, txn, cur, buf, tl + 4 + idlen,
+			    n);
+		}
+		if (rc != 0)
+			break;
+		/* "<tenant>\1" sorts after every "<tenant>\0..." key. */
+		buf[tl] = '\1';
+		k.mv_data = buf;
+		k.mv_size = tl + 1;
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	}
+	free(buf);
+	return (rc == MDB_NOTFOUND ? 0 : rc);
+}
+
+int
+cache_purge_id(struct cache *c, const char *id)
+{
+	return (cache_delete(c, "purge", cache_del_id, id, strlen(id)));
 }
 
 void
@@ -582,9 +683,17 @@ cache_stats(struct cache *c, struct cache_stats *out)
 {
 	MDB_txn		*txn;
 	MDB_stat	 s;
+	MDB_envinfo	 ei;
 
-	*out = c->st;
+	memset(out, 0, sizeof *out);
+	out->evictions = __atomic_load_n(&c->st.evictions, __ATOMIC_RELAXED);
+	out->map_full = __atomic_load_n(&c->st.map_full, __ATOMIC_RELAXED);
+	out->errors = __atomic_load_n(&c->st.errors, __ATOMIC_RELAXED);
 	out->map_size = c->map_size;
+	out->max_size = c->max_size;
+	if (mdb_env_info(c->env, &ei) == 0 &&
+	    mdb_env_stat(c->env, &s) == 0)
+		out->map_used = (ei.me_last_pgno + 1) * (uint64_t)s.ms_psize;
 	if (mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn) != 0)
 		return;
 	if (mdb_stat(txn, c->entries, &s) == 0)
@@ -669,7 +778,7 @@ cache_owner_put(struct cache *c, const void *key, size_t klen,
 			rc = cache_owner_put_once(c, &k, name);
 	}
 	if (rc != 0) {
-		c->st.errors++;
+		CACHE_COUNT(c, errors);
 		log_warnx("cache: owner record: %s", mdb_strerror(rc));
 		return (-1);
 	}
@@ -683,15 +792,16 @@ int
 cache_owner_get(struct cache *c, const void *key, size_t klen, char *name,
     size_t size)
 {
-	MDB_val	k = { klen, (void *)key }, v;
-	size_t	n;
-	int	rc;
+	MDB_val	 k = { klen, (void *)key }, v;
+	MDB_txn	*txn;
+	size_t	 n;
+	int	 rc;
 
 	if (klen > (size_t)mdb_env_get_maxkeysize(c->env) || size == 0)
 		return (-1);
-	if (cache_read_begin(c) != 0)
+	if ((txn = cache_read_begin(c)) == NULL)
 		return (-1);
-	rc = mdb_get(c->rtxn, c->owners, &k, &v);
+	rc = mdb_get(txn, c->owners, &k, &v);
 	if (rc == 0 && v.mv_size >= sizeof(uint64_t)) {
 		n = v.mv_size - sizeof(uint64_t);
 		if (n >= size)
@@ -699,7 +809,7 @@ cache_owner_get(struct cache *c, const void *key, size_t klen, char *name,
 		memcpy(name, (const char *)v.mv_data + sizeof(uint64_t), n);
 		name[n] = '\0';
 	}
-	mdb_txn_reset(c->rtxn);
+	mdb_txn_reset(txn);
 	if (rc == MDB_NOTFOUND)
 		return (0);
 	return (rc == 0 ? 1 : -1);

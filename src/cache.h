@@ -4,7 +4,7 @@
  * One environment in the cache directory holds the entries (key: see
  * route_cache_key(), value: status, replay headers, ETag, body) and an
  * age index used to evict the oldest entries when max_size is reached.
- * Writes never wait for fsync: a background thread syncs the map now and
+ * Any thread may use it.  Writes never wait for fsync: a background thread syncs the map now and
  * then, and once more at cache_close().
  */
 #ifndef RC_CACHE_H
@@ -31,7 +31,9 @@ struct cache_entry {
 struct cache_stats {
 	uint64_t	entries;
 	uint64_t	bytes;		/* pages in use, in bytes */
+	uint64_t	max_size;	/* the configured budget */
 	uint64_t	map_size;
+	uint64_t	map_used;	/* the map's highest page in use, in bytes */
 	uint64_t	evictions;
 	uint64_t	map_full;	/* writes skipped: no room even after eviction */
 	uint64_t	errors;
@@ -43,8 +45,10 @@ struct cache_stats {
  */
 struct cache *cache_open(const char *dir, size_t max_size, double ttl,
 	    char **cause);
-/* Sync and close.  Accepts NULL. */
+/* Sync and close.  Accepts NULL.  Every other thread called the below. */
 void	cache_close(struct cache *);
+/* A thread that used the cache is done with it: end its read transaction. */
+void	cache_thread_end(struct cache *);
 
 typedef void (*cache_visit_fn)(const struct cache_entry *, void *arg);
 /*
@@ -75,6 +79,11 @@ int	cache_put(struct cache *, const void *key, size_t klen,
 	    size_t blen, time_t now);
 /* Delete every entry whose key starts with prefix; returns the count. */
 int	cache_invalidate(struct cache *, const void *prefix, size_t plen);
+/*
+ * Delete every tenant's entries of a response id (its GETs, input items
+ * and tombstone); returns the count, or -1 on error.
+ */
+int	cache_purge_id(struct cache *, const char *id);
 
 void	cache_stats(struct cache *, struct cache_stats *);
 

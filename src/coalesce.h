@@ -1,12 +1,15 @@
 /*
- * coalesce.h - one upstream fetch per cache miss.
+ * coalesce.h - one upstream fetch per cache miss, across every worker.
  *
  * While a fetch for a cache key is in flight, later requests with the
- * same key wait on it instead of sending their own.  When it completes,
- * every waiter gets the same answer (final or not, error or not).  Keys
- * hold the tenant, so two tenants never share a fetch.
+ * same key wait on it instead of sending their own, whichever worker
+ * thread they arrived on.  When it completes, every waiter gets the same
+ * answer (final or not, error or not).  Keys hold the tenant, so two
+ * tenants never share a fetch.
  *
- * One table per event loop; nothing here is thread-safe.
+ * The table is shared and locked; only misses touch it.  Each event loop
+ * has a box: a waiter on another loop than the fetch's gets a copy of
+ * the answer through its box, on its own thread.
  */
 #ifndef RC_COALESCE_H
 #define RC_COALESCE_H
@@ -14,9 +17,12 @@
 #include <stddef.h>
 #include <sys/queue.h>
 
+struct event_base;
 struct evkeyvalq;
 struct coalesce;
+struct coalesce_box;
 struct coalesce_fetch;
+struct coalesce_copy;
 
 /* The answer a fetch ends with; borrowed for the duration of the call. */
 struct coalesce_answer {
@@ -29,12 +35,18 @@ struct coalesce_answer {
 /*
  * A request waiting on a fetch, embedded in the caller's own request.
  * answer is NULL when the fetch ended without one the waiter can use
- * (the upstream sent a stream): the waiter fetches for itself.
+ * (the upstream sent a stream): the waiter fetches for itself.  fn runs
+ * on the waiter's own event loop.
  */
 struct coalesce_waiter {
 	void			(*fn)(struct coalesce_waiter *,
 				    const struct coalesce_answer *);
-	struct coalesce_fetch	*fetch;		/* NULL when not waiting */
+	struct coalesce_box	*box;		/* the waiter's event loop */
+	int			 joined;	/* waiting; its own thread's */
+	/* Under the table's lock: */
+	struct coalesce_fetch	*fetch;		/* the fetch waited on, or */
+	int			 queued;	/* in box, the answer on its way */
+	struct coalesce_copy	*copy;		/* that answer, NULL for none */
 	TAILQ_ENTRY(coalesce_waiter) entry;
 };
 
@@ -42,21 +54,26 @@ struct coalesce	*coalesce_new(void);
 /* Every fetch must have ended first. */
 void		 coalesce_free(struct coalesce *);
 
-/* The fetch in flight for key, or NULL. */
-struct coalesce_fetch *coalesce_find(struct coalesce *, const void *key,
-		    size_t klen);
-/* Register a fetch for key (none may be in flight for it). */
-struct coalesce_fetch *coalesce_begin(struct coalesce *, const void *key,
-		    size_t klen);
-void		 coalesce_wait(struct coalesce_fetch *,
-		    struct coalesce_waiter *);
+/* The box of one event loop; freed after its loop is done. */
+struct coalesce_box *coalesce_box_new(struct coalesce *, struct event_base *);
+void		 coalesce_box_free(struct coalesce_box *);
+
+/*
+ * Wait on the fetch in flight for key, or if there is none, register a
+ * new one, which the caller leads (and must end) and gets back.  w->fn
+ * and w->box must be set.  Returns NULL when w waits.
+ */
+struct coalesce_fetch *coalesce_join(struct coalesce *, const void *key,
+		    size_t klen, struct coalesce_waiter *w);
 /* A waiter gives up (its client left).  Harmless if not waiting. */
 void		 coalesce_leave(struct coalesce_waiter *);
-int		 coalesce_waiters(const struct coalesce_fetch *);
+int		 coalesce_waiters(struct coalesce *,
+		    const struct coalesce_fetch *);
 /*
  * The fetch is over: hand answer (or NULL) to every waiter, in the order
- * they came, then forget the fetch.  New requests for the key start a
- * fetch of their own from the moment this is called.
+ * they came, then forget the fetch.  Waiters of this loop get it now,
+ * the others on their own loops.  New requests for the key start a fetch
+ * of their own from the moment this is called.
  */
 void		 coalesce_end(struct coalesce *, struct coalesce_fetch *,
 		    const struct coalesce_answer *);

@@ -23,7 +23,7 @@
 #include "log.h"
 
 enum conf_type { CT_STRING, CT_OPTSTRING, CT_SIZE, CT_SECONDS, CT_LEVEL,
-	CT_OWNERSHIP, CT_UNKNOWN_OWNER };
+	CT_OWNERSHIP, CT_UNKNOWN_OWNER, CT_COUNT, CT_FORMAT };
 
 struct conf_key {
 	const char	*section;
@@ -40,6 +40,9 @@ static const struct conf_key conf_keys[] = {
 	K("server", "client_timeout", CT_SECONDS, client_timeout),
 	K("server", "ownership", CT_OWNERSHIP, ownership),
 	K("server", "unknown_owner", CT_UNKNOWN_OWNER, unknown_owner_deny),
+	K("server", "workers", CT_COUNT, workers),
+	K("server", "shutdown_timeout", CT_SECONDS, shutdown_timeout),
+	K("server", "admin_listen", CT_OPTSTRING, admin_listen),
 	K("upstream", "url", CT_STRING, upstream_url),
 	K("upstream", "key_file", CT_OPTSTRING, upstream_key_file),
 	K("upstream", "connect_timeout", CT_SECONDS, connect_timeout),
@@ -50,6 +53,9 @@ static const struct conf_key conf_keys[] = {
 	K("cache", "ttl", CT_SECONDS, cache_ttl),
 	K("cache", "tombstone_ttl", CT_SECONDS, tombstone_ttl),
 	K("log", "level", CT_LEVEL, log_level),
+	K("log", "log_format", CT_FORMAT, log_json),
+	K("log", "access_log", CT_STRING, access_log),
+	K("log", "error_log", CT_STRING, error_log),
 };
 #undef K
 
@@ -86,6 +92,9 @@ conf_init(struct conf *c)
 	c->max_body_size = 32 * 1024 * 1024;
 	c->max_header_size = 64 * 1024;
 	c->client_timeout = 60;
+	c->workers = 0;
+	c->shutdown_timeout = 30;
+	c->admin_listen = conf_strdup("127.0.0.1:9090");
 	c->upstream_url = conf_strdup("https://api.openai.com");
 	c->connect_timeout = 10;
 	c->timeout = 600;
@@ -100,6 +109,8 @@ conf_init(struct conf *c)
 	c->cache_ttl = 0;
 	c->tombstone_ttl = 60;
 	c->log_level = LOG_INFO;
+	c->access_log = conf_strdup("stderr");
+	c->error_log = conf_strdup("stderr");
 }
 
 void
@@ -122,6 +133,10 @@ conf_free(struct conf *c)
 	free(c->clients);
 	free(c->listen);
 	free(c->listen_host);
+	free(c->admin_listen);
+	free(c->admin_host);
+	free(c->access_log);
+	free(c->error_log);
 	free(c->upstream_url);
 	free(c->upstream_key_file);
 	free(c->cache_dir);
@@ -352,6 +367,7 @@ conf_set(struct conf *c, const char *section, const char *key,
 	const struct conf_key	*k = NULL;
 	size_t			 i;
 	void			*field;
+	size_t			 n;
 	int			 level;
 	int			 section_known = 0;
 
@@ -431,6 +447,22 @@ conf_set(struct conf *c, const char *section, const char *key,
 		}
 		*(int *)field = strcmp(value, "deny") == 0;
 		return (0);
+	case CT_COUNT:
+		if (conf_parse_size(value, &n) == -1 || n > 1024) {
+			*cause = conf_fmt("[%s] %s: \"%s\" is not a number from "
+			    "0 to 1024", section, key, value);
+			return (-1);
+		}
+		*(int *)field = (int)n;
+		return (0);
+	case CT_FORMAT:
+		if (strcmp(value, "text") != 0 && strcmp(value, "json") != 0) {
+			*cause = conf_fmt("[%s] %s: \"%s\" is not text or json",
+			    section, key, value);
+			return (-1);
+		}
+		*(int *)field = strcmp(value, "json") == 0;
+		return (0);
 	}
 	return (-1);
 }
@@ -487,6 +519,15 @@ conf_check(struct conf *c, char **cause)
 	    &c->listen_port) == -1) {
 		*cause = conf_fmt("[server] listen: \"%s\" is not HOST:PORT",
 		    c->listen);
+		return (-1);
+	}
+	free(c->admin_host);
+	c->admin_host = NULL;
+	if (c->admin_listen != NULL && conf_parse_listen(c->admin_listen,
+	    &c->admin_host, &c->admin_port) == -1) {
+		*cause = conf_fmt("[server] admin_listen: \"%s\" is not "
+		    "HOST:PORT (or empty, for no admin listener)",
+		    c->admin_listen);
 		return (-1);
 	}
 	if (strncmp(c->upstream_url, "http://", 7) != 0 &&

@@ -38,6 +38,11 @@ struct conf {
 	double	 client_timeout;	/* seconds */
 	int	 ownership;		/* enum conf_ownership */
 	int	 unknown_owner_deny;	/* ids created elsewhere: 404 */
+	int	 workers;		/* event loops; 0: one per CPU */
+	double	 shutdown_timeout;	/* for what is in flight at SIGTERM */
+	char	*admin_listen;		/* NULL: no admin listener */
+	char	*admin_host;		/* parsed by conf_check() */
+	int	 admin_port;
 
 	/* [upstream] */
 	char	*upstream_url;		/* no trailing slash */
@@ -54,6 +59,9 @@ struct conf {
 
 	/* [log] */
 	int	 log_level;
+	int	 log_json;		/* access log lines as JSON */
+	char	*access_log;		/* "stderr", "off" or a path */
+	char	*error_log;		/* "stderr" or a path */
 
 	/* [credential NAME] and [client NAME] sections, in file order */
 	struct conf_credential	*creds;

@@ -187,7 +187,7 @@ keyring_load(const struct conf *c, char **cause)
 struct keyring *
 keyring_ref(struct keyring *kr)
 {
-	kr->refs++;
+	__atomic_add_fetch(&kr->refs, 1, __ATOMIC_RELAXED);
 	return (kr);
 }
 
@@ -196,7 +196,8 @@ keyring_unref(struct keyring *kr)
 {
 	size_t	i;
 
-	if (kr == NULL || --kr->refs > 0)
+	/* Workers let go of a keyring on their own threads. */
+	if (kr == NULL || __atomic_sub_fetch(&kr->refs, 1, __ATOMIC_ACQ_REL) > 0)
 		return;
 	for (i = 0; i < kr->ncreds; i++) {
 		if (kr->creds[i].auth != NULL) {

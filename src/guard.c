@@ -4,7 +4,7 @@
  * Each accepted connection gets a bufferevent of ours (evhttp_set_bevcb)
  * with a callback on its input buffer, called as bytes are read and
  * before evhttp parses them.  No state is freed with a connection: the
- * table is indexed by descriptor, and a connection's first read makes
+ * table (one per worker thread) is indexed by descriptor, and a connection's first read makes
  * its descriptor's entry new.
  */
 #include "config.h"
@@ -31,9 +31,9 @@ struct guard_conn {
 	size_t			 ntail;
 };
 
-static struct guard_conn	*guard_tab;
-static size_t			 guard_len;
-static struct timeval		 guard_timeout;
+static __thread struct guard_conn *guard_tab;
+static __thread size_t		 guard_len;
+static __thread struct timeval	 guard_timeout;
 
 /* The entry of fd; fresh makes it a new connection's. */
 static struct guard_conn *

@@ -9,7 +9,8 @@
  *    one) marks it bad, and the proxy answers it 400;
  *  - a request whose headers have not all arrived within client_timeout
  *    of its first byte has its connection shut.
- * State is kept per socket, in a table indexed by descriptor.
+ * State is kept per socket, in a table indexed by descriptor, one table
+ * per worker thread: call guard_init() and guard_free() on that thread.
  */
 #ifndef RC_GUARD_H
 #define RC_GUARD_H

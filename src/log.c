@@ -1,16 +1,20 @@
 /*
- * log.c - leveled logging to stderr (journald picks it up under systemd).
+ * log.c - leveled logging to stderr (journald picks it up under systemd),
+ * or to a file put in stderr's place, which SIGUSR1 reopens.
  *
  * libevent's own messages are routed here too, so everything the process
  * says goes through one place.
  */
 #include "config.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -19,6 +23,7 @@
 int log_level_now = LOG_INFO;
 
 static const char *const log_names[] = { "error", "warn", "info", "debug" };
+static char *log_path;		/* NULL: stderr as it was given */
 
 static void
 log_event_cb(int severity, const char *msg)
@@ -49,6 +54,45 @@ log_init(int level)
 	event_set_log_callback(log_event_cb);
 }
 
+/* Open path and put it in stderr's place; -1 and *cause on failure. */
+static int
+log_to(const char *path, char **cause)
+{
+	int	fd;
+
+	fflush(stderr);
+	if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+	    0640)) == -1 || dup2(fd, STDERR_FILENO) == -1) {
+		if (asprintf(cause, "error log %s: %s", path,
+		    strerror(errno)) == -1)
+			fatalx("out of memory");
+		if (fd != -1)
+			close(fd);
+		return (-1);
+	}
+	close(fd);
+	return (0);
+}
+
+int
+log_open(const char *where, char **cause)
+{
+	if (strcmp(where, "stderr") == 0)
+		return (0);
+	if (log_to(where, cause) == -1)
+		return (-1);
+	free(log_path);
+	if ((log_path = strdup(where)) == NULL)
+		fatalx("out of memory");
+	return (0);
+}
+
+int
+log_reopen(char **cause)
+{
+	return (log_path == NULL ? 0 : log_to(log_path, cause));
+}
+
 int
 log_level_parse(const char *s)
 {
@@ -71,10 +115,13 @@ log_vwrite(int level, const char *fmt, va_list ap)
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%S", &tm);
+	/* Worker threads log too: one line at a time. */
+	flockfile(stderr);
 	fprintf(stderr, "%s.%03ldZ respcache[%s]: ", tbuf, ts.tv_nsec / 1000000,
 	    log_names[level]);
 	vfprintf(stderr, fmt, ap);
 	fputc('\n', stderr);
+	funlockfile(stderr);
 }
 
 void

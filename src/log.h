@@ -1,5 +1,5 @@
 /*
- * log.h - leveled logging to stderr.
+ * log.h - leveled logging to stderr, or a file in its place.
  *
  * The macros test the level before they evaluate their arguments, so a
  * debug line on the hit path costs one comparison when debug is off.
@@ -15,6 +15,13 @@ extern int log_level_now;
 void	log_init(int level);
 /* "error", "warn", "info" or "debug" to its level; -1 if unknown. */
 int	log_level_parse(const char *);
+/*
+ * Where the error log goes: "stderr", or a file put in stderr's place
+ * (so what libraries print lands there too).  -1 and *cause on failure.
+ */
+int	log_open(const char *where, char **cause);
+/* SIGUSR1: open the file again, after logrotate moved it. */
+int	log_reopen(char **cause);
 void	log_write(int level, const char *fmt, ...)
 	    __attribute__((format(printf, 2, 3)));
 void	fatalx(const char *fmt, ...)

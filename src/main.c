@@ -2,42 +2,51 @@
  * main.c - respcache: command line, start-up, signals, shutdown.
  *
  * Start-up reads the configuration (defaults, then the file, then flags),
- * opens the cache, loads the upstream key, binds the listener and runs one
- * event loop that serves clients (evhttp) and talks to the upstream
- * (libcurl) at once.  It stays in the foreground and logs to stderr.
+ * opens the cache and the logs, loads the keys, binds the listeners, and
+ * starts the workers: event loops on threads of their own that serve
+ * clients (evhttp) and talk to the upstream (libcurl), sharing the cache.
+ * The main thread keeps an event loop for signals and the admin routes.
+ * It stays in the foreground and logs to stderr (or the error_log file).
  */
 #include "config.h"
 
 #include <errno.h>
 #include <getopt.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
-#include <sys/prctl.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <arpa/inet.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+#include <sys/prctl.h>
 
 #include <curl/curl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 
+#include "accesslog.h"
+#include "admin.h"
 #include "cache.h"
+#include "coalesce.h"
 #include "conf.h"
 #include "credential.h"
-#include "guard.h"
+#include "listener.h"
 #include "log.h"
-#include "proxy.h"
-#include "upstream.h"
+#include "metrics.h"
+#include "systemd.h"
+#include "worker.h"
 
 static void
 usage(FILE *f)
 {
 	fprintf(f,
 "usage: respcache [--config FILE] [--listen HOST:PORT] [--upstream URL]\n"
-"                 [--cache-dir DIR] [--upstream-key-file FILE] [-t] [-V] [-h]\n"
+"                 [--cache-dir DIR] [--upstream-key-file FILE]\n"
+"                 [--admin-listen HOST:PORT] [--workers N] [-t] [-V] [-h]\n"
 "       respcache hash-token < token-file\n"
 "\n"
 "  -c, --config FILE             read this INI file (see respcache.conf)\n"
@@ -45,13 +54,17 @@ usage(FILE *f)
 "  -u, --upstream URL            upstream API (default https://api.openai.com)\n"
 "  -d, --cache-dir DIR           LMDB cache directory\n"
 "  -k, --upstream-key-file FILE  send this key upstream instead of the client's\n"
+"  -a, --admin-listen HOST:PORT  admin routes and metrics (default\n"
+"                                127.0.0.1:9090; \"\" turns them off)\n"
+"  -w, --workers N               event-loop threads (default: one per CPU)\n"
 "  -t, --test                    check the configuration and exit\n"
 "  -V, --version                 print the version and exit\n"
 "  -h, --help                    print this help and exit\n"
 "\n"
 "  hash-token  read a client token on stdin, print its token_sha256\n"
 "\n"
-"SIGHUP re-reads the configuration and key files; SIGTERM drains, then exits.\n");
+"SIGHUP re-reads the configuration and key files; SIGTERM drains, then exits;\n"
+"SIGUSR1 reopens the log files.\n");
 }
 
 /* The configuration's sources: the file and the flags over it. */
@@ -60,7 +73,7 @@ struct conf_source {
 	struct {
 		const char	*section, *key;
 		char		*value;
-	} flags[4];
+	} flags[6];
 };
 
 /* Load, validate and read the keys of a configuration; -1 and *cause. */
@@ -111,19 +124,20 @@ hash_token(void)
 	return (0);
 }
 
-/* How long requests in flight may take to finish after SIGTERM. */
-#define DRAIN_SECONDS	30
-
 struct server {
 	struct event_base		*base;
-	struct evhttp			*http;
-	struct evhttp_bound_socket	*bs;
-	struct proxy			*px;
+	struct evhttp			*admin_http;
+	struct admin			*admin;
+	struct worker			**workers;
+	int				 nworkers;
+	int				 ndrained;
+	int				 drained_fd;
+	struct event			*drained_ev;
 	struct event			*drain_timer;
 	const struct conf_source	*src;
 	struct conf			*conf;		/* as running */
 	int				 stopping;
-	int				 flushed;
+	int				 stopped;
 };
 
 /*
@@ -140,13 +154,18 @@ on_reload(evutil_socket_t sig, short what, void *arg)
 	struct conf	 nc;
 	struct keyring	*keys;
 	char		*cause = NULL;
+	int		 i;
 
 	(void)sig;
 	(void)what;
+	systemd_reloading();
 	if (load(sv->src, &nc, &keys, &cause) == -1) {
 		log_err("reload refused, the running configuration stays: %s",
 		    cause);
 		free(cause);
+		metrics_reload(0);
+		systemd_ready("reload refused; serving the previous "
+		    "configuration");
 		return;
 	}
 	if (strcmp(nc.listen, sv->conf->listen) != 0 ||
@@ -160,96 +179,129 @@ on_reload(evutil_socket_t sig, short what, void *arg)
 	    nc.max_header_size != sv->conf->max_header_size ||
 	    nc.connect_timeout != sv->conf->connect_timeout ||
 	    nc.timeout != sv->conf->timeout ||
-	    nc.stream_idle_timeout != sv->conf->stream_idle_timeout)
+	    nc.stream_idle_timeout != sv->conf->stream_idle_timeout ||
+	    nc.workers != sv->conf->workers ||
+	    nc.shutdown_timeout != sv->conf->shutdown_timeout ||
+	    (nc.admin_listen == NULL) != (sv->conf->admin_listen == NULL) ||
+	    (nc.admin_listen != NULL && strcmp(nc.admin_listen,
+	    sv->conf->admin_listen) != 0) ||
+	    nc.log_json != sv->conf->log_json ||
+	    strcmp(nc.access_log, sv->conf->access_log) != 0 ||
+	    strcmp(nc.error_log, sv->conf->error_log) != 0)
 		log_warnx("reload: only keys, clients, ownership and the log "
 		    "level change now; the other settings changed take "
 		    "effect on restart");
-	proxy_set_keys(sv->px, keys);
+	for (i = 0; i < sv->nworkers; i++)
+		worker_set_keys(sv->workers[i], keyring_ref(keys));
+	keyring_unref(keys);
 	log_init(nc.log_level);
 	log_info("reloaded: %zu credential%s, %zu client%s", nc.ncreds,
 	    nc.ncreds == 1 ? "" : "s", nc.nclients,
 	    nc.nclients == 1 ? "" : "s");
+	metrics_reload(1);
+	systemd_ready("serving; configuration reloaded");
 	conf_free(&nc);
 }
 
+/* SIGUSR1: logrotate moved the log files; open them again. */
 static void
-stop_now(void *arg)
+on_reopen(evutil_socket_t sig, short what, void *arg)
 {
-	struct server	*sv = arg;
+	char	*cause = NULL;
 
+	(void)sig;
+	(void)what;
+	(void)arg;
+	if (log_reopen(&cause) == -1 || accesslog_reopen(&cause) == -1) {
+		log_err("cannot reopen the logs: %s", cause);
+		free(cause);
+		return;
+	}
+	log_info("log files reopened");
+}
+
+/* Every worker ends what is left and returns; the main loop ends too. */
+static void
+stop_all(struct server *sv)
+{
+	int	i;
+
+	if (sv->stopped++)
+		return;
+	for (i = 0; i < sv->nworkers; i++)
+		worker_stop(sv->workers[i]);
 	event_base_loopbreak(sv->base);
 }
 
+/* A worker's drain is complete. */
 static void
-flushed(void *arg)
+on_drained(evutil_socket_t fd, short what, void *arg)
 {
 	struct server	*sv = arg;
+	uint64_t	 n;
 
-	sv->flushed = 1;
-	event_base_loopbreak(sv->base);
+	(void)what;
+	if (read(fd, &n, sizeof n) != sizeof n)
+		return;
+	sv->ndrained += (int)n;
+	if (sv->ndrained >= sv->nworkers) {
+		log_info("nothing left in flight: stopping");
+		stop_all(sv);
+	}
 }
 
 static void
 drain_timeout(evutil_socket_t fd, short what, void *arg)
 {
+	struct server	*sv = arg;
+
 	(void)fd;
 	(void)what;
-	log_warnx("requests still in flight after %d s: stopping anyway",
-	    DRAIN_SECONDS);
-	stop_now(arg);
+	log_warnx("requests still in flight after shutdown_timeout (%g s): "
+	    "stopping anyway", sv->conf->shutdown_timeout);
+	stop_all(sv);
 }
 
 /*
- * SIGTERM or SIGINT: stop accepting, let what is in flight finish (a
- * stream runs to its end), then leave the loop.  A second signal, or the
- * drain time running out, stops at once.
+ * SIGTERM or SIGINT: readiness goes false, every worker stops accepting
+ * and lets what is in flight finish (a stream runs to its end) within
+ * shutdown_timeout.  A second signal stops at once.
  */
 static void
 on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct server	*sv = arg;
-	struct timeval	 tv = { DRAIN_SECONDS, 0 };
+	struct timeval	 tv;
+	int		 i;
 
 	(void)what;
 	if (sv->stopping++) {
 		log_info("signal %d again: stopping now", (int)sig);
-		stop_now(sv);
+		stop_all(sv);
 		return;
 	}
 	log_info("signal %d: draining, then stopping", (int)sig);
-	evhttp_del_accept_socket(sv->http, sv->bs);
-	sv->bs = NULL;
+	systemd_stopping();
+	admin_draining(sv->admin);
+	tv.tv_sec = (time_t)sv->conf->shutdown_timeout;
+	tv.tv_usec = (suseconds_t)((sv->conf->shutdown_timeout -
+	    (double)tv.tv_sec) * 1e6);
 	evtimer_add(sv->drain_timer, &tv);
-	proxy_drain(sv->px, stop_now, sv);
+	for (i = 0; i < sv->nworkers; i++)
+		worker_drain(sv->workers[i]);
 }
 
-/* Print the address clients can use: tests and scripts wait for it. */
-static void
-announce(struct evhttp_bound_socket *bs)
+/* The CPUs this process may run on (its affinity, as taskset sets it). */
+static int
+cpu_count(void)
 {
-	struct sockaddr_storage	ss;
-	socklen_t		len = sizeof ss;
-	char			host[INET6_ADDRSTRLEN];
-	int			port;
+	cpu_set_t	set;
+	long		n;
 
-	if (getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&ss,
-	    &len) == -1)
-		fatalx("getsockname failed");
-	if (ss.ss_family == AF_INET6) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-
-		inet_ntop(AF_INET6, &s6->sin6_addr, host, sizeof host);
-		port = ntohs(s6->sin6_port);
-		fprintf(stderr, "respcache: listening on [%s]:%d\n", host,
-		    port);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-
-		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
-		port = ntohs(s4->sin_port);
-		fprintf(stderr, "respcache: listening on %s:%d\n", host, port);
-	}
-	fflush(stderr);
+	if (sched_getaffinity(0, sizeof set, &set) == 0 && CPU_COUNT(&set) > 0)
+		return (CPU_COUNT(&set));
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	return (n > 0 && n < INT_MAX ? (int)n : 1);
 }
 
 int
@@ -261,6 +313,8 @@ main(int argc, char **argv)
 		{ "upstream", required_argument, NULL, 'u' },
 		{ "cache-dir", required_argument, NULL, 'd' },
 		{ "upstream-key-file", required_argument, NULL, 'k' },
+		{ "admin-listen", required_argument, NULL, 'a' },
+		{ "workers", required_argument, NULL, 'w' },
 		{ "test", no_argument, NULL, 't' },
 		{ "version", no_argument, NULL, 'V' },
 		{ "help", no_argument, NULL, 'h' },
@@ -271,25 +325,23 @@ main(int argc, char **argv)
 		{ "upstream", "url", NULL },
 		{ "cache", "dir", NULL },
 		{ "upstream", "key_file", NULL },
+		{ "server", "admin_listen", NULL },
+		{ "server", "workers", NULL },
 	} };
 	struct conf			 conf;
-	struct event_config		*evcfg;
-	struct event_base		*base;
-	struct evhttp			*http;
-	struct evhttp_bound_socket	*bs;
-	struct event			*sigterm, *sigint, *sighup;
+	struct event			*sigs[4];
 	struct cache			*cache;
-	struct upstream			*up;
+	struct coalesce			*flights;
 	struct keyring			*keys;
-	struct proxy			*px;
-	struct timeval			 tv;
 	struct server			 sv;
-	char				*cause = NULL;
-	int				 ch, test = 0, one;
+	sigset_t			 all, old;
+	char				*cause = NULL, name[80], aname[80];
+	int				*fds, admin_fd = -1, nfds, ch, i;
+	int				 test = 0;
 
 	if (argc == 2 && strcmp(argv[1], "hash-token") == 0)
 		return (hash_token());
-	while ((ch = getopt_long(argc, argv, "c:l:u:d:k:tVh", longopts,
+	while ((ch = getopt_long(argc, argv, "c:l:u:d:k:a:w:tVh", longopts,
 	    NULL)) != -1) {
 		switch (ch) {
 		case 'c':
@@ -306,6 +358,12 @@ main(int argc, char **argv)
 			break;
 		case 'k':
 			src.flags[3].value = optarg;
+			break;
+		case 'a':
+			src.flags[4].value = optarg;
+			break;
+		case 'w':
+			src.flags[5].value = optarg;
 			break;
 		case 't':
 			test = 1;
@@ -350,98 +408,113 @@ main(int argc, char **argv)
 	/* Holding keys: no core dump and no ptrace by the same user. */
 	if (conf.ncreds > 0 && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1)
 		log_warnx("prctl(PR_SET_DUMPABLE): %s", strerror(errno));
+	if (log_open(conf.error_log, &cause) == -1 ||
+	    accesslog_open(conf.access_log, conf.log_json, &cause) == -1)
+		fatalx("%s", cause);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
 		fatalx("curl_global_init failed");
 	if ((cache = cache_open(conf.cache_dir, conf.cache_max_size,
 	    conf.cache_ttl, &cause)) == NULL)
 		fatalx("%s", cause);
-	/*
-	 * The changelist folds evhttp's per-request disable and enable of
-	 * EV_READ and EV_WRITE into one epoll_ctl per real change, applied
-	 * just before epoll_wait: a quarter of a cache hit's CPU.
-	 */
-	if ((evcfg = event_config_new()) == NULL ||
-	    event_config_set_flag(evcfg,
-	    EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST) != 0 ||
-	    (base = event_base_new_with_config(evcfg)) == NULL ||
-	    (http = evhttp_new(base)) == NULL)
-		fatalx("cannot create the event loop");
-	event_config_free(evcfg);
-	evhttp_set_max_headers_size(http, (ev_ssize_t)conf.max_header_size);
-	evhttp_set_max_body_size(http, (ev_ssize_t)conf.max_body_size);
-	tv.tv_sec = (time_t)conf.client_timeout;
-	tv.tv_usec = (suseconds_t)((conf.client_timeout - (double)tv.tv_sec) *
-	    1e6);
-	evhttp_set_timeout_tv(http, &tv);
-	/* NUL bytes, and client_timeout for a request's whole headers. */
-	guard_init(http, &tv);
-	/* Every method reaches the router, which answers 405 itself. */
-	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
-	    EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-	    EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT |
-	    EVHTTP_REQ_PATCH);
-	up = upstream_new(base, conf.upstream_url, conf.connect_timeout,
-	    conf.timeout, conf.stream_idle_timeout);
-	px = proxy_new(http, cache, up, keys, &tv, conf.tombstone_ttl);
-	if ((bs = evhttp_bind_socket_with_handle(http, conf.listen_host,
-	    (ev_uint16_t)conf.listen_port)) == NULL)
-		fatalx("cannot listen on %s (in use, or not an address of "
-		    "this host)", conf.listen);
-	/*
-	 * Accepted sockets inherit it: a stream's small events and a reply's
-	 * last segment never wait for the client's delayed ACK (Nagle).
-	 */
-	one = 1;
-	if (setsockopt(evhttp_bound_socket_get_fd(bs), IPPROTO_TCP,
-	    TCP_NODELAY, &one, sizeof one) == -1)
-		log_warnx("cannot set TCP_NODELAY on the listener: %s",
-		    strerror(errno));
+
 	memset(&sv, 0, sizeof sv);
-	sv.base = base;
-	sv.http = http;
-	sv.bs = bs;
-	sv.px = px;
 	sv.src = &src;
 	sv.conf = &conf;
-	if ((sv.drain_timer = evtimer_new(base, drain_timeout, &sv)) == NULL)
+	sv.nworkers = conf.workers > 0 ? conf.workers : cpu_count();
+	if ((fds = calloc((size_t)sv.nworkers, sizeof *fds)) == NULL ||
+	    (sv.workers = calloc((size_t)sv.nworkers,
+	    sizeof *sv.workers)) == NULL)
 		fatalx("out of memory");
-	sigterm = evsignal_new(base, SIGTERM, on_signal, &sv);
-	sigint = evsignal_new(base, SIGINT, on_signal, &sv);
-	sighup = evsignal_new(base, SIGHUP, on_reload, &sv);
-	if (sigterm == NULL || sigint == NULL || sighup == NULL ||
-	    evsignal_add(sigterm, NULL) || evsignal_add(sigint, NULL) ||
-	    evsignal_add(sighup, NULL))
-		fatalx("cannot set up signals");
-	log_info("respcache %s: upstream %s, cache %s (max %zu bytes), %s",
-	    PACKAGE_VERSION, conf.upstream_url, conf.cache_dir,
-	    conf.cache_max_size, conf.ncreds == 0 ?
-	    "client keys passed through" : conf.nclients == 0 ?
-	    "upstream key from file, no client auth" :
-	    "upstream keys from files, clients by token");
-	announce(bs);
+	/* Socket activation: every worker accepts on what systemd passed. */
+	if ((nfds = systemd_listen_fds(fds, 1, &cause)) == -1)
+		fatalx("%s", cause);
+	if (nfds == 1) {
+		for (i = 1; i < sv.nworkers; i++)
+			if ((fds[i] = dup(fds[0])) == -1)
+				fatalx("dup: %s", strerror(errno));
+	} else if (listener_open("[server] listen", conf.listen_host,
+	    conf.listen_port, sv.nworkers, fds, &cause) == -1)
+		fatalx("%s", cause);
+	if (conf.admin_listen != NULL && listener_open("[server] "
+	    "admin_listen; empty turns it off", conf.admin_host,
+	    conf.admin_port, 1, &admin_fd, &cause) == -1)
+		fatalx("%s", cause);
 
-	event_base_dispatch(base);
-
-	/* What proxy_stop() answers gets 1 s to reach its clients. */
-	proxy_stop(px);
-	proxy_drain(px, flushed, &sv);
-	if (!sv.flushed) {
-		tv.tv_sec = 1;
-		tv.tv_usec = 0;
-		event_base_loopexit(base, &tv);
-		event_base_dispatch(base);
+	if ((sv.base = event_base_new()) == NULL)
+		fatalx("cannot create the event loop");
+	if (admin_fd != -1) {
+		if ((sv.admin_http = evhttp_new(sv.base)) == NULL ||
+		    evhttp_accept_socket_with_handle(sv.admin_http,
+		    admin_fd) == NULL)
+			fatalx("cannot serve the admin routes");
+		sv.admin = admin_new(sv.admin_http, cache, sv.nworkers);
 	}
-	evhttp_free(http);
-	proxy_free(px);
-	upstream_free(up);
-	event_free(sigterm);
-	event_free(sigint);
-	event_free(sighup);
+	if ((sv.drained_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1)
+		fatalx("eventfd: %s", strerror(errno));
+	flights = coalesce_new();
+	for (i = 0; i < sv.nworkers; i++)
+		sv.workers[i] = worker_new(i, &conf, cache, flights, keys,
+		    fds[i], sv.drained_fd);
+	listener_name(fds[0], name, sizeof name);
+	if (admin_fd != -1)
+		listener_name(admin_fd, aname, sizeof aname);
+	free(fds);
+
+	if ((sv.drain_timer = evtimer_new(sv.base, drain_timeout, &sv)) ==
+	    NULL || (sv.drained_ev = event_new(sv.base, sv.drained_fd,
+	    EV_READ | EV_PERSIST, on_drained, &sv)) == NULL ||
+	    event_add(sv.drained_ev, NULL) == -1)
+		fatalx("out of memory");
+	sigs[0] = evsignal_new(sv.base, SIGTERM, on_signal, &sv);
+	sigs[1] = evsignal_new(sv.base, SIGINT, on_signal, &sv);
+	sigs[2] = evsignal_new(sv.base, SIGHUP, on_reload, &sv);
+	sigs[3] = evsignal_new(sv.base, SIGUSR1, on_reopen, &sv);
+	for (i = 0; i < 4; i++)
+		if (sigs[i] == NULL || evsignal_add(sigs[i], NULL) == -1)
+			fatalx("cannot set up signals");
+	/* Signals are the main thread's: workers start with them blocked. */
+	sigfillset(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	for (i = 0; i < sv.nworkers; i++)
+		worker_start(sv.workers[i]);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+
+	log_info("respcache %s: upstream %s, cache %s (max %zu bytes), %d "
+	    "worker%s, %s", PACKAGE_VERSION, conf.upstream_url, conf.cache_dir,
+	    conf.cache_max_size, sv.nworkers, sv.nworkers == 1 ? "" : "s",
+	    conf.ncreds == 0 ? "client keys passed through" :
+	    conf.nclients == 0 ? "upstream key from file, no client auth" :
+	    "upstream keys from files, clients by token");
+	/* Tests and scripts wait for these lines. */
+	if (admin_fd != -1)
+		fprintf(stderr, "respcache: admin on %s\n", aname);
+	fprintf(stderr, "respcache: listening on %s\n", name);
+	fflush(stderr);
+	systemd_ready("serving on %s with %d worker%s", name, sv.nworkers,
+	    sv.nworkers == 1 ? "" : "s");
+
+	event_base_dispatch(sv.base);
+
+	stop_all(&sv);
+	for (i = 0; i < sv.nworkers; i++)
+		worker_join(sv.workers[i]);
+	for (i = 0; i < sv.nworkers; i++)
+		worker_free(sv.workers[i]);
+	free(sv.workers);
+	keyring_unref(keys);
+	coalesce_free(flights);
+	if (sv.admin_http != NULL)
+		evhttp_free(sv.admin_http);
+	admin_free(sv.admin);
+	for (i = 0; i < 4; i++)
+		event_free(sigs[i]);
 	event_free(sv.drain_timer);
-	event_base_free(base);
+	event_free(sv.drained_ev);
+	close(sv.drained_fd);
+	event_base_free(sv.base);
 	cache_close(cache);
-	guard_free();
 	curl_global_cleanup();
+	accesslog_close();
 	conf_free(&conf);
 	log_info("stopped");
 	return (0);

@@ -35,11 +35,13 @@
 #include <event2/keyvalq_struct.h>
 #include <openssl/crypto.h>
 
+#include "accesslog.h"
 #include "cache.h"
 #include "coalesce.h"
 #include "credential.h"
 #include "guard.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "reply.h"
 #include "response.h"
@@ -64,6 +66,10 @@ struct proxy {
 	struct upstream		*up;
 	struct keyring		*keys;		/* the newest; requests hold theirs */
 	struct coalesce		*flights;	/* fetches others may wait on */
+	struct coalesce_box	*box;		/* this loop's, for waiting */
+	struct metrics		*metrics;
+	struct accesslog	*alog;
+	double			 t0;		/* the request being handled */
 	struct timeval		 client_tv;
 	double			 tombstone_ttl;
 	char			 date[40];	/* see proxy_date() */
@@ -87,6 +93,7 @@ struct proxy_req {
 	struct coalesce_waiter	 waiter;	/* or we wait on another's */
 	struct route		 route;
 	struct keyring		*keys;		/* as the request began */
+	int			 keys_held;	/* a reference: it went async */
 	const struct client	*client;	/* NULL: no client auth */
 	const struct credential	*cred;		/* NULL: pass-through */
 	char			 tenant[SHA256_HEX_LEN + 1];
@@ -95,6 +102,10 @@ struct proxy_req {
 	char			*upath;		/* path and query sent upstream */
 	size_t			 klen;
 	struct upstream_req	*ureq;
+	double			 t0;		/* its headers came in */
+	double			 ut0;		/* its upstream request went out */
+	double			 usecs;		/* and took this long */
+	enum metrics_cache	 result;	/* the cache's part */
 	char			*fwd[PROXY_MAX_FWD_HEADERS + 1];
 	int			 status;
 	const struct evkeyvalq	*uhdrs;		/* upstream's, until done */
@@ -159,6 +170,67 @@ proxy_method_name(enum route_method m)
 	    "PUT", "PATCH", "OPTIONS", "GET" };
 
 	return (names[m]);
+}
+
+/* Seconds on a monotonic clock. */
+static double
+proxy_clock(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+}
+
+static const char *const proxy_result_names[MC_COUNT] = {
+	"hit", "miss", "coalesced", "bypass"
+};
+
+/*
+ * A request is answered (or its client left: status 499): count it in
+ * the metrics and write its access log line.  pr is NULL for answers
+ * made before a request had one.  Called once per request, right after
+ * its reply was handed to evhttp (or its client left).
+ */
+static void
+proxy_account(struct proxy *px, struct evhttp_request *req,
+    const struct proxy_req *pr, int status, enum metrics_cache result,
+    size_t bytes)
+{
+	struct access_entry	 e;
+	enum metrics_route	 route = MR_NONE;
+	enum metrics_method	 method;
+	double			 now = proxy_clock();
+
+	switch (evhttp_request_get_command(req)) {
+	case EVHTTP_REQ_GET:	method = MM_GET;	e.method = "GET"; break;
+	case EVHTTP_REQ_POST:	method = MM_POST;	e.method = "POST"; break;
+	case EVHTTP_REQ_DELETE:	method = MM_DELETE;	e.method = "DELETE";
+		break;
+	default:		method = MM_OTHER;
+		e.method = proxy_method_name(proxy_method(
+		    evhttp_request_get_command(req)));
+		break;
+	}
+	if (pr != NULL && pr->route.method != RM_OTHER)
+		route = (enum metrics_route)pr->route.kind;
+	e.secs = now - (pr != NULL ? pr->t0 : px->t0);
+	metrics_request(px->metrics, route, method, status, result, e.secs);
+	metrics_inflight(px->metrics, -1);
+	if (px->alog == NULL)
+		return;
+	e.client = pr != NULL && pr->client != NULL ? pr->client->name : NULL;
+	e.uri = evhttp_request_get_uri(req);
+	e.status = status;
+	e.cache = proxy_result_names[result];
+	e.upstream_status = pr != NULL && result != MC_COALESCED &&
+	    result != MC_HIT ? pr->status : 0;
+	e.upstream_secs = pr == NULL ? 0 : pr->ureq != NULL ? now - pr->ut0 :
+	    pr->usecs;
+	e.bytes = bytes;
+	e.request_id = evhttp_find_header(evhttp_request_get_output_headers(
+	    req), "x-request-id");
+	accesslog_write(px->alog, &e);
 }
 
 static void
@@ -228,12 +300,15 @@ proxy_track_reply(struct proxy *px, struct evhttp_request *req)
 
 /* An error the proxy answers itself, counted like any reply. */
 static void
-proxy_reply_error(struct proxy *px, struct evhttp_request *req, int status,
-    const char *type, const char *code, const char *message,
-    const char *allow)
+proxy_reply_error(struct proxy *px, struct evhttp_request *req,
+    const struct proxy_req *pr, int status, const char *type,
+    const char *code, const char *message, const char *allow)
 {
+	size_t	len;
+
 	proxy_track_reply(px, req);
-	reply_error(req, status, type, code, message, allow);
+	len = reply_error(req, status, type, code, message, allow);
+	proxy_account(px, req, pr, status, MC_BYPASS, len);
 }
 
 static void
@@ -250,6 +325,8 @@ proxy_req_free(struct proxy_req *pr)
 		pr->next->prev = pr->prev;
 	if (pr->gone != NULL)
 		event_free(pr->gone);
+	if (pr->streaming)
+		metrics_streams(px->metrics, -1);
 	coalesce_leave(&pr->waiter);
 	/* Those waiting on a fetch that ends with nothing fetch their own. */
 	if (pr->fetch != NULL)
@@ -263,7 +340,8 @@ proxy_req_free(struct proxy_req *pr)
 	if (pr->body != NULL)
 		evbuffer_free(pr->body);
 	sse_free(pr->sse);
-	keyring_unref(pr->keys);
+	if (pr->keys_held)
+		keyring_unref(pr->keys);
 	route_clear(&pr->route);
 	free(pr->key);
 	free(pr->upath);
@@ -300,6 +378,7 @@ proxy_client_closed(struct evhttp_connection *evcon, void *arg)
 	(void)evcon;
 	log_debug("client closed during %s %s", proxy_method_name(
 	    pr->route.method), evhttp_request_get_uri(pr->req));
+	proxy_account(pr->px, pr->req, pr, 499, pr->result, pr->relayed);
 	if (evhttp_request_get_connection(pr->req) == NULL)
 		evhttp_request_free(pr->req);
 	pr->req = NULL;
@@ -307,7 +386,8 @@ proxy_client_closed(struct evhttp_connection *evcon, void *arg)
 		event_free(pr->gone);
 		pr->gone = NULL;
 	}
-	if (pr->fetch != NULL && coalesce_waiters(pr->fetch) > 0)
+	if (pr->fetch != NULL && coalesce_waiters(pr->px->flights,
+	    pr->fetch) > 0)
 		return;
 	upstream_abort(pr->ureq);
 	pr->ureq = NULL;
@@ -403,6 +483,7 @@ proxy_date(struct proxy *px, time_t now)
 
 struct proxy_hit {
 	struct proxy		*px;
+	struct proxy_req	*pr;
 	struct evhttp_request	*req;
 	time_t			 now;
 	double			 max_age;	/* 0: any age */
@@ -456,6 +537,7 @@ proxy_serve_hit(const struct cache_entry *e, void *arg)
 	if (e->status == 200 && e->etag_len > 0 &&
 	    proxy_etag_match(inm, e->etag, e->etag_len)) {
 		evhttp_send_reply(req, 304, "Not Modified", NULL);
+		proxy_account(h->px, req, h->pr, 304, MC_HIT, 0);
 		return;
 	}
 	/* Straight into the reply's buffer: no evbuffer of our own. */
@@ -463,6 +545,7 @@ proxy_serve_hit(const struct cache_entry *e, void *arg)
 	    e->body_len) == -1)
 		fatalx("out of memory");
 	evhttp_send_reply(req, e->status, NULL, NULL);
+	proxy_account(h->px, req, h->pr, e->status, MC_HIT, e->body_len);
 }
 
 /*
@@ -482,6 +565,7 @@ proxy_tombstoned(struct proxy_req *pr, time_t now)
 		return (0);
 	memset(&h, 0, sizeof h);
 	h.px = pr->px;
+	h.pr = pr;
 	h.req = pr->req;
 	h.now = now;
 	h.max_age = pr->px->tombstone_ttl;
@@ -601,13 +685,13 @@ proxy_reply_not_found(struct proxy_req *pr, const char *id)
 	char	*msg;
 
 	if (*id == '\0') {
-		proxy_reply_error(pr->px, pr->req, 400, NULL, "invalid_json",
+		proxy_reply_error(pr->px, pr->req, pr, 400, NULL, "invalid_json",
 		    "The request body repeats a key.", NULL);
 		return;
 	}
 	msg = proxy_not_found_msg(id == pr->route.id ? "Response" :
 	    "Previous response", id);
-	proxy_reply_error(pr->px, pr->req, 404, "invalid_request_error", NULL,
+	proxy_reply_error(pr->px, pr->req, pr, 404, "invalid_request_error", NULL,
 	    msg, NULL);
 	free(msg);
 }
@@ -629,9 +713,10 @@ proxy_copy_resp_headers(struct proxy_req *pr, struct evkeyvalq *out)
 
 /* Send an answer (see coalesce.h) to one client. */
 static void
-proxy_send_answer(struct proxy *px, struct evhttp_request *req,
-    const struct coalesce_answer *a)
+proxy_send_answer(struct proxy_req *pr, const struct coalesce_answer *a)
 {
+	struct proxy		*px = pr->px;
+	struct evhttp_request	*req = pr->req;
 	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
 	struct evkeyval		*h;
 	const char		*etag, *inm;
@@ -645,12 +730,14 @@ proxy_send_answer(struct proxy *px, struct evhttp_request *req,
 	if (a->status == 200 && etag != NULL &&
 	    proxy_etag_match(inm, etag, strlen(etag))) {
 		evhttp_send_reply(req, 304, "Not Modified", NULL);
+		proxy_account(px, req, pr, 304, pr->result, 0);
 		return;
 	}
 	if (evbuffer_add(evhttp_request_get_output_buffer(req), a->body,
 	    a->body_len) == -1)
 		fatalx("out of memory");
 	evhttp_send_reply(req, a->status, NULL, NULL);
+	proxy_account(px, req, pr, a->status, pr->result, a->body_len);
 }
 
 /* End this request's fetch: those waiting on it get answer (or NULL). */
@@ -672,7 +759,7 @@ proxy_answer(struct proxy_req *pr, const struct coalesce_answer *a)
 	proxy_end_fetch(pr, a);
 	if (pr->req != NULL) {
 		proxy_req_detach(pr);
-		proxy_send_answer(pr->px, pr->req, a);
+		proxy_send_answer(pr, a);
 	}
 }
 
@@ -711,11 +798,12 @@ proxy_waited(struct coalesce_waiter *w, const struct coalesce_answer *a)
 	    offsetof(struct proxy_req, waiter));
 	if (a == NULL) {
 		/* It ended with nothing to share: fetch for ourselves. */
+		pr->result = MC_MISS;
 		proxy_forward(pr);
 		return;
 	}
 	proxy_req_detach(pr);
-	proxy_send_answer(pr->px, pr->req, a);
+	proxy_send_answer(pr, a);
 	proxy_req_free(pr);
 }
 
@@ -786,6 +874,7 @@ proxy_stream_end(struct proxy_req *pr, const char *type, const char *code,
 
 	proxy_req_detach(pr);
 	if (code != NULL && !proxy_stream_at_boundary(pr)) {
+		proxy_account(pr->px, req, pr, 200, pr->result, pr->relayed);
 		proxy_req_free(pr);
 		evhttp_connection_free(evcon);
 		return;
@@ -800,6 +889,7 @@ proxy_stream_end(struct proxy_req *pr, const char *type, const char *code,
 	proxy_track_reply(pr->px, req);
 	evhttp_request_set_on_complete_cb(req, proxy_stream_written, pr->px);
 	evhttp_send_reply_end(req);
+	proxy_account(pr->px, req, pr, 200, pr->result, pr->relayed);
 	proxy_req_free(pr);
 }
 
@@ -820,6 +910,7 @@ proxy_up_headers(void *arg, int status, const struct evkeyvalq *hdrs)
 		return;
 	/* An event stream goes through as it comes, never held whole. */
 	pr->streaming = 1;
+	metrics_streams(pr->px->metrics, 1);
 	/* A stream is one client's: anyone waiting fetches their own. */
 	proxy_end_fetch(pr, NULL);
 	if (pr->req == NULL) {
@@ -1005,6 +1096,13 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 	int			 stored = 0;
 
 	pr->ureq = NULL;
+	pr->usecs = proxy_clock() - pr->ut0;
+	metrics_upstream(pr->px->metrics, err == UPSTREAM_OK ? pr->status : 0,
+	    pr->usecs);
+	if (err != UPSTREAM_OK && err != UPSTREAM_ABORTED)
+		metrics_upstream_error(pr->px->metrics, err == UPSTREAM_CONNECT ?
+		    MU_CONNECT : err == UPSTREAM_TIMEOUT ? MU_TIMEOUT :
+		    err == UPSTREAM_TLS ? MU_TLS : MU_PROTOCOL);
 	log_debug("upstream done: %s %s: %s, status %d%s", proxy_method_name(
 	    pr->route.method), pr->upath, upstream_err_str(err), pr->status,
 	    pr->streaming ? ", streamed" : "");
@@ -1183,6 +1281,7 @@ proxy_forward(struct proxy_req *pr)
 	if ((pr->body = evbuffer_new()) == NULL)
 		fatalx("out of memory");
 	proxy_watch_client(pr);
+	pr->ut0 = proxy_clock();
 	pr->ureq = upstream_start(pr->px->up, &o, &proxy_hooks, pr);
 }
 
@@ -1265,24 +1364,26 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	struct proxy_hit	 hit;
 	const char		*upgrade, *key, *what = "";
 
+	px->t0 = proxy_clock();
+	metrics_inflight(px->metrics, 1);
 	if (px->draining) {
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		    "Connection", "close");
-		proxy_reply_error(px, req, 503, "server_error",
+		proxy_reply_error(px, req, NULL, 503, "server_error",
 		    "shutting_down", "respcache is shutting down.", NULL);
 		return;
 	}
 	if (guard_request(req) == -1) {
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		    "Connection", "close");
-		proxy_reply_error(px, req, 400, NULL, "bad_request",
+		proxy_reply_error(px, req, NULL, 400, NULL, "bad_request",
 		    "The request holds a NUL byte.", NULL);
 		return;
 	}
 	if (!proxy_framing_ok(in)) {
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		    "Connection", "close");
-		proxy_reply_error(px, req, 400, NULL, "bad_request",
+		proxy_reply_error(px, req, NULL, 400, NULL, "bad_request",
 		    "Conflicting or unsupported message framing: one "
 		    "Content-Length, or Transfer-Encoding: chunked alone.",
 		    NULL);
@@ -1290,7 +1391,8 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	}
 	upgrade = evhttp_find_header(in, "Upgrade");
 	if (upgrade != NULL) {
-		proxy_reply_error(px, req, 400, NULL, "websocket_not_supported",
+		proxy_reply_error(px, req, NULL, 400, NULL,
+		    "websocket_not_supported",
 		    "respcache does not support WebSocket or other protocol "
 		    "upgrades; use HTTP requests (streams work as SSE).", NULL);
 		return;
@@ -1299,21 +1401,31 @@ proxy_handle(struct evhttp_request *req, void *arg)
 		fatalx("out of memory");
 	pr->px = px;
 	pr->req = req;
+	pr->t0 = px->t0;
+	pr->result = MC_BYPASS;
+	pr->waiter.fn = proxy_waited;
+	pr->waiter.box = px->box;
 	if (route_parse(proxy_method(evhttp_request_get_command(req)),
 	    evhttp_uri_get_path(uri), evhttp_uri_get_query(uri), &pr->route,
 	    &err) == -1) {
-		proxy_reply_error(px, req, err.status, NULL, err.code,
+		pr->route.method = RM_OTHER;	/* counted as no route */
+		proxy_reply_error(px, req, pr, err.status, NULL, err.code,
 		    err.message, err.allow);
+		route_clear(&pr->route);
 		free(pr);
 		return;
 	}
 
-	/* Who asks, with which key: the tenant. */
-	pr->keys = keyring_ref(px->keys);
+	/*
+	 * Who asks, with which key: the tenant.  The keyring cannot change
+	 * while this runs; a reference is taken if the request goes on.
+	 */
+	pr->keys = px->keys;
 	key = proxy_client_key(evhttp_find_header(in, "Authorization"));
 	if (pr->keys->nclients > 0) {
 		if ((pr->client = keyring_client(pr->keys, key)) == NULL) {
-			proxy_reply_error(px, req, 401, NULL, "invalid_api_key",
+			proxy_reply_error(px, req, pr, 401, NULL,
+			    "invalid_api_key",
 			    "Incorrect API key provided: this proxy does not "
 			    "know the key the client sent.", NULL);
 			proxy_req_free(pr);
@@ -1334,6 +1446,7 @@ proxy_handle(struct evhttp_request *req, void *arg)
 
 	memset(&hit, 0, sizeof hit);
 	hit.px = px;
+	hit.pr = pr;
 	hit.req = req;
 	hit.now = time(NULL);
 	if (pr->route.cacheable) {
@@ -1349,38 +1462,40 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	if (px->active != NULL)
 		px->active->prev = pr;
 	px->active = pr;
+	keyring_ref(pr->keys);
+	pr->keys_held = 1;
 	if (pr->route.cacheable) {
 		/* One upstream fetch per key: wait for the one in flight. */
-		if ((f = coalesce_find(px->flights, pr->key, pr->klen)) !=
-		    NULL) {
-			pr->waiter.fn = proxy_waited;
-			coalesce_wait(f, &pr->waiter);
-			log_debug("GET %s waits on the fetch in flight (%d "
-			    "waiting)", evhttp_request_get_uri(req),
-			    coalesce_waiters(f));
+		if ((f = coalesce_join(px->flights, pr->key, pr->klen,
+		    &pr->waiter)) == NULL) {
+			pr->result = MC_COALESCED;
+			log_debug("GET %s waits on the fetch in flight",
+			    evhttp_request_get_uri(req));
 			proxy_watch_client(pr);
 			return;
 		}
-		pr->fetch = coalesce_begin(px->flights, pr->key, pr->klen);
+		pr->fetch = f;
+		pr->result = MC_MISS;
 	}
 	proxy_forward(pr);
 }
 
 struct proxy *
-proxy_new(struct evhttp *http, struct cache *cache, struct upstream *up,
-    struct keyring *keys, const struct timeval *client_tv,
-    double tombstone_ttl)
+proxy_new(struct evhttp *http, const struct proxy_env *env)
 {
 	struct proxy	*px;
 
 	if ((px = calloc(1, sizeof *px)) == NULL)
 		fatalx("out of memory");
-	px->cache = cache;
-	px->up = up;
-	px->keys = keys;
-	px->flights = coalesce_new();
-	px->client_tv = *client_tv;
-	px->tombstone_ttl = tombstone_ttl;
+	px->cache = env->cache;
+	px->up = env->up;
+	px->keys = keyring_ref(env->keys);
+	px->flights = env->flights;
+	px->box = env->box;
+	px->metrics = env->metrics;
+	px->alog = env->alog;
+	px->client_tv = env->client_tv;
+	px->tombstone_ttl = env->tombstone_ttl;
 	evhttp_set_gencb(http, proxy_handle, px);
 	return (px);
 }
@@ -1414,9 +1529,10 @@ proxy_stop(struct proxy *px)
 			    "early.");
 		else {
 			proxy_req_detach(pr);
-			reply_error(pr->req, 503, "server_error",
+			proxy_account(px, pr->req, pr, 503, pr->result,
+			    reply_error(pr->req, 503, "server_error",
 			    "shutting_down", "respcache is shutting down.",
-			    NULL);
+			    NULL));
 			proxy_req_free(pr);
 		}
 	}
@@ -1437,6 +1553,5 @@ proxy_free(struct proxy *px)
 		explicit_bzero(px->memo_key, px->memo_len);
 		free(px->memo_key);
 	}
-	coalesce_free(px->flights);
 	free(px);
 }

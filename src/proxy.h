@@ -4,25 +4,39 @@
 #ifndef RC_PROXY_H
 #define RC_PROXY_H
 
+#include <sys/time.h>
+
+struct accesslog;
 struct cache;
+struct coalesce;
+struct coalesce_box;
 struct evhttp;
 struct keyring;
+struct metrics;
 struct proxy;
-struct timeval;
 struct upstream;
 
+/* What one event loop's proxy works with. */
+struct proxy_env {
+	struct cache		*cache;		/* shared by every worker */
+	struct coalesce		*flights;	/* shared by every worker */
+	struct coalesce_box	*box;		/* this loop's */
+	struct upstream		*up;		/* this loop's */
+	struct keyring		*keys;		/* a reference is taken */
+	struct metrics		*metrics;	/* this loop's, or NULL */
+	struct accesslog	*alog;		/* this loop's, or NULL */
+	struct timeval		 client_tv;	/* clients' read/write timeout */
+	double			 tombstone_ttl;	/* 0: no tombstones */
+};
+
 /*
- * Serve http's requests.  Borrows everything it is given but the keyring,
- * whose reference it takes.  client_tv is
- * the clients' read and write timeout (a stream's client only has the
- * write one); tombstone_ttl how long a DELETEd id answers 404 from here
- * (0: never).  To stop:
- * proxy_stop() ends the requests still in flight, then the caller frees
- * the evhttp (which closes every connection), then proxy_free().
+ * Serve http's requests, on http's event loop.  Borrows everything env
+ * names but the keyring.  A stream's client only has the write timeout.
+ * To stop: proxy_stop() ends the requests still in flight, then the
+ * caller frees the evhttp (which closes every connection), then
+ * proxy_free().
  */
-struct proxy	*proxy_new(struct evhttp *, struct cache *, struct upstream *,
-		    struct keyring *, const struct timeval *client_tv,
-		    double tombstone_ttl);
+struct proxy	*proxy_new(struct evhttp *, const struct proxy_env *);
 /* Serve new requests with these keys (takes a reference: see credential.h). */
 void		 proxy_set_keys(struct proxy *, struct keyring *);
 void		 proxy_stop(struct proxy *);

@@ -81,18 +81,20 @@ reply_error_event(struct evbuffer *out, const char *type, const char *code,
 	free(text);
 }
 
-void
+size_t
 reply_error(struct evhttp_request *req, int status, const char *type,
     const char *code, const char *message, const char *allow)
 {
 	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
 	struct evbuffer		*buf;
 	char			*text;
+	size_t			 len;
 
 	text = reply_error_json(type, code, message);
 	if ((buf = evbuffer_new()) == NULL)
 		fatalx("out of memory");
-	evbuffer_add(buf, text, strlen(text));
+	len = strlen(text);
+	evbuffer_add(buf, text, len);
 	free(text);
 	evhttp_add_header(out, "Content-Type", "application/json");
 	if (status < 500)
@@ -101,6 +103,7 @@ reply_error(struct evhttp_request *req, int status, const char *type,
 		evhttp_add_header(out, "Allow", allow);
 	evhttp_send_reply(req, status, reply_phrase(status), buf);
 	evbuffer_free(buf);
+	return (len);
 }
 
 /*

@@ -4,15 +4,18 @@
 #ifndef RC_REPLY_H
 #define RC_REPLY_H
 
+#include <stddef.h>
+
 struct evbuffer;
 struct evhttp_request;
 
 /*
  * Send status with {"error":{"message","type","param":null,"code"}}.
  * type NULL means "invalid_request_error".  allow, if not NULL, becomes
- * the Allow header.  4xx answers say x-should-retry: false.
+ * the Allow header.  4xx answers say x-should-retry: false.  Returns the
+ * body's length.
  */
-void	reply_error(struct evhttp_request *, int status, const char *type,
+size_t	reply_error(struct evhttp_request *, int status, const char *type,
 	    const char *code, const char *message, const char *allow);
 /* That error's body, {"error":{...}}; the caller frees it. */
 char	*reply_error_json(const char *type, const char *code,

@@ -536,6 +536,9 @@ function startProxy(opts = {}) {
 	if (!opts.upstream) return Promise.reject(new Error('startProxy: opts.upstream is required'));
 	const cacheDir = opts.cacheDir || tmpdir();
 	const args = ['--listen', opts.listen || '127.0.0.1:0', '--upstream', opts.upstream, '--cache-dir', cacheDir];
+	/* An ephemeral admin port, so that tests run side by side; admin: '' turns it off. */
+	if (opts.admin !== undefined) args.push('--admin-listen', opts.admin);
+	else if (!(opts.config || '').includes('admin_listen')) args.push('--admin-listen', '127.0.0.1:0');
 	if (opts.config != null) {
 		const f = path.join(tmpdir(), 'respcache.conf');
 		fs.writeFileSync(f, opts.config);
@@ -582,8 +585,10 @@ function startProxy(opts = {}) {
 			clearTimeout(timer);
 			const port = Number(m[2]);
 			const host = m[1].replace(/^\[|\]$/g, '');
+			const am = /respcache: admin on (\[[^\]]+\]|[^\s:]+):(\d+)/.exec(errText);
 			const px = {
 				url: `http://${host.includes(':') ? `[${host}]` : host}:${port}`,
+				adminUrl: am ? `http://${am[1]}:${am[2]}` : null,
 				host,
 				port,
 				pid: proc.pid,

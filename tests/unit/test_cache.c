@@ -84,6 +84,25 @@ main(void)
 	    visit, &g) == 1 && memcmp(g.body, "6", 1) == 0 &&
 	    cache_get(c, "t\0t\0z\0", 6, time(NULL), visit, &g) == 0,
 	    "a spent guard lets the put through and is removed");
+	/* Tenants "a", "ab" and "b": "ab" sorts between "a\0..." keys. */
+	put(c, "a\0r\0p\0", 6, "1");
+	put(c, "a\0i\0p\0limit=5", 13, "2");
+	put(c, "a\0r\0pq\0", 7, "3");
+	put(c, "ab\0r\0p\0include=x", 16, "4");
+	put(c, "ab\0t\0p\0", 7, "5");
+	put(c, "b\0r\0p\0", 6, "6");
+	put(c, "b\0r\0q\0", 6, "7");
+	ok(cache_purge_id(c, "p") == 5, "purge removes an id's entries in "
+	    "every tenant, of every kind");
+	ok(cache_get(c, "a\0r\0p\0", 6, time(NULL), visit, &g) == 0 &&
+	    cache_get(c, "ab\0t\0p\0", 7, time(NULL), visit, &g) == 0 &&
+	    cache_get(c, "b\0r\0p\0", 6, time(NULL), visit, &g) == 0,
+	    "the purged entries miss");
+	ok(cache_get(c, "a\0r\0pq\0", 7, time(NULL), visit, &g) == 1 &&
+	    cache_get(c, "b\0r\0q\0", 6, time(NULL), visit, &g) == 1 &&
+	    cache_get(c, "t\0r\0xy\0", 7, time(NULL), visit, &g) == 1,
+	    "other ids are kept");
+	ok(cache_purge_id(c, "p") == 0, "a second purge finds nothing");
 	cache_close(c);
 
 	c = cache_open(dir, 1024 * 1024, 0, &cause);

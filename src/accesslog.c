@@ -1,0 +1,242 @@
+/*
+ * accesslog.c - the access log; see accesslog.h.
+ *
+ * Workers share one descriptor.  A reopen opens the file again and
+ * dup2()s it over that descriptor, so a worker's write goes wholly to the
+ * old file or wholly to the new one; a mutex keeps workers' writes from
+ * interleaving on a pipe (journald) past PIPE_BUF.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "accesslog.h"
+#include "log.h"
+
+#define ACCESSLOG_FLUSH_AT	(32 * 1024)
+
+struct accesslog {
+	struct evbuffer		*buf;
+	struct event		*flush;		/* end of this loop pass */
+	time_t			 stamp_at;
+	char			 stamp[24];	/* "2026-11-23T10:00:00" */
+};
+
+static pthread_mutex_t	 accesslog_mtx = PTHREAD_MUTEX_INITIALIZER;
+static int		 accesslog_fd = -1;	/* -1: off */
+static char		*accesslog_path;	/* NULL: stderr */
+static int		 accesslog_json;
+
+static int
+accesslog_open_file(const char *path, char **cause)
+{
+	int	fd;
+
+	if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
+	    0640)) == -1) {
+		if (asprintf(cause, "access log %s: %s", path,
+		    strerror(errno)) == -1)
+			fatalx("out of memory");
+		return (-1);
+	}
+	return (fd);
+}
+
+int
+accesslog_open(const char *where, int json, char **cause)
+{
+	accesslog_json = json;
+	if (strcmp(where, "off") == 0)
+		return (0);
+	if (strcmp(where, "stderr") == 0) {
+		accesslog_fd = STDERR_FILENO;
+		return (0);
+	}
+	if ((accesslog_fd = accesslog_open_file(where, cause)) == -1)
+		return (-1);
+	if ((accesslog_path = strdup(where)) == NULL)
+		fatalx("out of memory");
+	return (0);
+}
+
+int
+accesslog_reopen(char **cause)
+{
+	int	fd;
+
+	if (accesslog_path == NULL)
+		return (0);
+	if ((fd = accesslog_open_file(accesslog_path, cause)) == -1)
+		return (-1);
+	pthread_mutex_lock(&accesslog_mtx);
+	if (dup2(fd, accesslog_fd) == -1 && asprintf(cause, "access log "
+	    "%s: dup2: %s", accesslog_path, strerror(errno)) == -1)
+		fatalx("out of memory");
+	pthread_mutex_unlock(&accesslog_mtx);
+	close(fd);
+	return (*cause == NULL ? 0 : -1);
+}
+
+void
+accesslog_close(void)
+{
+	if (accesslog_path != NULL)
+		close(accesslog_fd);
+	accesslog_fd = -1;
+	free(accesslog_path);
+	accesslog_path = NULL;
+}
+
+static void
+accesslog_flush(struct accesslog *al)
+{
+	size_t	len;
+	ssize_t	n;
+
+	pthread_mutex_lock(&accesslog_mtx);
+	while ((len = evbuffer_get_length(al->buf)) > 0) {
+		n = evbuffer_write(al->buf, accesslog_fd);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			/* A log that cannot be written drops lines, not requests. */
+			evbuffer_drain(al->buf, len);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&accesslog_mtx);
+}
+
+static void
+accesslog_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	accesslog_flush(arg);
+}
+
+struct accesslog *
+accesslog_new(struct event_base *base)
+{
+	struct accesslog	*al;
+
+	if (accesslog_fd == -1)
+		return (NULL);
+	if ((al = calloc(1, sizeof *al)) == NULL ||
+	    (al->buf = evbuffer_new()) == NULL ||
+	    (al->flush = event_new(base, -1, 0, accesslog_flush_cb, al)) ==
+	    NULL)
+		fatalx("out of memory");
+	return (al);
+}
+
+void
+accesslog_free(struct accesslog *al)
+{
+	if (al == NULL)
+		return;
+	accesslog_flush(al);
+	event_free(al->flush);
+	evbuffer_free(al->buf);
+	free(al);
+}
+
+/* Text: a string with blanks, quotes, backslashes or controls escaped. */
+static void
+accesslog_text(struct evbuffer *b, const char *s)
+{
+	const unsigned char	*p;
+
+	if (s == NULL || *s == '\0') {
+		evbuffer_add(b, "-", 1);
+		return;
+	}
+	for (p = (const unsigned char *)s; *p != '\0'; p++) {
+		if (*p <= ' ' || *p >= 0x7f || *p == '"' || *p == '\\')
+			evbuffer_add_printf(b, "\\x%02x", *p);
+		else
+			evbuffer_add(b, p, 1);
+	}
+}
+
+static void
+accesslog_line_text(struct evbuffer *b, const char *ts,
+    const struct access_entry *e)
+{
+	evbuffer_add_printf(b, "%s client=", ts);
+	accesslog_text(b, e->client);
+	evbuffer_add_printf(b, " method=%s path=", e->method);
+	accesslog_text(b, e->uri);
+	evbuffer_add_printf(b, " status=%d cache=%s", e->status, e->cache);
+	if (e->upstream_status > 0)
+		evbuffer_add_printf(b, " upstream_status=%d upstream_time=%.6f",
+		    e->upstream_status, e->upstream_secs);
+	else
+		evbuffer_add_printf(b, " upstream_status=- upstream_time=-");
+	evbuffer_add_printf(b, " bytes=%zu request_id=", e->bytes);
+	accesslog_text(b, e->request_id);
+	evbuffer_add_printf(b, " time=%.6f\n", e->secs);
+}
+
+static void
+accesslog_line_json(struct evbuffer *b, const char *ts,
+    const struct access_entry *e)
+{
+	json_t	*o;
+	char	*s;
+
+	o = json_pack("{s:s, s:s?, s:s, s:s, s:i, s:s, s:o, s:o, s:I, s:s?, "
+	    "s:f}", "time", ts, "client", e->client, "method", e->method,
+	    "path", e->uri != NULL ? e->uri : "", "status", e->status,
+	    "cache", e->cache, "upstream_status", e->upstream_status > 0 ?
+	    json_integer(e->upstream_status) : json_null(), "upstream_time",
+	    e->upstream_status > 0 ? json_real(e->upstream_secs) : json_null(),
+	    "bytes", (json_int_t)e->bytes, "request_id", e->request_id,
+	    "duration", e->secs);
+	if (o == NULL || (s = json_dumps(o, JSON_COMPACT |
+	    JSON_ENSURE_ASCII)) == NULL) {
+		json_decref(o);
+		return;
+	}
+	evbuffer_add_printf(b, "%s\n", s);
+	free(s);
+	json_decref(o);
+}
+
+void
+accesslog_write(struct accesslog *al, const struct access_entry *e)
+{
+	struct timespec	ts;
+	struct tm	tm;
+	char		stamp[40];
+
+	if (al == NULL)
+		return;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	if (ts.tv_sec != al->stamp_at) {
+		gmtime_r(&ts.tv_sec, &tm);
+		strftime(al->stamp, sizeof al->stamp, "%Y-%m-%dT%H:%M:%S", &tm);
+		al->stamp_at = ts.tv_sec;
+	}
+	snprintf(stamp, sizeof stamp, "%s.%03ldZ", al->stamp,
+	    ts.tv_nsec / 1000000);
+	if (accesslog_json)
+		accesslog_line_json(al->buf, stamp, e);
+	else
+		accesslog_line_text(al->buf, stamp, e);
+	if (evbuffer_get_length(al->buf) >= ACCESSLOG_FLUSH_AT)
+		accesslog_flush(al);
+	else
+		event_active(al->flush, EV_TIMEOUT, 0);
+}

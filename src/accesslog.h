@@ -1,0 +1,46 @@
+/*
+ * accesslog.h - one line a request, as text or JSON.
+ *
+ * Each worker buffers its lines and writes them once per pass of its
+ * event loop (or when 32 KiB are waiting): under load one write carries
+ * many lines, and a quiet proxy still logs each request at once.  Lines
+ * go to stderr (journald) or to a file, which SIGUSR1 reopens.
+ */
+#ifndef RC_ACCESSLOG_H
+#define RC_ACCESSLOG_H
+
+#include <stddef.h>
+
+struct event_base;
+struct accesslog;
+
+/* What one line says; any string may be NULL ("-"). */
+struct access_entry {
+	const char	*client;	/* the [client] name */
+	const char	*method;
+	const char	*uri;		/* as the client sent it */
+	int		 status;
+	const char	*cache;		/* hit, miss, coalesced, bypass */
+	int		 upstream_status;	/* 0: no upstream exchange */
+	double		 upstream_secs;
+	size_t		 bytes;		/* body bytes sent */
+	const char	*request_id;	/* x-request-id */
+	double		 secs;		/* headers in to answer handed over */
+};
+
+/*
+ * Where lines go ("stderr", "off" or a file path) and as what; from the
+ * main thread, before any worker starts.  -1 and *cause on failure.
+ */
+int	accesslog_open(const char *where, int json, char **cause);
+/* SIGUSR1: open the file again (after logrotate moved it). */
+int	accesslog_reopen(char **cause);
+void	accesslog_close(void);
+
+/* A worker's buffer; NULL when the access log is off. */
+struct accesslog *accesslog_new(struct event_base *);
+void	accesslog_write(struct accesslog *, const struct access_entry *);
+/* Writes what is buffered, then frees. */
+void	accesslog_free(struct accesslog *);
+
+#endif

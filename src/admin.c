@@ -1,0 +1,166 @@
+/*
+ * admin.c - the admin listener's routes; see admin.h.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <jansson.h>
+
+#include "admin.h"
+#include "cache.h"
+#include "log.h"
+#include "metrics.h"
+#include "reply.h"
+#include "route.h"
+
+struct admin {
+	struct cache	*cache;
+	int		 workers;
+	int		 draining;
+};
+
+static void
+admin_json(struct evhttp_request *req, int status, json_t *o)
+{
+	struct evbuffer	*b;
+	char		*s;
+
+	if (o == NULL || (s = json_dumps(o, JSON_COMPACT)) == NULL)
+		fatalx("out of memory");
+	json_decref(o);
+	if ((b = evbuffer_new()) == NULL)
+		fatalx("out of memory");
+	evbuffer_add_printf(b, "%s\n", s);
+	free(s);
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Content-Type", "application/json");
+	evhttp_send_reply(req, status, NULL, b);
+	evbuffer_free(b);
+}
+
+static void
+admin_stats(struct admin *a, struct evhttp_request *req)
+{
+	struct cache_stats	cs;
+	uint64_t		hits, misses;
+
+	cache_stats(a->cache, &cs);
+	metrics_hits(&hits, &misses);
+	admin_json(req, 200, json_pack("{s:I, s:I, s:I, s:I, s:I, s:f, s:I, "
+	    "s:I, s:f, s:I, s:I, s:I}",
+	    "entries", (json_int_t)cs.entries,
+	    "bytes", (json_int_t)cs.bytes,
+	    "max_size", (json_int_t)cs.max_size,
+	    "map_size", (json_int_t)cs.map_size,
+	    "map_used", (json_int_t)cs.map_used,
+	    "map_used_ratio", cs.map_size ? (double)cs.map_used /
+	    (double)cs.map_size : 0.0,
+	    "hits", (json_int_t)hits,
+	    "misses", (json_int_t)misses,
+	    "hit_ratio", hits + misses ? (double)hits /
+	    (double)(hits + misses) : 0.0,
+	    "evictions", (json_int_t)cs.evictions,
+	    "map_full", (json_int_t)cs.map_full,
+	    "errors", (json_int_t)cs.errors));
+}
+
+static void
+admin_purge(struct admin *a, struct evhttp_request *req, const char *id)
+{
+	int	n;
+
+	if (!route_valid_id(id, strlen(id))) {
+		reply_error(req, 400, NULL, "invalid_id", "Not a response "
+		    "id: 1 to 128 letters, digits, '_' or '-'.", NULL);
+		return;
+	}
+	if ((n = cache_purge_id(a->cache, id)) == -1) {
+		reply_error(req, 500, "server_error", "cache_error", "The "
+		    "cache could not be written; see the error log.", NULL);
+		return;
+	}
+	log_info("admin: purged %d entr%s of %s", n, n == 1 ? "y" : "ies",
+	    id);
+	admin_json(req, 200, json_pack("{s:s, s:i}", "id", id, "purged", n));
+}
+
+static void
+admin_handle(struct evhttp_request *req, void *arg)
+{
+	struct admin		*a = arg;
+	const char		*path;
+	struct evbuffer		*b;
+	struct cache_stats	 cs;
+	enum evhttp_cmd_type	 cmd = evhttp_request_get_command(req);
+	int			 get = cmd == EVHTTP_REQ_GET ||
+				    cmd == EVHTTP_REQ_HEAD;
+
+	path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+	if (path == NULL)
+		path = "";
+	if (strcmp(path, "/healthz") == 0 && get) {
+		admin_json(req, 200, json_pack("{s:s}", "status", "ok"));
+	} else if (strcmp(path, "/readyz") == 0 && get) {
+		admin_json(req, a->draining ? 503 : 200, json_pack("{s:s}",
+		    "status", a->draining ? "draining" : "ready"));
+	} else if (strcmp(path, "/metrics") == 0 && get) {
+		if ((b = evbuffer_new()) == NULL)
+			fatalx("out of memory");
+		cache_stats(a->cache, &cs);
+		metrics_render(b, &cs, a->workers);
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+		evhttp_send_reply(req, 200, NULL, b);
+		evbuffer_free(b);
+	} else if (strcmp(path, "/cache/stats") == 0 && get) {
+		admin_stats(a, req);
+	} else if (strncmp(path, "/cache/", 7) == 0 &&
+	    strcmp(path, "/cache/stats") != 0) {
+		if (cmd != EVHTTP_REQ_DELETE)
+			reply_error(req, 405, NULL, "method_not_allowed",
+			    "Method not allowed.", "DELETE");
+		else
+			admin_purge(a, req, path + 7);
+	} else if (strcmp(path, "/healthz") == 0 ||
+	    strcmp(path, "/readyz") == 0 || strcmp(path, "/metrics") == 0 ||
+	    strcmp(path, "/cache/stats") == 0) {
+		reply_error(req, 405, NULL, "method_not_allowed",
+		    "Method not allowed.", "GET, HEAD");
+	} else
+		reply_error(req, 404, NULL, "unknown_route", "No such admin "
+		    "route: /healthz, /readyz, /metrics, /cache/stats, "
+		    "DELETE /cache/{id}.", NULL);
+}
+
+struct admin *
+admin_new(struct evhttp *http, struct cache *cache, int workers)
+{
+	struct admin	*a;
+
+	if ((a = calloc(1, sizeof *a)) == NULL)
+		fatalx("out of memory");
+	a->cache = cache;
+	a->workers = workers;
+	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
+	    EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
+	    EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);
+	evhttp_set_gencb(http, admin_handle, a);
+	return (a);
+}
+
+void
+admin_draining(struct admin *a)
+{
+	if (a != NULL)
+		a->draining = 1;
+}
+
+void
+admin_free(struct admin *a)
+{
+	free(a);
+}

@@ -1,0 +1,360 @@
+/*
+ * metrics.c - per-worker counters, summed into the Prometheus text format.
+ *
+ * A worker bumps its own counters with relaxed atomic loads and stores
+ * (one writer: no read-modify-write lock needed, and the scraping thread
+ * never reads a torn value).  Histograms keep per-bucket counts and are
+ * made cumulative when rendered.
+ */
+#include "config.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+
+#include "cache.h"
+#include "log.h"
+#include "metrics.h"
+
+/* Upper bounds, in seconds, of the duration histograms' buckets. */
+static const double metrics_bounds[] = {
+	0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+	0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300
+};
+#define NBOUNDS	(sizeof metrics_bounds / sizeof metrics_bounds[0])
+#define NCLASS	5			/* 1xx .. 5xx */
+
+struct metrics_hist {
+	uint64_t	 bucket[NBOUNDS + 1];	/* the last: +Inf */
+	uint64_t	 sum_ns;
+};
+
+struct metrics {
+	uint64_t		 req[MR_COUNT][MM_COUNT][NCLASS][MC_COUNT];
+	struct metrics_hist	 req_time[MC_COUNT];
+	uint64_t		 up[NCLASS];
+	struct metrics_hist	 up_time;
+	uint64_t		 uperr[MU_COUNT];
+	int64_t			 inflight;
+	int64_t			 streams;
+	struct metrics		*next;
+};
+
+static pthread_mutex_t	 metrics_mtx = PTHREAD_MUTEX_INITIALIZER;
+static struct metrics	*metrics_all;
+static uint64_t		 metrics_reloads[2];	/* failed, ok */
+static time_t		 metrics_started;
+
+static const char *const metrics_route_names[MR_COUNT] = {
+	"create", "response", "input_items", "cancel", "other", "none"
+};
+static const char *const metrics_method_names[MM_COUNT] = {
+	"GET", "POST", "DELETE", "other"
+};
+static const char *const metrics_cache_names[MC_COUNT] = {
+	"hit", "miss", "coalesced", "bypass"
+};
+static const char *const metrics_uperr_names[MU_COUNT] = {
+	"connect", "timeout", "tls", "protocol"
+};
+
+/* One writer: a plain add, published whole. */
+#define BUMP(p, n)	__atomic_store_n((p), __atomic_load_n((p),	\
+			    __ATOMIC_RELAXED) + (n), __ATOMIC_RELAXED)
+#define READ(p)		__atomic_load_n((p), __ATOMIC_RELAXED)
+
+struct metrics *
+metrics_new(void)
+{
+	struct metrics	*m;
+
+	if ((m = calloc(1, sizeof *m)) == NULL)
+		fatalx("out of memory");
+	pthread_mutex_lock(&metrics_mtx);
+	if (metrics_started == 0)
+		metrics_started = time(NULL);
+	m->next = metrics_all;
+	metrics_all = m;
+	pthread_mutex_unlock(&metrics_mtx);
+	return (m);
+}
+
+void
+metrics_free(struct metrics *m)
+{
+	struct metrics	**p;
+
+	if (m == NULL)
+		return;
+	pthread_mutex_lock(&metrics_mtx);
+	for (p = &metrics_all; *p != NULL; p = &(*p)->next)
+		if (*p == m) {
+			*p = m->next;
+			break;
+		}
+	pthread_mutex_unlock(&metrics_mtx);
+	free(m);
+}
+
+static int
+metrics_class(int status)
+{
+	if (status < 100 || status > 599)
+		return (NCLASS - 1);
+	return (status / 100 - 1);
+}
+
+static void
+metrics_observe(struct metrics_hist *h, double secs)
+{
+	size_t	i;
+
+	for (i = 0; i < NBOUNDS && secs > metrics_bounds[i]; i++)
+		;
+	BUMP(&h->bucket[i], 1);
+	BUMP(&h->sum_ns, (uint64_t)(secs > 0 ? secs * 1e9 : 0));
+}
+
+void
+metrics_request(struct metrics *m, enum metrics_route r,
+    enum metrics_method me, int status, enum metrics_cache c, double secs)
+{
+	if (m == NULL)
+		return;
+	BUMP(&m->req[r][me][metrics_class(status)][c], 1);
+	metrics_observe(&m->req_time[c], secs);
+}
+
+void
+metrics_upstream(struct metrics *m, int status, double secs)
+{
+	if (m == NULL)
+		return;
+	if (status > 0)
+		BUMP(&m->up[metrics_class(status)], 1);
+	metrics_observe(&m->up_time, secs);
+}
+
+void
+metrics_upstream_error(struct metrics *m, enum metrics_uperr e)
+{
+	if (m != NULL)
+		BUMP(&m->uperr[e], 1);
+}
+
+void
+metrics_inflight(struct metrics *m, int delta)
+{
+	if (m != NULL)
+		BUMP(&m->inflight, delta);
+}
+
+void
+metrics_streams(struct metrics *m, int delta)
+{
+	if (m != NULL)
+		BUMP(&m->streams, delta);
+}
+
+void
+metrics_reload(int ok)
+{
+	__atomic_add_fetch(&metrics_reloads[ok != 0], 1, __ATOMIC_RELAXED);
+}
+
+void
+metrics_hits(uint64_t *hits, uint64_t *misses)
+{
+	struct metrics	*m;
+	size_t		 r, me, cl;
+
+	*hits = *misses = 0;
+	pthread_mutex_lock(&metrics_mtx);
+	for (m = metrics_all; m != NULL; m = m->next)
+		for (r = 0; r < MR_COUNT; r++)
+			for (me = 0; me < MM_COUNT; me++)
+				for (cl = 0; cl < NCLASS; cl++) {
+					*hits += READ(&m->req[r][me][cl][MC_HIT]);
+					*misses += READ(&m->req[r][me][cl][MC_MISS]) +
+					    READ(&m->req[r][me][cl][MC_COALESCED]);
+				}
+	pthread_mutex_unlock(&metrics_mtx);
+}
+
+static void
+metrics_head(struct evbuffer *b, const char *name, const char *type,
+    const char *help)
+{
+	evbuffer_add_printf(b, "# HELP respcache_%s %s\n# TYPE respcache_%s %s\n",
+	    name, help, name, type);
+}
+
+/* A histogram's series; labels is "" or `name="value",`. */
+static void
+metrics_hist_put(struct evbuffer *b, const char *name, const char *labels,
+    const struct metrics_hist *h)
+{
+	uint64_t	cum = 0;
+	size_t		i;
+	char		le[32];
+
+	for (i = 0; i <= NBOUNDS; i++) {
+		cum += h->bucket[i];
+		if (i < NBOUNDS)
+			snprintf(le, sizeof le, "%g", metrics_bounds[i]);
+		else
+			snprintf(le, sizeof le, "+Inf");
+		evbuffer_add_printf(b, "respcache_%s_bucket{%sle=\"%s\"} %llu\n",
+		    name, labels, le, (unsigned long long)cum);
+	}
+	evbuffer_add_printf(b, "respcache_%s_sum%s%.*s%s %.9f\n", name,
+	    *labels ? "{" : "", (int)(*labels ? strlen(labels) - 1 : 0),
+	    labels, *labels ? "}" : "", (double)h->sum_ns / 1e9);
+	evbuffer_add_printf(b, "respcache_%s_count%s%.*s%s %llu\n", name,
+	    *labels ? "{" : "", (int)(*labels ? strlen(labels) - 1 : 0),
+	    labels, *labels ? "}" : "", (unsigned long long)cum);
+}
+
+static void
+metrics_hist_add(struct metrics_hist *to, const struct metrics_hist *from)
+{
+	size_t	i;
+
+	for (i = 0; i <= NBOUNDS; i++)
+		to->bucket[i] += READ(&from->bucket[i]);
+	to->sum_ns += READ(&from->sum_ns);
+}
+
+void
+metrics_render(struct evbuffer *b, const struct cache_stats *cs, int workers)
+{
+	struct metrics	*m, *sum;
+	size_t		 r, me, cl, c, i;
+	char		 labels[64];
+
+	if ((sum = calloc(1, sizeof *sum)) == NULL)
+		fatalx("out of memory");
+	pthread_mutex_lock(&metrics_mtx);
+	for (m = metrics_all; m != NULL; m = m->next) {
+		for (r = 0; r < MR_COUNT; r++)
+			for (me = 0; me < MM_COUNT; me++)
+				for (cl = 0; cl < NCLASS; cl++)
+					for (c = 0; c < MC_COUNT; c++)
+						sum->req[r][me][cl][c] +=
+						    READ(&m->req[r][me][cl][c]);
+		for (c = 0; c < MC_COUNT; c++)
+			metrics_hist_add(&sum->req_time[c], &m->req_time[c]);
+		for (cl = 0; cl < NCLASS; cl++)
+			sum->up[cl] += READ(&m->up[cl]);
+		metrics_hist_add(&sum->up_time, &m->up_time);
+		for (i = 0; i < MU_COUNT; i++)
+			sum->uperr[i] += READ(&m->uperr[i]);
+		sum->inflight += READ(&m->inflight);
+		sum->streams += READ(&m->streams);
+	}
+	pthread_mutex_unlock(&metrics_mtx);
+
+	metrics_head(b, "requests_total", "counter", "Requests answered, by "
+	    "route, method, status class and the cache's part.");
+	for (r = 0; r < MR_COUNT; r++)
+		for (me = 0; me < MM_COUNT; me++)
+			for (cl = 0; cl < NCLASS; cl++)
+				for (c = 0; c < MC_COUNT; c++)
+					if (sum->req[r][me][cl][c] != 0)
+						evbuffer_add_printf(b,
+						    "respcache_requests_total{"
+						    "route=\"%s\",method=\"%s\","
+						    "status=\"%zuxx\",cache="
+						    "\"%s\"} %llu\n",
+						    metrics_route_names[r],
+						    metrics_method_names[me],
+						    cl + 1, metrics_cache_names[c],
+						    (unsigned long long)
+						    sum->req[r][me][cl][c]);
+	metrics_head(b, "request_duration_seconds", "histogram", "Time from "
+	    "a request's headers to its answer being handed to the client, "
+	    "by the cache's part.");
+	for (c = 0; c < MC_COUNT; c++) {
+		snprintf(labels, sizeof labels, "cache=\"%s\",",
+		    metrics_cache_names[c]);
+		metrics_hist_put(b, "request_duration_seconds", labels,
+		    &sum->req_time[c]);
+	}
+	metrics_head(b, "upstream_requests_total", "counter", "Upstream "
+	    "answers, by status class.");
+	for (cl = 0; cl < NCLASS; cl++)
+		evbuffer_add_printf(b, "respcache_upstream_requests_total{"
+		    "status=\"%zuxx\"} %llu\n", cl + 1,
+		    (unsigned long long)sum->up[cl]);
+	metrics_head(b, "upstream_duration_seconds", "histogram", "Time "
+	    "from sending an upstream request to its answer's end (or "
+	    "failure).");
+	metrics_hist_put(b, "upstream_duration_seconds", "", &sum->up_time);
+	metrics_head(b, "upstream_errors_total", "counter", "Upstream "
+	    "exchanges that failed, by kind.");
+	for (i = 0; i < MU_COUNT; i++)
+		evbuffer_add_printf(b, "respcache_upstream_errors_total{kind="
+		    "\"%s\"} %llu\n", metrics_uperr_names[i],
+		    (unsigned long long)sum->uperr[i]);
+	metrics_head(b, "inflight_requests", "gauge", "Requests in the "
+	    "proxy's hands.");
+	evbuffer_add_printf(b, "respcache_inflight_requests %lld\n",
+	    (long long)sum->inflight);
+	metrics_head(b, "open_streams", "gauge", "Event streams being "
+	    "relayed.");
+	evbuffer_add_printf(b, "respcache_open_streams %lld\n",
+	    (long long)sum->streams);
+	free(sum);
+
+	metrics_head(b, "cache_entries", "gauge", "Entries in the cache.");
+	evbuffer_add_printf(b, "respcache_cache_entries %llu\n",
+	    (unsigned long long)cs->entries);
+	metrics_head(b, "cache_bytes", "gauge", "Bytes the cache's records "
+	    "use (counted against max_size).");
+	evbuffer_add_printf(b, "respcache_cache_bytes %llu\n",
+	    (unsigned long long)cs->bytes);
+	metrics_head(b, "cache_max_bytes", "gauge", "The cache's max_size.");
+	evbuffer_add_printf(b, "respcache_cache_max_bytes %llu\n",
+	    (unsigned long long)cs->max_size);
+	metrics_head(b, "cache_map_bytes", "gauge", "The LMDB map's size.");
+	evbuffer_add_printf(b, "respcache_cache_map_bytes %llu\n",
+	    (unsigned long long)cs->map_size);
+	metrics_head(b, "cache_map_used_bytes", "gauge", "The LMDB map's "
+	    "highest page in use, in bytes.");
+	evbuffer_add_printf(b, "respcache_cache_map_used_bytes %llu\n",
+	    (unsigned long long)cs->map_used);
+	metrics_head(b, "cache_evictions_total", "counter", "Records evicted "
+	    "to stay under max_size.");
+	evbuffer_add_printf(b, "respcache_cache_evictions_total %llu\n",
+	    (unsigned long long)cs->evictions);
+	metrics_head(b, "cache_map_full_total", "counter", "Answers not "
+	    "stored: no room even after eviction.");
+	evbuffer_add_printf(b, "respcache_cache_map_full_total %llu\n",
+	    (unsigned long long)cs->map_full);
+	metrics_head(b, "cache_errors_total", "counter", "LMDB errors (the "
+	    "request was served anyway).");
+	evbuffer_add_printf(b, "respcache_cache_errors_total %llu\n",
+	    (unsigned long long)cs->errors);
+
+	metrics_head(b, "config_reloads_total", "counter", "SIGHUP reloads, "
+	    "by result.");
+	evbuffer_add_printf(b, "respcache_config_reloads_total{result=\"ok\"} "
+	    "%llu\nrespcache_config_reloads_total{result=\"failed\"} %llu\n",
+	    (unsigned long long)READ(&metrics_reloads[1]),
+	    (unsigned long long)READ(&metrics_reloads[0]));
+	metrics_head(b, "workers", "gauge", "Event-loop threads serving "
+	    "clients.");
+	evbuffer_add_printf(b, "respcache_workers %d\n", workers);
+	metrics_head(b, "start_time_seconds", "gauge", "When the process "
+	    "started, in seconds since the epoch.");
+	evbuffer_add_printf(b, "respcache_start_time_seconds %lld\n",
+	    (long long)metrics_started);
+	metrics_head(b, "build_info", "gauge", "Always 1; the version is a "
+	    "label.");
+	evbuffer_add_printf(b, "respcache_build_info{version=\"%s\"} 1\n",
+	    PACKAGE_VERSION);
+}
