@@ -1500,6 +1500,24 @@ proxy_new(struct evhttp *http, const struct proxy_env *env)
 	return (px);
 }
 
+/* reply.h: evhttp answered a request it could not read. */
+static void
+proxy_evhttp_error(void *arg, struct evhttp_request *req, int status,
+    size_t len)
+{
+	struct proxy	*px = arg;
+
+	px->t0 = proxy_clock();
+	metrics_inflight(px->metrics, 1);
+	proxy_account(px, req, NULL, status, MC_BYPASS, len);
+}
+
+void
+proxy_thread_init(struct proxy *px)
+{
+	reply_on_error(proxy_evhttp_error, px);
+}
+
 void
 proxy_drain(struct proxy *px, void (*done)(void *), void *arg)
 {

@@ -37,6 +37,8 @@ struct proxy_env {
  * proxy_free().
  */
 struct proxy	*proxy_new(struct evhttp *, const struct proxy_env *);
+/* On the thread that runs http's loop, before it runs. */
+void		 proxy_thread_init(struct proxy *);
 /* Serve new requests with these keys (takes a reference: see credential.h). */
 void		 proxy_set_keys(struct proxy *, struct keyring *);
 void		 proxy_stop(struct proxy *);

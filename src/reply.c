@@ -23,6 +23,19 @@
 #include "log.h"
 #include "reply.h"
 
+/* This thread's listener for evhttp's own error answers; see reply.h. */
+static __thread void	(*reply_hook)(void *, struct evhttp_request *, int,
+			    size_t);
+static __thread void	*reply_hook_arg;
+
+void
+reply_on_error(void (*fn)(void *, struct evhttp_request *, int, size_t),
+    void *arg)
+{
+	reply_hook = fn;
+	reply_hook_arg = arg;
+}
+
 static const char *
 reply_phrase(int status)
 {
@@ -115,6 +128,7 @@ void
 evhttp_send_error(struct evhttp_request *req, int error, const char *reason)
 {
 	const char	*code, *msg;
+	size_t		 len;
 
 	(void)reason;
 	switch (error) {
@@ -150,5 +164,7 @@ evhttp_send_error(struct evhttp_request *req, int error, const char *reason)
 	evhttp_clear_headers(evhttp_request_get_output_headers(req));
 	evhttp_add_header(evhttp_request_get_output_headers(req),
 	    "Connection", "close");
-	reply_error(req, error, NULL, code, msg, NULL);
+	len = reply_error(req, error, NULL, code, msg, NULL);
+	if (reply_hook != NULL)
+		reply_hook(reply_hook_arg, req, error, len);
 }

@@ -27,4 +27,12 @@ char	*reply_error_json(const char *type, const char *code,
 void	reply_error_event(struct evbuffer *, const char *type,
 	    const char *code, const char *message);
 
+/*
+ * Call fn(arg, req, status, body length) after each answer evhttp makes
+ * itself on this thread (a request it could not read), so that it is
+ * logged and counted like the others.
+ */
+void	reply_on_error(void (*fn)(void *, struct evhttp_request *, int,
+	    size_t), void *arg);
+
 #endif

@@ -221,6 +221,7 @@ worker_run(void *arg)
 
 	/* NUL bytes, and client_timeout for a request's whole headers. */
 	guard_init(w->http, &w->client_tv);
+	proxy_thread_init(w->px);
 	event_base_dispatch(w->base);
 	/* What proxy_stop() answers gets 1 s to reach its clients. */
 	proxy_stop(w->px);
