@@ -189,6 +189,30 @@ accesslog_line_text(struct evbuffer *b, const char *ts,
 	evbuffer_add_printf(b, " time=%.6f\n", e->secs);
 }
 
+/*
+ * A JSON string of s: as it is when it is UTF-8, else with every byte
+ * outside printable ASCII written \xHH (what a client or the upstream
+ * sends need not be UTF-8, and its line must not be lost).
+ */
+static json_t *
+accesslog_json_str(const char *s)
+{
+	struct evbuffer	*b;
+	json_t		*j;
+
+	if (s == NULL)
+		return (json_null());
+	if ((j = json_string(s)) != NULL)
+		return (j);
+	if ((b = evbuffer_new()) == NULL)
+		fatalx("out of memory");
+	accesslog_text(b, s);
+	j = json_stringn((const char *)evbuffer_pullup(b, -1),
+	    evbuffer_get_length(b));
+	evbuffer_free(b);
+	return (j);
+}
+
 static void
 accesslog_line_json(struct evbuffer *b, const char *ts,
     const struct access_entry *e)
@@ -196,17 +220,19 @@ accesslog_line_json(struct evbuffer *b, const char *ts,
 	json_t	*o;
 	char	*s;
 
-	o = json_pack("{s:s, s:s?, s:s, s:s, s:i, s:s, s:o, s:o, s:I, s:s?, "
-	    "s:f}", "time", ts, "client", e->client, "method", e->method,
-	    "path", e->uri != NULL ? e->uri : "", "status", e->status,
-	    "cache", e->cache, "upstream_status", e->upstream_status > 0 ?
+	o = json_pack("{s:s, s:o, s:s, s:o, s:i, s:s, s:o, s:o, s:I, s:o, "
+	    "s:f}", "time", ts, "client", accesslog_json_str(e->client),
+	    "method", e->method, "path", accesslog_json_str(e->uri != NULL ?
+	    e->uri : ""), "status", e->status, "cache", e->cache,
+	    "upstream_status", e->upstream_status > 0 ?
 	    json_integer(e->upstream_status) : json_null(), "upstream_time",
 	    e->upstream_status > 0 ? json_real(e->upstream_secs) : json_null(),
-	    "bytes", (json_int_t)e->bytes, "request_id", e->request_id,
-	    "duration", e->secs);
+	    "bytes", (json_int_t)e->bytes, "request_id",
+	    accesslog_json_str(e->request_id), "duration", e->secs);
 	if (o == NULL || (s = json_dumps(o, JSON_COMPACT |
 	    JSON_ENSURE_ASCII)) == NULL) {
 		json_decref(o);
+		log_warnx("access log: a line could not be written as JSON");
 		return;
 	}
 	evbuffer_add_printf(b, "%s\n", s);

@@ -54,24 +54,22 @@ log_init(int level)
 	event_set_log_callback(log_event_cb);
 }
 
-/* Open path and put it in stderr's place; -1 and *cause on failure. */
+static int log_fd = -1;		/* the file, until it takes stderr's place */
+
+/* Open path (for log_start() to put in stderr's place); -1 and *cause. */
 static int
-log_to(const char *path, char **cause)
+log_file(const char *path, char **cause)
 {
 	int	fd;
 
-	fflush(stderr);
 	if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
-	    0640)) == -1 || dup2(fd, STDERR_FILENO) == -1) {
+	    0640)) == -1) {
 		if (asprintf(cause, "error log %s: %s", path,
 		    strerror(errno)) == -1)
 			fatalx("out of memory");
-		if (fd != -1)
-			close(fd);
 		return (-1);
 	}
-	close(fd);
-	return (0);
+	return (fd);
 }
 
 int
@@ -79,7 +77,7 @@ log_open(const char *where, char **cause)
 {
 	if (strcmp(where, "stderr") == 0)
 		return (0);
-	if (log_to(where, cause) == -1)
+	if ((log_fd = log_file(where, cause)) == -1)
 		return (-1);
 	free(log_path);
 	if ((log_path = strdup(where)) == NULL)
@@ -87,10 +85,45 @@ log_open(const char *where, char **cause)
 	return (0);
 }
 
+/* Put fd in stderr's place (whatever libraries print goes there too). */
+static int
+log_swap(int fd, char **cause)
+{
+	int	rc = 0;
+
+	fflush(stderr);
+	if (dup2(fd, STDERR_FILENO) == -1 && (rc = -1) == -1 &&
+	    asprintf(cause, "error log %s: dup2: %s", log_path,
+	    strerror(errno)) == -1)
+		fatalx("out of memory");
+	close(fd);
+	return (rc);
+}
+
+void
+log_start(void)
+{
+	char	*cause = NULL;
+
+	if (log_fd == -1)
+		return;
+	if (log_swap(log_fd, &cause) == -1) {
+		log_err("%s", cause);
+		free(cause);
+	}
+	log_fd = -1;
+}
+
 int
 log_reopen(char **cause)
 {
-	return (log_path == NULL ? 0 : log_to(log_path, cause));
+	int	fd;
+
+	if (log_path == NULL)
+		return (0);
+	if ((fd = log_file(log_path, cause)) == -1)
+		return (-1);
+	return (log_swap(fd, cause));
 }
 
 int

@@ -16,10 +16,12 @@ void	log_init(int level);
 /* "error", "warn", "info" or "debug" to its level; -1 if unknown. */
 int	log_level_parse(const char *);
 /*
- * Where the error log goes: "stderr", or a file put in stderr's place
- * (so what libraries print lands there too).  -1 and *cause on failure.
+ * Where the error log goes: "stderr", or a file, opened now (-1 and
+ * *cause on failure) and put in stderr's place by log_start(), once
+ * start-up has said what it had to say on stderr.
  */
 int	log_open(const char *where, char **cause);
+void	log_start(void);
 /* SIGUSR1: open the file again, after logrotate moved it. */
 int	log_reopen(char **cause);
 void	log_write(int level, const char *fmt, ...)

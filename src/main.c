@@ -291,6 +291,18 @@ on_signal(evutil_socket_t sig, short what, void *arg)
 		worker_drain(sv->workers[i]);
 }
 
+/* What the daemon runs with: the error log's first line. */
+static void
+log_started(const struct conf *c, int nworkers)
+{
+	log_info("respcache %s: upstream %s, cache %s (max %zu bytes), %d "
+	    "worker%s, %s", PACKAGE_VERSION, c->upstream_url, c->cache_dir,
+	    c->cache_max_size, nworkers, nworkers == 1 ? "" : "s",
+	    c->ncreds == 0 ? "client keys passed through" :
+	    c->nclients == 0 ? "upstream key from file, no client auth" :
+	    "upstream keys from files, clients by token");
+}
+
 /* The CPUs this process may run on (its affinity, as taskset sets it). */
 static int
 cpu_count(void)
@@ -479,17 +491,17 @@ main(int argc, char **argv)
 		worker_start(sv.workers[i]);
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
 
-	log_info("respcache %s: upstream %s, cache %s (max %zu bytes), %d "
-	    "worker%s, %s", PACKAGE_VERSION, conf.upstream_url, conf.cache_dir,
-	    conf.cache_max_size, sv.nworkers, sv.nworkers == 1 ? "" : "s",
-	    conf.ncreds == 0 ? "client keys passed through" :
-	    conf.nclients == 0 ? "upstream key from file, no client auth" :
-	    "upstream keys from files, clients by token");
-	/* Tests and scripts wait for these lines. */
+	/* Tests and scripts wait for these lines, on stderr. */
+	if (strcmp(conf.error_log, "stderr") == 0)
+		log_started(&conf, sv.nworkers);
 	if (admin_fd != -1)
 		fprintf(stderr, "respcache: admin on %s\n", aname);
 	fprintf(stderr, "respcache: listening on %s\n", name);
 	fflush(stderr);
+	/* From here on, an error_log file takes stderr's place. */
+	log_start();
+	if (strcmp(conf.error_log, "stderr") != 0)
+		log_started(&conf, sv.nworkers);
 	systemd_ready("serving on %s with %d worker%s", name, sv.nworkers,
 	    sv.nworkers == 1 ? "" : "s");
 

@@ -1537,6 +1537,8 @@ proxy_stop(struct proxy *px)
 	for (pr = px->active; pr != NULL; pr = pr->next)
 		coalesce_leave(&pr->waiter);
 	while ((pr = px->active) != NULL) {
+		if (pr->ureq != NULL)
+			pr->usecs = proxy_clock() - pr->ut0;
 		upstream_abort(pr->ureq);
 		pr->ureq = NULL;
 		if (pr->req == NULL)
@@ -1547,6 +1549,7 @@ proxy_stop(struct proxy *px)
 			    "early.");
 		else {
 			proxy_req_detach(pr);
+			proxy_track_reply(px, pr->req);
 			proxy_account(px, pr->req, pr, 503, pr->result,
 			    reply_error(pr->req, 503, "server_error",
 			    "shutting_down", "respcache is shutting down.",

@@ -114,6 +114,11 @@ reply_error(struct evhttp_request *req, int status, const char *type,
 		evhttp_add_header(out, "x-should-retry", "false");
 	if (allow != NULL)
 		evhttp_add_header(out, "Allow", allow);
+	/* libevent 2.1 would send a HEAD's body: the next reply's bytes. */
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		evbuffer_drain(buf, len);
+		len = 0;
+	}
 	evhttp_send_reply(req, status, reply_phrase(status), buf);
 	evbuffer_free(buf);
 	return (len);
