@@ -9,7 +9,6 @@ const fs = require('node:fs');
 const http = require('node:http');
 const net = require('node:net');
 const path = require('node:path');
-const { spawn } = require('node:child_process');
 const h = require('../lib/harness');
 
 const sha = (s) => crypto.createHash('sha256').update(s).digest('hex');
