@@ -38,21 +38,6 @@ static int		 accesslog_fd = -1;	/* -1: off */
 static char		*accesslog_path;	/* NULL: stderr */
 static int		 accesslog_json;
 
-static int
-accesslog_open_file(const char *path, char **cause)
-{
-	int	fd;
-
-	if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
-	    0640)) == -1) {
-		if (asprintf(cause, "access log %s: %s", path,
-		    strerror(errno)) == -1)
-			fatalx("out of memory");
-		return (-1);
-	}
-	return (fd);
-}
-
 int
 accesslog_open(const char *where, int json, char **cause)
 {
@@ -63,7 +48,7 @@ accesslog_open(const char *where, int json, char **cause)
 		accesslog_fd = STDERR_FILENO;
 		return (0);
 	}
-	if ((accesslog_fd = accesslog_open_file(where, cause)) == -1)
+	if ((accesslog_fd = log_open_append("access log", where, cause)) == -1)
 		return (-1);
 	if ((accesslog_path = strdup(where)) == NULL)
 		fatalx("out of memory");
@@ -77,7 +62,7 @@ accesslog_reopen(char **cause)
 
 	if (accesslog_path == NULL)
 		return (0);
-	if ((fd = accesslog_open_file(accesslog_path, cause)) == -1)
+	if ((fd = log_open_append("access log", accesslog_path, cause)) == -1)
 		return (-1);
 	pthread_mutex_lock(&accesslog_mtx);
 	if (dup2(fd, accesslog_fd) == -1 && asprintf(cause, "access log "

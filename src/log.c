@@ -56,15 +56,14 @@ log_init(int level)
 
 static int log_fd = -1;		/* the file, until it takes stderr's place */
 
-/* Open path (for log_start() to put in stderr's place); -1 and *cause. */
-static int
-log_file(const char *path, char **cause)
+int
+log_open_append(const char *what, const char *path, char **cause)
 {
 	int	fd;
 
 	if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
 	    0640)) == -1) {
-		if (asprintf(cause, "error log %s: %s", path,
+		if (asprintf(cause, "%s %s: %s", what, path,
 		    strerror(errno)) == -1)
 			fatalx("out of memory");
 		return (-1);
@@ -77,7 +76,7 @@ log_open(const char *where, char **cause)
 {
 	if (strcmp(where, "stderr") == 0)
 		return (0);
-	if ((log_fd = log_file(where, cause)) == -1)
+	if ((log_fd = log_open_append("error log", where, cause)) == -1)
 		return (-1);
 	free(log_path);
 	if ((log_path = strdup(where)) == NULL)
@@ -121,7 +120,7 @@ log_reopen(char **cause)
 
 	if (log_path == NULL)
 		return (0);
-	if ((fd = log_file(log_path, cause)) == -1)
+	if ((fd = log_open_append("error log", log_path, cause)) == -1)
 		return (-1);
 	return (log_swap(fd, cause));
 }

@@ -22,6 +22,8 @@ int	log_level_parse(const char *);
  */
 int	log_open(const char *where, char **cause);
 void	log_start(void);
+/* A log file opened to append to (fd), or -1 and *cause "what path: why". */
+int	log_open_append(const char *what, const char *path, char **cause);
 /* SIGUSR1: open the file again, after logrotate moved it. */
 int	log_reopen(char **cause);
 void	log_write(int level, const char *fmt, ...)

@@ -193,6 +193,15 @@ metrics_head(struct evbuffer *b, const char *name, const char *type,
 	    name, help, name, type);
 }
 
+/* A series without labels, with its HELP and TYPE. */
+static void
+metrics_one(struct evbuffer *b, const char *name, const char *type,
+    const char *help, long long value)
+{
+	metrics_head(b, name, type, help);
+	evbuffer_add_printf(b, "respcache_%s %lld\n", name, value);
+}
+
 /* A histogram's series; labels is "" or `name="value",`. */
 static void
 metrics_hist_put(struct evbuffer *b, const char *name, const char *labels,
@@ -300,45 +309,35 @@ metrics_render(struct evbuffer *b, const struct cache_stats *cs, int workers)
 		evbuffer_add_printf(b, "respcache_upstream_errors_total{kind="
 		    "\"%s\"} %llu\n", metrics_uperr_names[i],
 		    (unsigned long long)sum->uperr[i]);
-	metrics_head(b, "inflight_requests", "gauge", "Requests in the "
-	    "proxy's hands.");
-	evbuffer_add_printf(b, "respcache_inflight_requests %lld\n",
+	metrics_one(b, "inflight_requests", "gauge", "Requests in the "
+	    "proxy's hands.",
 	    (long long)sum->inflight);
-	metrics_head(b, "open_streams", "gauge", "Event streams being "
-	    "relayed.");
-	evbuffer_add_printf(b, "respcache_open_streams %lld\n",
+	metrics_one(b, "open_streams", "gauge", "Event streams being "
+	    "relayed.",
 	    (long long)sum->streams);
 	free(sum);
 
-	metrics_head(b, "cache_entries", "gauge", "Entries in the cache.");
-	evbuffer_add_printf(b, "respcache_cache_entries %llu\n",
-	    (unsigned long long)cs->entries);
-	metrics_head(b, "cache_bytes", "gauge", "Bytes the cache's records "
-	    "use (counted against max_size).");
-	evbuffer_add_printf(b, "respcache_cache_bytes %llu\n",
-	    (unsigned long long)cs->bytes);
-	metrics_head(b, "cache_max_bytes", "gauge", "The cache's max_size.");
-	evbuffer_add_printf(b, "respcache_cache_max_bytes %llu\n",
-	    (unsigned long long)cs->max_size);
-	metrics_head(b, "cache_map_bytes", "gauge", "The LMDB map's size.");
-	evbuffer_add_printf(b, "respcache_cache_map_bytes %llu\n",
-	    (unsigned long long)cs->map_size);
-	metrics_head(b, "cache_map_used_bytes", "gauge", "The LMDB map's "
-	    "highest page in use, in bytes.");
-	evbuffer_add_printf(b, "respcache_cache_map_used_bytes %llu\n",
-	    (unsigned long long)cs->map_used);
-	metrics_head(b, "cache_evictions_total", "counter", "Records evicted "
-	    "to stay under max_size.");
-	evbuffer_add_printf(b, "respcache_cache_evictions_total %llu\n",
-	    (unsigned long long)cs->evictions);
-	metrics_head(b, "cache_map_full_total", "counter", "Answers not "
-	    "stored: no room even after eviction.");
-	evbuffer_add_printf(b, "respcache_cache_map_full_total %llu\n",
-	    (unsigned long long)cs->map_full);
-	metrics_head(b, "cache_errors_total", "counter", "LMDB errors (the "
-	    "request was served anyway).");
-	evbuffer_add_printf(b, "respcache_cache_errors_total %llu\n",
-	    (unsigned long long)cs->errors);
+	metrics_one(b, "cache_entries", "gauge", "Entries in the cache.",
+	    (long long)cs->entries);
+	metrics_one(b, "cache_bytes", "gauge", "Bytes the cache's records "
+	    "use (counted against max_size).",
+	    (long long)cs->bytes);
+	metrics_one(b, "cache_max_bytes", "gauge", "The cache's max_size.",
+	    (long long)cs->max_size);
+	metrics_one(b, "cache_map_bytes", "gauge", "The LMDB map's size.",
+	    (long long)cs->map_size);
+	metrics_one(b, "cache_map_used_bytes", "gauge", "The LMDB map's "
+	    "highest page in use, in bytes.",
+	    (long long)cs->map_used);
+	metrics_one(b, "cache_evictions_total", "counter", "Records evicted "
+	    "to stay under max_size.",
+	    (long long)cs->evictions);
+	metrics_one(b, "cache_map_full_total", "counter", "Answers not "
+	    "stored: no room even after eviction.",
+	    (long long)cs->map_full);
+	metrics_one(b, "cache_errors_total", "counter", "LMDB errors (the "
+	    "request was served anyway).",
+	    (long long)cs->errors);
 
 	metrics_head(b, "config_reloads_total", "counter", "SIGHUP reloads, "
 	    "by result.");
@@ -346,12 +345,11 @@ metrics_render(struct evbuffer *b, const struct cache_stats *cs, int workers)
 	    "%llu\nrespcache_config_reloads_total{result=\"failed\"} %llu\n",
 	    (unsigned long long)READ(&metrics_reloads[1]),
 	    (unsigned long long)READ(&metrics_reloads[0]));
-	metrics_head(b, "workers", "gauge", "Event-loop threads serving "
-	    "clients.");
-	evbuffer_add_printf(b, "respcache_workers %d\n", workers);
-	metrics_head(b, "start_time_seconds", "gauge", "When the process "
-	    "started, in seconds since the epoch.");
-	evbuffer_add_printf(b, "respcache_start_time_seconds %lld\n",
+	metrics_one(b, "workers", "gauge", "Event-loop threads serving "
+	    "clients.",
+	    (long long)workers);
+	metrics_one(b, "start_time_seconds", "gauge", "When the process "
+	    "started, in seconds since the epoch.",
 	    (long long)metrics_started);
 	metrics_head(b, "build_info", "gauge", "Always 1; the version is a "
 	    "label.");
