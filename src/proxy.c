@@ -190,7 +190,8 @@ static const char *const proxy_result_names[MC_COUNT] = {
  * A request is answered (or its client left: status 499): count it in
  * the metrics and write its access log line.  pr is NULL for answers
  * made before a request had one.  Called once per request, right after
- * its reply was handed to evhttp (or its client left).
+ * its reply was handed to evhttp (or its client left); a stream's just
+ * before its end is, since that may free req.
  */
 static void
 proxy_account(struct proxy *px, struct evhttp_request *req,
@@ -886,10 +887,15 @@ proxy_stream_end(struct proxy_req *pr, const char *type, const char *code,
 		evhttp_send_reply_chunk(req, ev);
 		evbuffer_free(ev);
 	}
+	/*
+	 * Counted first: when nothing is left to write (an HTTP/1.0 client,
+	 * not chunked, that took every byte), evhttp_send_reply_end() ends
+	 * the request at once and frees req.
+	 */
+	proxy_account(pr->px, req, pr, 200, pr->result, pr->relayed);
 	proxy_track_reply(pr->px, req);
 	evhttp_request_set_on_complete_cb(req, proxy_stream_written, pr->px);
 	evhttp_send_reply_end(req);
-	proxy_account(pr->px, req, pr, 200, pr->result, pr->relayed);
 	proxy_req_free(pr);
 }
 

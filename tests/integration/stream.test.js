@@ -121,3 +121,30 @@ test('a client that goes away mid-stream does not hurt the daemon', async () => 
 		checkEvents(events, 'stream after an abandoned one');
 	});
 });
+
+test('an HTTP/1.0 client that has every byte of a stream before it ends', async () => {
+	await h.withStack({}, async ({ up, px }) => {
+		// Not chunked: when the upstream ends the stream after the client
+		// took all of it, evhttp ends the request at once.
+		up.override = (req, res) => {
+			if (req.method !== 'POST') return false;
+			res.writeHead(200, { 'content-type': 'text/event-stream' });
+			res.write('event: response.created\ndata: {"type":"response.created",' +
+				'"sequence_number":0,"response":{"id":"resp_h10","status":"in_progress"}}\n\n');
+			setTimeout(() => res.end(), 200);
+			return true;
+		};
+		const body = JSON.stringify({ model: 'gpt-4o', input: 'old client', stream: true });
+		for (let i = 0; i < 3; i++) {
+			const r = await h.rawRequest(px.port, 'POST /v1/responses HTTP/1.0\r\n' +
+				'Host: x\r\nAuthorization: Bearer sk-test\r\nContent-Type: application/json\r\n' +
+				`Content-Length: ${body.length}\r\n\r\n${body}`);
+			assert.equal(r.status, 200);
+			assert.match(r.body, /response\.created/);
+		}
+		up.override = null;
+		const id = up.seed();
+		const g = await h.request(`${px.url}/v1/responses/${id}`);
+		assert.equal(g.status, 200, 'the daemon still serves');
+	});
+});
