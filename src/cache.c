@@ -59,6 +59,13 @@ struct cache {
 	int		 stopping;
 };
 
+/*
+ * Each thread that reads keeps a read transaction, and with it a slot in
+ * the lock file's reader table: room for the most workers conf.c allows
+ * (1024), the main thread, and a few besides.  LMDB's default is 126.
+ */
+#define CACHE_MAX_READERS	1152
+
 /* Counters any thread may bump; cache_stats() reads them. */
 #define CACHE_COUNT(c, f)	__atomic_add_fetch(&(c)->st.f, 1, __ATOMIC_RELAXED)
 
@@ -120,6 +127,7 @@ cache_env_open(struct cache *c, const char *dir, char **cause)
 
 	if ((rc = mdb_env_create(&c->env)) != 0 ||
 	    (rc = mdb_env_set_maxdbs(c->env, 4)) != 0 ||
+	    (rc = mdb_env_set_maxreaders(c->env, CACHE_MAX_READERS)) != 0 ||
 	    (rc = mdb_env_set_mapsize(c->env, c->map_size)) != 0)
 		goto fail;
 	rc = mdb_env_open(c->env, dir, MDB_NOSYNC | MDB_NOTLS, 0600);

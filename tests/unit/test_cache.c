@@ -1,6 +1,7 @@
 /* Unit tests: the LMDB cache on real files: put, get, invalidate, evict. */
 #include "config.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -26,6 +27,27 @@ visit(const struct cache_entry *e, void *arg)
 	g->len = e->body_len;
 	snprintf(g->hdrs, sizeof g->hdrs, "%.*s", (int)e->hdrs_len, e->hdrs);
 	snprintf(g->etag, sizeof g->etag, "%.*s", (int)e->etag_len, e->etag);
+}
+
+/* Many threads, each holding its read transaction (as workers do). */
+#define NREADERS	300
+static pthread_barrier_t	 readers_bar;
+static int			 readers_hits;
+
+static void *
+reader(void *arg)
+{
+	struct cache	*c = arg;
+	struct got	*g;
+
+	if ((g = calloc(1, sizeof *g)) == NULL)
+		abort();
+	if (cache_get(c, "t\0r\0x\0", 6, time(NULL), visit, g) == 1)
+		__atomic_add_fetch(&readers_hits, 1, __ATOMIC_RELAXED);
+	pthread_barrier_wait(&readers_bar);
+	cache_thread_end(c);
+	free(g);
+	return (NULL);
 }
 
 static int
@@ -58,6 +80,19 @@ main(void)
 	    g.status == 200 && g.len == 7 && memcmp(g.body, "{\"a\":1}", 7) == 0
 	    && strcmp(g.hdrs, "A: b\r\n") == 0 && strcmp(g.etag, "\"e\"") == 0,
 	    "get returns what was put");
+	{
+		pthread_t	t[NREADERS];
+
+		pthread_barrier_init(&readers_bar, NULL, NREADERS);
+		for (i = 0; i < NREADERS; i++)
+			if (pthread_create(&t[i], NULL, reader, c) != 0)
+				abort();
+		for (i = 0; i < NREADERS; i++)
+			pthread_join(t[i], NULL);
+		pthread_barrier_destroy(&readers_bar);
+		ok(readers_hits == NREADERS, "%d threads at once each read "
+		    "(%d hits)", NREADERS, readers_hits);
+	}
 	ok(cache_get(c, "u\0r\0x\0", 6, time(NULL), visit, &g) == 0,
 	    "another tenant's key misses");
 	ok(put(c, "t\0r\0x\0", 6, "{\"a\":2}") == 0 &&
