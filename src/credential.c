@@ -13,6 +13,8 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <pthread.h>
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
@@ -20,16 +22,24 @@
 #include "credential.h"
 #include "log.h"
 
+/* Fetched once: EVP_sha256() makes EVP_Digest fetch on every call. */
+static EVP_MD		*sha256;
+static pthread_once_t	 sha256_once = PTHREAD_ONCE_INIT;
+
+static void
+sha256_fetch(void)
+{
+	if ((sha256 = EVP_MD_fetch(NULL, "SHA256", NULL)) == NULL)
+		fatalx("SHA-256 unavailable");
+}
+
 void
 sha256_raw(const void *p, size_t len, unsigned char out[32])
 {
-	static EVP_MD	*sha256;
 	unsigned int	 mdlen = 0;
 
-	/* Fetched once: EVP_sha256() makes EVP_Digest fetch on every call. */
-	if (sha256 == NULL && (sha256 = EVP_MD_fetch(NULL, "SHA256",
-	    NULL)) == NULL)
-		fatalx("SHA-256 unavailable");
+	/* Workers hash on their own threads: the first ones race here. */
+	pthread_once(&sha256_once, sha256_fetch);
 	if (EVP_Digest(p, len, out, &mdlen, sha256, NULL) != 1 || mdlen != 32)
 		fatalx("SHA-256 failed");
 }
