@@ -50,7 +50,8 @@ log_event_cb(int severity, const char *msg)
 void
 log_init(int level)
 {
-	log_level_now = level;
+	/* Worker threads read it as they log. */
+	__atomic_store_n(&log_level_now, level, __ATOMIC_RELAXED);
 	event_set_log_callback(log_event_cb);
 }
 

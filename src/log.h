@@ -32,7 +32,7 @@ void	fatalx(const char *fmt, ...)
 	    __attribute__((format(printf, 1, 2), noreturn));
 
 #define log_at(l, ...) do {						\
-	if ((l) <= log_level_now)					\
+	if ((l) <= __atomic_load_n(&log_level_now, __ATOMIC_RELAXED))	\
 		log_write((l), __VA_ARGS__);				\
 } while (0)
 #define log_err(...)	log_at(LOG_ERR, __VA_ARGS__)

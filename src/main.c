@@ -467,6 +467,8 @@ main(int argc, char **argv)
 	for (i = 0; i < sv.nworkers; i++)
 		sv.workers[i] = worker_new(i, &conf, cache, flights, keys,
 		    fds[i], sv.drained_fd);
+	/* Each worker holds its own: rotated keys leave memory with them. */
+	keyring_unref(keys);
 	listener_name(fds[0], name, sizeof name);
 	if (admin_fd != -1)
 		listener_name(admin_fd, aname, sizeof aname);
@@ -513,7 +515,6 @@ main(int argc, char **argv)
 	for (i = 0; i < sv.nworkers; i++)
 		worker_free(sv.workers[i]);
 	free(sv.workers);
-	keyring_unref(keys);
 	coalesce_free(flights);
 	if (sv.admin_http != NULL)
 		evhttp_free(sv.admin_http);
