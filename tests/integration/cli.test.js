@@ -86,3 +86,37 @@ test('a taken port: exits non-zero with a clear message', async () => {
 		await up.close();
 	}
 });
+
+test('a cache directory that cannot be created: exits 1 with one line naming it', () => {
+	// A path under a regular file cannot become a directory, even for root.
+	const file = path.join(h.tmpdir(), 'not-a-dir');
+	fs.writeFileSync(file, '');
+	const dir = path.join(file, 'cache');
+	const r = run(['--listen', '127.0.0.1:0', '--admin-listen', '', '--cache-dir', dir]);
+	assert.equal(r.status, 1);
+	const lines = r.stderr.trim().split('\n');
+	assert.equal(lines.length, 1, `one line: ${r.stderr}`);
+	assert.ok(lines[0].includes(dir), `the line names the directory: ${r.stderr}`);
+	assert.match(lines[0], /Not a directory/);
+});
+
+test('a cache directory that is not writable: exits 1 with one line naming it', (t) => {
+	const parent = h.tmpdir();
+	fs.chmodSync(parent, 0o755);
+	const dir = path.join(parent, 'cache');
+	let r;
+	if (process.getuid && process.getuid() === 0) {
+		r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', '--', h.daemonPath(),
+			'--listen', '127.0.0.1:0', '--admin-listen', '', '--cache-dir', dir], { encoding: 'utf8', timeout: 10000 });
+		if (r.error) return t.skip(`setpriv: ${r.error.message}`);
+		if (/Permission denied/.test(r.stderr) && !r.stderr.includes(dir)) return t.skip(`nobody cannot run the binary: ${r.stderr}`);
+	} else {
+		fs.chmodSync(parent, 0o500);
+		r = run(['--listen', '127.0.0.1:0', '--admin-listen', '', '--cache-dir', dir]);
+		fs.chmodSync(parent, 0o700);
+	}
+	assert.equal(r.status, 1, r.stderr);
+	assert.equal(r.stderr.trim().split('\n').length, 1, `one line: ${r.stderr}`);
+	assert.ok(r.stderr.includes(dir), r.stderr);
+	assert.match(r.stderr, /Permission denied/);
+});
