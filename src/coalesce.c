@@ -273,23 +273,46 @@ coalesce_end(struct coalesce *co, struct coalesce_fetch *f,
 	struct coalesce_box	*wake[16];
 	size_t			 nwake = 0, i;
 	uint64_t		 one = 1;
+	int			 given = 0;
 
 	TAILQ_INIT(&here);
 	pthread_mutex_lock(&co->mtx);
+	/*
+	 * The copy for other loops is made unlocked (an answer may be large),
+	 * while the fetch stays in the table; waiters may come and go
+	 * meanwhile, and are handed out below, locked again.
+	 */
+	if (answer != NULL) {
+		TAILQ_FOREACH(w, &f->waiters, entry)
+			if (w->box != f->box)
+				break;
+		if (w != NULL) {
+			pthread_mutex_unlock(&co->mtx);
+			copy = coalesce_copy_new(answer);
+			pthread_mutex_lock(&co->mtx);
+		}
+	}
 	if (tdelete(f, &co->root, coalesce_cmp) == NULL)
 		fatalx("coalesce_end: unknown fetch");
 	co->n--;
 	while ((w = TAILQ_FIRST(&f->waiters)) != NULL) {
+		if (w->box != f->box && answer != NULL && copy == NULL) {
+			/* A waiter from another loop came while unlocked. */
+			pthread_mutex_unlock(&co->mtx);
+			copy = coalesce_copy_new(answer);
+			pthread_mutex_lock(&co->mtx);
+			continue;	/* w may have left meanwhile */
+		}
 		TAILQ_REMOVE(&f->waiters, w, entry);
 		w->fetch = NULL;
 		if (w->box == f->box) {
 			TAILQ_INSERT_TAIL(&here, w, entry);
 			continue;
 		}
-		if (answer != NULL && copy == NULL)
-			copy = coalesce_copy_new(answer);
-		if (copy != NULL)
+		if (copy != NULL) {
 			copy->refs++;
+			given = 1;
+		}
 		w->copy = copy;
 		w->queued = 1;
 		TAILQ_INSERT_TAIL(&w->box->inbox, w, entry);
@@ -302,6 +325,8 @@ coalesce_end(struct coalesce *co, struct coalesce_fetch *f,
 				log_warnx("coalesce: wake: %s", strerror(errno));
 	}
 	pthread_mutex_unlock(&co->mtx);
+	if (!given)
+		coalesce_copy_free(copy);	/* its waiters all left */
 	for (i = 0; i < nwake; i++)
 		if (write(wake[i]->efd, &one, sizeof one) == -1)
 			log_warnx("coalesce: wake: %s", strerror(errno));
