@@ -1,16 +1,19 @@
 /*
  * accesslog.c - the access log; see accesslog.h.
  *
- * Workers share one descriptor.  A reopen opens the file again and
- * dup2()s it over that descriptor, so a worker's write goes wholly to the
- * old file or wholly to the new one; a mutex keeps workers' writes from
- * interleaving on a pipe (journald) past PIPE_BUF.
+ * Workers never write themselves: each hands its buffered lines to a
+ * queue, and one writer thread writes the queue out.  A stalled journald
+ * pipe or disk holds only that thread; past ACCESSLOG_QUEUE_MAX waiting,
+ * lines are dropped (and counted), never requests.  A reopen opens the
+ * file again and dup2()s it over the one descriptor, so each write goes
+ * wholly to the old file or wholly to the new one.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +28,7 @@
 #include "log.h"
 
 #define ACCESSLOG_FLUSH_AT	(32 * 1024)
+#define ACCESSLOG_QUEUE_MAX	(16 * 1024 * 1024)
 
 struct accesslog {
 	struct evbuffer		*buf;
@@ -34,25 +38,88 @@ struct accesslog {
 };
 
 static pthread_mutex_t	 accesslog_mtx = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t	 accesslog_cond = PTHREAD_COND_INITIALIZER;
+static pthread_t	 accesslog_writer;
+/* Under accesslog_mtx: */
+static struct evbuffer	*accesslog_queue;	/* lines to write */
+static int		 accesslog_stopping;
+static uint64_t		 accesslog_dropped;
+
 static int		 accesslog_fd = -1;	/* -1: off */
 static char		*accesslog_path;	/* NULL: stderr */
 static int		 accesslog_json;
 
+/* The writer thread: write out whatever the workers queued. */
+static void *
+accesslog_write_loop(void *arg)
+{
+	struct evbuffer	*out;
+	size_t		 len;
+	ssize_t		 n;
+
+	(void)arg;
+	if ((out = evbuffer_new()) == NULL)
+		fatalx("out of memory");
+	pthread_mutex_lock(&accesslog_mtx);
+	for (;;) {
+		while (evbuffer_get_length(accesslog_queue) == 0 &&
+		    !accesslog_stopping)
+			pthread_cond_wait(&accesslog_cond, &accesslog_mtx);
+		if (evbuffer_get_length(accesslog_queue) == 0)
+			break;
+		evbuffer_add_buffer(out, accesslog_queue);
+		pthread_mutex_unlock(&accesslog_mtx);
+		while ((len = evbuffer_get_length(out)) > 0) {
+			n = evbuffer_write(out, accesslog_fd);
+			if (n == -1 && errno == EINTR)
+				continue;
+			if (n <= 0) {
+				/* Unwritable: lines are lost, not requests. */
+				evbuffer_drain(out, len);
+				break;
+			}
+		}
+		pthread_mutex_lock(&accesslog_mtx);
+	}
+	pthread_mutex_unlock(&accesslog_mtx);
+	evbuffer_free(out);
+	return (NULL);
+}
+
 int
 accesslog_open(const char *where, int json, char **cause)
 {
+	int	rc;
+
 	accesslog_json = json;
 	if (strcmp(where, "off") == 0)
 		return (0);
-	if (strcmp(where, "stderr") == 0) {
+	if (strcmp(where, "stderr") == 0)
 		accesslog_fd = STDERR_FILENO;
-		return (0);
+	else {
+		if ((accesslog_fd = log_open_append("access log", where,
+		    cause)) == -1)
+			return (-1);
+		if ((accesslog_path = strdup(where)) == NULL)
+			fatalx("out of memory");
 	}
-	if ((accesslog_fd = log_open_append("access log", where, cause)) == -1)
-		return (-1);
-	if ((accesslog_path = strdup(where)) == NULL)
+	if ((accesslog_queue = evbuffer_new()) == NULL)
 		fatalx("out of memory");
+	if ((rc = pthread_create(&accesslog_writer, NULL,
+	    accesslog_write_loop, NULL)) != 0)
+		fatalx("cannot start the access log thread: %s", strerror(rc));
 	return (0);
+}
+
+uint64_t
+accesslog_lost(void)
+{
+	uint64_t	n;
+
+	pthread_mutex_lock(&accesslog_mtx);
+	n = accesslog_dropped;
+	pthread_mutex_unlock(&accesslog_mtx);
+	return (n);
 }
 
 int
@@ -64,11 +131,9 @@ accesslog_reopen(char **cause)
 		return (0);
 	if ((fd = log_open_append("access log", accesslog_path, cause)) == -1)
 		return (-1);
-	pthread_mutex_lock(&accesslog_mtx);
 	if (dup2(fd, accesslog_fd) == -1 && asprintf(cause, "access log "
 	    "%s: dup2: %s", accesslog_path, strerror(errno)) == -1)
 		fatalx("out of memory");
-	pthread_mutex_unlock(&accesslog_mtx);
 	close(fd);
 	return (*cause == NULL ? 0 : -1);
 }
@@ -76,6 +141,23 @@ accesslog_reopen(char **cause)
 void
 accesslog_close(void)
 {
+	struct timespec	ts;
+
+	if (accesslog_queue != NULL) {
+		pthread_mutex_lock(&accesslog_mtx);
+		accesslog_stopping = 1;
+		pthread_cond_signal(&accesslog_cond);
+		pthread_mutex_unlock(&accesslog_mtx);
+		/* A log that cannot be written must not hold the exit up. */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 2;
+		if (pthread_timedjoin_np(accesslog_writer, NULL, &ts) != 0) {
+			log_warnx("access log: lines still unwritten at exit");
+			return;
+		}
+		evbuffer_free(accesslog_queue);
+		accesslog_queue = NULL;
+	}
 	if (accesslog_path != NULL)
 		close(accesslog_fd);
 	accesslog_fd = -1;
@@ -83,24 +165,30 @@ accesslog_close(void)
 	accesslog_path = NULL;
 }
 
+/* Hand this worker's lines to the writer (or drop them if it is behind). */
 static void
 accesslog_flush(struct accesslog *al)
 {
-	size_t	len;
-	ssize_t	n;
+	size_t	len = evbuffer_get_length(al->buf);
+	int	dropped = 0;
 
+	if (len == 0)
+		return;
 	pthread_mutex_lock(&accesslog_mtx);
-	while ((len = evbuffer_get_length(al->buf)) > 0) {
-		n = evbuffer_write(al->buf, accesslog_fd);
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			/* A log that cannot be written drops lines, not requests. */
-			evbuffer_drain(al->buf, len);
-			break;
-		}
-	}
+	if (evbuffer_get_length(accesslog_queue) + len > ACCESSLOG_QUEUE_MAX) {
+		accesslog_dropped++;
+		dropped = accesslog_dropped == 1;
+	} else
+		evbuffer_add_buffer(accesslog_queue, al->buf);
+	pthread_cond_signal(&accesslog_cond);
 	pthread_mutex_unlock(&accesslog_mtx);
+	if (evbuffer_get_length(al->buf) > 0) {
+		evbuffer_drain(al->buf, len);
+		if (dropped)
+			log_warnx("access log: the writer is behind by %d MiB: "
+			    "lines are dropped (see respcache_access_log_"
+			    "dropped_total)", ACCESSLOG_QUEUE_MAX >> 20);
+	}
 }
 
 static void

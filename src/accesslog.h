@@ -1,15 +1,17 @@
 /*
  * accesslog.h - one line a request, as text or JSON.
  *
- * Each worker buffers its lines and writes them once per pass of its
- * event loop (or when 32 KiB are waiting): under load one write carries
- * many lines, and a quiet proxy still logs each request at once.  Lines
- * go to stderr (journald) or to a file, which SIGUSR1 reopens.
+ * Each worker buffers its lines and hands them to a writer thread once
+ * per pass of its event loop (or when 32 KiB are waiting): under load one
+ * write carries many lines, a quiet proxy still logs each request at once,
+ * and no event loop ever waits on the log.  Lines go to stderr (journald)
+ * or to a file, which SIGUSR1 reopens.
  */
 #ifndef RC_ACCESSLOG_H
 #define RC_ACCESSLOG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct accesslog;
@@ -35,7 +37,10 @@ struct access_entry {
 int	accesslog_open(const char *where, int json, char **cause);
 /* SIGUSR1: open the file again (after logrotate moved it). */
 int	accesslog_reopen(char **cause);
+/* Writes what is queued, then stops the writer (workers freed first). */
 void	accesslog_close(void);
+/* Hand-overs dropped because the writer was too far behind. */
+uint64_t accesslog_lost(void);
 
 /* A worker's buffer; NULL when the access log is off. */
 struct accesslog *accesslog_new(struct event_base *);

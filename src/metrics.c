@@ -16,6 +16,7 @@
 
 #include <event2/buffer.h>
 
+#include "accesslog.h"
 #include "cache.h"
 #include "log.h"
 #include "metrics.h"
@@ -339,6 +340,9 @@ metrics_render(struct evbuffer *b, const struct cache_stats *cs, int workers)
 	    "request was served anyway).",
 	    (long long)cs->errors);
 
+	metrics_one(b, "access_log_dropped_total", "counter", "Batches of "
+	    "access log lines dropped because the log could not keep up.",
+	    (long long)accesslog_lost());
 	metrics_head(b, "config_reloads_total", "counter", "SIGHUP reloads, "
 	    "by result.");
 	evbuffer_add_printf(b, "respcache_config_reloads_total{result=\"ok\"} "

@@ -339,3 +339,29 @@ test('error_log = FILE gets the error log (and the access log on stderr); SIGUSR
 		await up.close();
 	}
 });
+
+test('a log reader that stops reading (a stalled journald pipe) does not stall requests', async () => {
+	await h.withStack({ proxy: { args: ['--workers', '1'] } }, async ({ up, px }) => {
+		const id = up.seed();
+		const p = `${px.url}/v1/responses/${id}`;
+		h.assertXCache(await h.request(p), 'MISS', 'first GET');
+		// Stop reading the daemon's stderr: the pipe (64 KiB) fills after a
+		// few hundred access lines, and a write to it would block.
+		px.proc.stderr.pause();
+		const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+		try {
+			const t0 = Date.now();
+			for (let round = 0; round < 30; round++) {
+				const rs = await Promise.all(Array.from({ length: 100 }, () => h.request(p, { agent })));
+				for (const r of rs) assert.equal(r.status, 200);
+			}
+			const ms = Date.now() - t0;
+			// 3,000 access lines (~200 B each) are far more than the pipe holds.
+			assert.ok(ms < 20000, `3,000 hits with the log stalled took ${ms} ms`);
+		} finally {
+			agent.destroy();
+			px.proc.stderr.resume();
+		}
+		await h.until(() => textLines(px.stderr()).length >= 3001, { timeoutMs: 10000, what: 'every line, once the reader is back' });
+	});
+});
