@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,6 +50,28 @@ static int		 accesslog_fd = -1;	/* -1: off */
 static char		*accesslog_path;	/* NULL: stderr */
 static int		 accesslog_json;
 
+/*
+ * How much of out to write at once: whole lines, at most PIPE_BUF bytes
+ * (a pipe keeps such a write whole), so that the error log's lines, also
+ * on stderr, fall between access lines and never inside one.
+ */
+static size_t
+accesslog_chunk(struct evbuffer *out)
+{
+	struct evbuffer_ptr	 eol;
+	size_t			 len = evbuffer_get_length(out), n;
+	const char		*p, *nl;
+
+	n = len < PIPE_BUF ? len : PIPE_BUF;
+	if ((p = (const char *)evbuffer_pullup(out, (ev_ssize_t)n)) == NULL)
+		return (len);
+	if ((nl = memrchr(p, '\n', n)) != NULL)
+		return ((size_t)(nl - p) + 1);
+	/* A line longer than PIPE_BUF goes whole, on its own. */
+	eol = evbuffer_search(out, "\n", 1, NULL);
+	return (eol.pos >= 0 ? (size_t)eol.pos + 1 : len);
+}
+
 /* The writer thread: write out whatever the workers queued. */
 static void *
 accesslog_write_loop(void *arg)
@@ -70,7 +93,8 @@ accesslog_write_loop(void *arg)
 		evbuffer_add_buffer(out, accesslog_queue);
 		pthread_mutex_unlock(&accesslog_mtx);
 		while ((len = evbuffer_get_length(out)) > 0) {
-			n = evbuffer_write(out, accesslog_fd);
+			n = evbuffer_write_atmost(out, accesslog_fd,
+			    (ev_ssize_t)accesslog_chunk(out));
 			if (n == -1 && errno == EINTR)
 				continue;
 			if (n <= 0) {

@@ -138,23 +138,41 @@ log_level_parse(const char *s)
 	return (-1);
 }
 
+/*
+ * One line, one write(2): lines from several threads, and the access log
+ * writer's (see accesslog.c) on the same descriptor, never interleave
+ * inside a line (a pipe keeps writes of up to PIPE_BUF whole).
+ */
 static void
 log_vwrite(int level, const char *fmt, va_list ap)
 {
-	char		tbuf[32];
+	char		line[4096], tbuf[32];
 	struct timespec	ts;
 	struct tm	tm;
+	size_t		len, off;
+	ssize_t		n;
+	int		rc;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
 	strftime(tbuf, sizeof tbuf, "%Y-%m-%dT%H:%M:%S", &tm);
-	/* Worker threads log too: one line at a time. */
-	flockfile(stderr);
-	fprintf(stderr, "%s.%03ldZ respcache[%s]: ", tbuf, ts.tv_nsec / 1000000,
-	    log_names[level]);
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	funlockfile(stderr);
+	rc = snprintf(line, sizeof line, "%s.%03ldZ respcache[%s]: ", tbuf,
+	    ts.tv_nsec / 1000000, log_names[level]);
+	len = rc > 0 ? (size_t)rc : 0;
+	rc = vsnprintf(line + len, sizeof line - len - 1, fmt, ap);
+	if (rc > 0)
+		len += (size_t)rc < sizeof line - len - 1 ? (size_t)rc :
+		    sizeof line - len - 2;
+	line[len++] = '\n';
+	off = 0;
+	while (off < len) {
+		n = write(STDERR_FILENO, line + off, len - off);
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		off += (size_t)n;
+	}
 }
 
 void

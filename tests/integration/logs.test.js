@@ -365,3 +365,28 @@ test('a log reader that stops reading (a stalled journald pipe) does not stall r
 		await h.until(() => textLines(px.stderr()).length >= 3001, { timeoutMs: 10000, what: 'every line, once the reader is back' });
 	});
 });
+
+test('access lines and error log lines on one stderr never break into each other', async () => {
+	// Debug level: the workers log several lines a request while the access
+	// log's writer thread writes its lines to the same descriptor.
+	await h.withStack({ proxy: { config: '[log]\nlevel = debug\n', args: ['--workers', '2'] } }, async ({ up, px }) => {
+		const ids = Array.from({ length: 20 }, () => up.seed());
+		const agent = new http.Agent({ keepAlive: true, maxSockets: 16 });
+		try {
+			for (let round = 0; round < 10; round++) {
+				await Promise.all(ids.flatMap((id) => [1, 2, 3, 4, 5].map(() =>
+					h.request(`${px.url}/v1/responses/${id}`, { agent }))));
+			}
+		} finally {
+			agent.destroy();
+		}
+		await h.until(() => textLines(px.stderr()).length >= 1000, { timeoutMs: 10000, what: '1,000 access lines' });
+		const ERR_RE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z respcache\[(error|warn|info|debug)\]: /;
+		const bad = px.stderr().split('\n').filter((l) => l !== '' && !l.startsWith('respcache: ') &&
+			!ERR_RE.test(l) && !TEXT_RE.test(l));
+		assert.deepEqual(bad.slice(0, 3), [], `${bad.length} lines are neither an access line nor an error log line`);
+		for (const l of px.stderr().split('\n')) {
+			if (ERR_RE.test(l)) assert.doesNotMatch(l.replace(ERR_RE, ''), /\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z client=/, 'an access line inside an error line');
+		}
+	});
+});
