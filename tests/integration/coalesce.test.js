@@ -10,17 +10,6 @@ const h = require('../lib/harness');
 
 const DEBUG = '[log]\nlevel = debug\n';
 
-/* Hold every upstream GET until release(); returns the held answers. */
-function holdGets(up) {
-	const held = [];
-	up.override = (req, res) => {
-		if (req.method !== 'GET') return false;
-		held.push({ req, res });
-		return true;
-	};
-	return held;
-}
-
 /*
  * Ready when the proxy's debug log shows n requests waiting on a fetch,
  * and that fetch has reached the upstream.
@@ -42,7 +31,7 @@ test('50 concurrent GETs of one uncached id make one upstream GET, and all get i
 	await h.withStack({ proxy: { config: DEBUG } }, async ({ up, px }) => {
 		const id = up.seed();
 		const p = `/v1/responses/${id}`;
-		const held = holdGets(up);
+		const held = h.holdGets(up);
 		const { all, agent } = many(50, px.url + p);
 		await waiters(px, 49, held);
 		assert.equal(up.count('GET', p), 1, 'one GET reached the upstream');
@@ -68,7 +57,7 @@ test('an error answer is shared by all who waited, and not cached', async () => 
 	await h.withStack({ proxy: { config: DEBUG } }, async ({ up, px }) => {
 		const id = up.seed();
 		const p = `/v1/responses/${id}`;
-		const held = holdGets(up);
+		const held = h.holdGets(up);
 		const { all, agent } = many(10, px.url + p);
 		await waiters(px, 9, held);
 		up.override = null;
@@ -88,7 +77,7 @@ test('an error answer is shared by all who waited, and not cached', async () => 
 test('a broken upstream answer gives every waiter the same 502', async () => {
 	await h.withStack({ proxy: { config: DEBUG } }, async ({ up, px }) => {
 		const id = up.seed();
-		const held = holdGets(up);
+		const held = h.holdGets(up);
 		const { all, agent } = many(5, `${px.url}/v1/responses/${id}`);
 		await waiters(px, 4, held);
 		held[0].res.socket.destroy();
@@ -106,7 +95,7 @@ test('a not-final answer is shared but not cached', async () => {
 	await h.withStack({ proxy: { config: DEBUG } }, async ({ up, px }) => {
 		const id = up.seed({ background: true });
 		const p = `/v1/responses/${id}`;
-		const held = holdGets(up);
+		const held = h.holdGets(up);
 		const { all, agent } = many(5, px.url + p);
 		await waiters(px, 4, held);
 		up.override = null;
@@ -124,7 +113,7 @@ test('two tenants never share a fetch', async () => {
 	await h.withStack({ proxy: { config: DEBUG } }, async ({ up, px }) => {
 		const id = up.seed();
 		const p = `/v1/responses/${id}`;
-		const held = holdGets(up);
+		const held = h.holdGets(up);
 		const a = h.request(px.url + p, { headers: { authorization: 'Bearer sk-alice' }, agent: false });
 		const b = h.request(px.url + p, { headers: { authorization: 'Bearer sk-bob' }, agent: false });
 		await h.until(() => held.length === 2, { what: 'both tenants\' GETs to reach the upstream' });
@@ -147,7 +136,7 @@ test('the first client leaving does not cancel the fetch others wait on; a waite
 	await h.withStack({ proxy: { config: DEBUG } }, async ({ up, px }) => {
 		const id = up.seed();
 		const p = `/v1/responses/${id}`;
-		const held = holdGets(up);
+		const held = h.holdGets(up);
 		const first = abandonable(px.url + p);
 		await h.until(() => held.length === 1, { what: 'the first GET to reach the upstream' });
 		const { all, agent } = many(3, px.url + p);
@@ -172,7 +161,7 @@ test('the first client leaving does not cancel the fetch others wait on; a waite
 test('a lone client leaving cancels its fetch', async () => {
 	await h.withStack({ proxy: { config: DEBUG } }, async ({ up, px }) => {
 		const id = up.seed();
-		const held = holdGets(up);
+		const held = h.holdGets(up);
 		const only = abandonable(`${px.url}/v1/responses/${id}`);
 		await h.until(() => held.length === 1, { what: 'the GET to reach the upstream' });
 		only.destroy();
@@ -185,7 +174,7 @@ test('a fetch that turns out to be a stream hands its waiters back to fetch for 
 	await h.withStack({ proxy: { config: DEBUG } }, async ({ up, px }) => {
 		const id = up.seed();
 		const p = `/v1/responses/${id}`;
-		const held = holdGets(up);
+		const held = h.holdGets(up);
 		const first = abandonable(px.url + p);
 		await h.until(() => held.length === 1, { what: 'the first GET to reach the upstream' });
 		const waiter = h.request(px.url + p, { agent: false });

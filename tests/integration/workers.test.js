@@ -9,17 +9,6 @@ const h = require('../lib/harness');
 
 const SANITIZER_RE = /ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:/;
 
-/* Hold every upstream GET until the test answers it; returns the held list. */
-function holdGets(up) {
-	const held = [];
-	up.override = (req, res) => {
-		if (req.method !== 'GET') return false;
-		held.push({ req, res });
-		return true;
-	};
-	return held;
-}
-
 /* A gauge or an unlabelled counter from /metrics. */
 async function metric(px, name, labels = '') {
 	const r = await h.request(`${px.adminUrl}/metrics`, { headers: { authorization: null }, agent: false });
@@ -42,7 +31,7 @@ test('workers = 4: "4 workers" at start; 100 concurrent GETs of one uncached id 
 
 		const id = up.seed();
 		const p = `/v1/responses/${id}`;
-		const held = holdGets(up);
+		const held = h.holdGets(up);
 		const all = spread(100, px.url + p);
 		// All 100 are in the proxy's hands, and one fetch has reached the upstream.
 		await h.until(async () => (await metric(px, 'respcache_inflight_requests')) === 100,
@@ -72,7 +61,7 @@ test('workers = 4: the first client leaving does not cancel the fetch that clien
 	await h.withStack({ proxy: { config: '[server]\nworkers = 4\n' } }, async ({ up, px }) => {
 		const id = up.seed();
 		const p = `/v1/responses/${id}`;
-		const held = holdGets(up);
+		const held = h.holdGets(up);
 		const first = http.get(px.url + p, { agent: false, headers: { authorization: h.DEFAULT_AUTH } });
 		first.on('error', () => {});
 		await h.until(() => held.length === 1, { what: 'the first GET to reach the upstream' });
@@ -165,7 +154,7 @@ test('shutdown_timeout = 1: a GET the upstream never answers gets 503 shutting_d
 	const px = await h.startProxy({ upstream: up.url, config: '[server]\nworkers = 4\nshutdown_timeout = 1\n' });
 	try {
 		const id = up.seed();
-		const held = holdGets(up);
+		const held = h.holdGets(up);
 		const get = h.request(`${px.url}/v1/responses/${id}`, { agent: false }).catch((e) => e);
 		await h.until(() => held.length === 1, { what: 'the GET to reach the upstream' });
 		const t0 = Date.now();

@@ -5,6 +5,7 @@
  *   startUpstream(opts)  a stateful fake of the OpenAI Responses API
  *   startProxy(opts)     spawns the real daemon and waits until it listens
  *   withStack(opts, fn)  both of the above, always stopped afterwards
+ *   holdGets(up)         hold the mock's GETs until the test answers them
  *   request(url, opts)   one HTTP request (keep-alive agent, bounded time)
  *   openSSE(url, opts)   an SSE request read event by event
  *   rawRequest(port, s)  bytes over a plain socket (for paths a client would
@@ -918,8 +919,20 @@ function assertXCache(res, expected, what = '') {
 		`X-Cache of ${what}: got ${res.headers['x-cache']} (status ${res.status})`);
 }
 
+/* Hold every upstream GET until the test answers it; returns the held list. */
+function holdGets(up) {
+	const held = [];
+	up.override = (req, res) => {
+		if (req.method !== 'GET') return false;
+		held.push({ req, res });
+		return true;
+	};
+	return held;
+}
+
 module.exports = {
 	startUpstream,
+	holdGets,
 	startProxy,
 	withStack,
 	request,
