@@ -292,3 +292,29 @@ test('SIGHUP counts config_reloads_total{result="ok"}; a broken config counts re
 		assert.equal((await h.request(`${px.url}/v1/responses/${up.seed()}`)).status, 200, 'still serving');
 	});
 });
+
+test('an upstream that hangs counts kind="timeout"; one that cuts its answer counts kind="protocol"', async () => {
+	await h.withStack({
+		upstream: { hang: true },
+		proxy: { config: '[upstream]\ntimeout = 1\nconnect_timeout = 1\n' },
+	}, async ({ up, px }) => {
+		const r = await h.request(`${px.url}/v1/responses/resp_hangs`, { timeout: 8000 });
+		h.assertOpenAIError(r, 504, 'GET with the upstream hanging');
+		up.hang = false;
+		// Promise a longer body than is sent, then close: a cut answer.
+		up.override = (req, res) => {
+			if (req.method !== 'GET') return false;
+			res.writeHead(200, { 'content-type': 'application/json', 'content-length': '1000' });
+			res.write('{"id":"resp_cut"');
+			setImmediate(() => res.socket.destroy());
+			return true;
+		};
+		const c = await h.request(`${px.url}/v1/responses/resp_cut`);
+		h.assertOpenAIError(c, 502, 'GET with the answer cut short');
+		const m = await scrape(px);
+		assert.equal(m.get('respcache_upstream_errors_total', { kind: 'timeout' }), 1, 'one timeout');
+		assert.equal(m.get('respcache_upstream_errors_total', { kind: 'protocol' }), 1, 'one cut answer');
+		assert.equal(m.get('respcache_upstream_errors_total', { kind: 'connect' }), 0, 'no connect error');
+		assert.equal(m.sum(REQ, { status: '5xx' }), 2, 'both 5xx answers are counted');
+	});
+});
