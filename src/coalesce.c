@@ -279,30 +279,24 @@ coalesce_end(struct coalesce *co, struct coalesce_fetch *f,
 	pthread_mutex_lock(&co->mtx);
 	/*
 	 * The copy for other loops is made unlocked (an answer may be large),
-	 * while the fetch stays in the table; waiters may come and go
-	 * meanwhile, and are handed out below, locked again.
+	 * while the fetch stays in the table: waiters may come and go
+	 * meanwhile, so look again once locked.  Once the fetch is out of the
+	 * table, no waiter can come.
 	 */
-	if (answer != NULL) {
+	while (answer != NULL && copy == NULL) {
 		TAILQ_FOREACH(w, &f->waiters, entry)
 			if (w->box != f->box)
 				break;
-		if (w != NULL) {
-			pthread_mutex_unlock(&co->mtx);
-			copy = coalesce_copy_new(answer);
-			pthread_mutex_lock(&co->mtx);
-		}
+		if (w == NULL)
+			break;
+		pthread_mutex_unlock(&co->mtx);
+		copy = coalesce_copy_new(answer);
+		pthread_mutex_lock(&co->mtx);
 	}
 	if (tdelete(f, &co->root, coalesce_cmp) == NULL)
 		fatalx("coalesce_end: unknown fetch");
 	co->n--;
 	while ((w = TAILQ_FIRST(&f->waiters)) != NULL) {
-		if (w->box != f->box && answer != NULL && copy == NULL) {
-			/* A waiter from another loop came while unlocked. */
-			pthread_mutex_unlock(&co->mtx);
-			copy = coalesce_copy_new(answer);
-			pthread_mutex_lock(&co->mtx);
-			continue;	/* w may have left meanwhile */
-		}
 		TAILQ_REMOVE(&f->waiters, w, entry);
 		w->fetch = NULL;
 		if (w->box == f->box) {
