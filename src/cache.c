@@ -241,24 +241,26 @@ cache_thread_end(struct cache *c)
 	cache_tls_cache = NULL;
 }
 
+/* Begin this thread's read transaction, or renew the one it has. */
+static int
+cache_read_try(struct cache *c)
+{
+	if (cache_tls_cache == c && cache_tls_txn != NULL)
+		return (mdb_txn_renew(cache_tls_txn));
+	cache_tls_cache = c;
+	cache_tls_txn = NULL;
+	return (mdb_txn_begin(c->env, NULL, MDB_RDONLY, &cache_tls_txn));
+}
+
 /* This thread's read transaction, begun (clearing stale readers if full). */
 static MDB_txn *
 cache_read_begin(struct cache *c)
 {
 	int	rc;
 
-	if (cache_tls_cache != c || cache_tls_txn == NULL) {
-		cache_tls_cache = c;
-		cache_tls_txn = NULL;
-		rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY, &cache_tls_txn);
-		if (rc == MDB_READERS_FULL) {
-			mdb_reader_check(c->env, NULL);
-			rc = mdb_txn_begin(c->env, NULL, MDB_RDONLY,
-			    &cache_tls_txn);
-		}
-	} else if ((rc = mdb_txn_renew(cache_tls_txn)) == MDB_READERS_FULL) {
+	if ((rc = cache_read_try(c)) == MDB_READERS_FULL) {
 		mdb_reader_check(c->env, NULL);
-		rc = mdb_txn_renew(cache_tls_txn);
+		rc = cache_read_try(c);
 	}
 	if (rc != 0) {
 		log_warnx("cache: lookup: %s", mdb_strerror(rc));
