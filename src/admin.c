@@ -23,16 +23,6 @@ struct admin {
 	int		 draining;
 };
 
-/* Send b, or for a HEAD its headers alone (libevent 2.1 would send b). */
-static void
-admin_send(struct evhttp_request *req, int status, struct evbuffer *b)
-{
-	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD)
-		evbuffer_drain(b, evbuffer_get_length(b));
-	evhttp_send_reply(req, status, NULL, b);
-	evbuffer_free(b);
-}
-
 static void
 admin_json(struct evhttp_request *req, int status, json_t *o)
 {
@@ -48,7 +38,8 @@ admin_json(struct evhttp_request *req, int status, json_t *o)
 	free(s);
 	evhttp_add_header(evhttp_request_get_output_headers(req),
 	    "Content-Type", "application/json");
-	admin_send(req, status, b);
+	reply_send(req, status, b);
+	evbuffer_free(b);
 }
 
 static void
@@ -123,7 +114,8 @@ admin_handle(struct evhttp_request *req, void *arg)
 		metrics_render(b, &cs, a->workers);
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		    "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-		admin_send(req, 200, b);
+		reply_send(req, 200, b);
+		evbuffer_free(b);
 	} else if (strcmp(path, "/cache/stats") == 0 && get) {
 		admin_stats(a, req);
 	} else if (strncmp(path, "/cache/", 7) == 0 &&

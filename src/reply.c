@@ -95,6 +95,20 @@ reply_error_event(struct evbuffer *out, const char *type, const char *code,
 }
 
 size_t
+reply_send(struct evhttp_request *req, int status, struct evbuffer *body)
+{
+	size_t	len = evbuffer_get_length(body);
+
+	/* libevent 2.1 would send a HEAD's body: the next reply's bytes. */
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		evbuffer_drain(body, len);
+		len = 0;
+	}
+	evhttp_send_reply(req, status, reply_phrase(status), body);
+	return (len);
+}
+
+size_t
 reply_error(struct evhttp_request *req, int status, const char *type,
     const char *code, const char *message, const char *allow)
 {
@@ -114,12 +128,7 @@ reply_error(struct evhttp_request *req, int status, const char *type,
 		evhttp_add_header(out, "x-should-retry", "false");
 	if (allow != NULL)
 		evhttp_add_header(out, "Allow", allow);
-	/* libevent 2.1 would send a HEAD's body: the next reply's bytes. */
-	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
-		evbuffer_drain(buf, len);
-		len = 0;
-	}
-	evhttp_send_reply(req, status, reply_phrase(status), buf);
+	len = reply_send(req, status, buf);
 	evbuffer_free(buf);
 	return (len);
 }

@@ -10,6 +10,11 @@ struct evbuffer;
 struct evhttp_request;
 
 /*
+ * Send status with body (emptied, as any evhttp reply's), or for a HEAD
+ * the headers alone; returns the body bytes sent.
+ */
+size_t	reply_send(struct evhttp_request *, int status, struct evbuffer *body);
+/*
  * Send status with {"error":{"message","type","param":null,"code"}}.
  * type NULL means "invalid_request_error".  allow, if not NULL, becomes
  * the Allow header.  4xx answers say x-should-retry: false.  Returns the
