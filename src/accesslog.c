@@ -149,17 +149,10 @@ accesslog_lost(void)
 int
 accesslog_reopen(char **cause)
 {
-	int	fd;
-
 	if (accesslog_path == NULL)
 		return (0);
-	if ((fd = log_open_append("access log", accesslog_path, cause)) == -1)
-		return (-1);
-	if (dup2(fd, accesslog_fd) == -1 && asprintf(cause, "access log "
-	    "%s: dup2: %s", accesslog_path, strerror(errno)) == -1)
-		fatalx("out of memory");
-	close(fd);
-	return (*cause == NULL ? 0 : -1);
+	return (log_reopen_file("access log", accesslog_path, accesslog_fd,
+	    cause));
 }
 
 void

@@ -85,19 +85,34 @@ log_open(const char *where, char **cause)
 	return (0);
 }
 
-/* Put fd in stderr's place (whatever libraries print goes there too). */
+/* Put fd in target's place and close it; -1 and *cause on failure. */
 static int
-log_swap(int fd, char **cause)
+log_swap(int fd, int target, const char *what, const char *path,
+    char **cause)
 {
 	int	rc = 0;
 
-	fflush(stderr);
-	if (dup2(fd, STDERR_FILENO) == -1 && (rc = -1) == -1 &&
-	    asprintf(cause, "error log %s: dup2: %s", log_path,
-	    strerror(errno)) == -1)
-		fatalx("out of memory");
+	if (target == STDERR_FILENO)
+		fflush(stderr);
+	if (dup2(fd, target) == -1) {
+		if (asprintf(cause, "%s %s: dup2: %s", what, path,
+		    strerror(errno)) == -1)
+			fatalx("out of memory");
+		rc = -1;
+	}
 	close(fd);
 	return (rc);
+}
+
+int
+log_reopen_file(const char *what, const char *path, int target,
+    char **cause)
+{
+	int	fd;
+
+	if ((fd = log_open_append(what, path, cause)) == -1)
+		return (-1);
+	return (log_swap(fd, target, what, path, cause));
 }
 
 void
@@ -107,7 +122,9 @@ log_start(void)
 
 	if (log_fd == -1)
 		return;
-	if (log_swap(log_fd, &cause) == -1) {
+	/* Whatever libraries print goes to the file too. */
+	if (log_swap(log_fd, STDERR_FILENO, "error log", log_path,
+	    &cause) == -1) {
 		log_err("%s", cause);
 		free(cause);
 	}
@@ -117,13 +134,9 @@ log_start(void)
 int
 log_reopen(char **cause)
 {
-	int	fd;
-
 	if (log_path == NULL)
 		return (0);
-	if ((fd = log_open_append("error log", log_path, cause)) == -1)
-		return (-1);
-	return (log_swap(fd, cause));
+	return (log_reopen_file("error log", log_path, STDERR_FILENO, cause));
 }
 
 int

@@ -24,6 +24,12 @@ int	log_open(const char *where, char **cause);
 void	log_start(void);
 /* A log file opened to append to (fd), or -1 and *cause "what path: why". */
 int	log_open_append(const char *what, const char *path, char **cause);
+/*
+ * Open path again and put it in the place of descriptor target, so that
+ * every write goes wholly to the old file or wholly to the new one.
+ */
+int	log_reopen_file(const char *what, const char *path, int target,
+	    char **cause);
 /* SIGUSR1: open the file again, after logrotate moved it. */
 int	log_reopen(char **cause);
 void	log_write(int level, const char *fmt, ...)
