@@ -200,19 +200,14 @@ proxy_account(struct proxy *px, struct evhttp_request *req,
 {
 	struct access_entry	 e;
 	enum metrics_route	 route = MR_NONE;
+	enum route_method	 rm;
 	enum metrics_method	 method;
 	double			 now = proxy_clock();
 
-	switch (evhttp_request_get_command(req)) {
-	case EVHTTP_REQ_GET:	method = MM_GET;	e.method = "GET"; break;
-	case EVHTTP_REQ_POST:	method = MM_POST;	e.method = "POST"; break;
-	case EVHTTP_REQ_DELETE:	method = MM_DELETE;	e.method = "DELETE";
-		break;
-	default:		method = MM_OTHER;
-		e.method = proxy_method_name(proxy_method(
-		    evhttp_request_get_command(req)));
-		break;
-	}
+	rm = proxy_method(evhttp_request_get_command(req));
+	e.method = proxy_method_name(rm);
+	method = rm == RM_GET ? MM_GET : rm == RM_POST ? MM_POST :
+	    rm == RM_DELETE ? MM_DELETE : MM_OTHER;
 	if (pr != NULL && pr->route.method != RM_OTHER)
 		route = (enum metrics_route)pr->route.kind;
 	e.secs = now - (pr != NULL ? pr->t0 : px->t0);
