@@ -599,26 +599,33 @@ function startProxy(opts = {}) {
 				exited,
 				stderr: () => errText,
 				stdout: () => outText,
-				async stop() {
-					if (proc.exitCode !== null || proc.signalCode !== null) {
-						throw new Error(`respcache (pid ${proc.pid}) had already exited (code ${proc.exitCode}, signal ${proc.signalCode}) before stop()\n--- stderr ---\n${tail(errText)}`);
-					}
-					process.kill(proc.pid, 'SIGTERM');
+				/*
+				 * Wait (ms at most) for the exit a test caused, and check it
+				 * was clean: code 0 and no sanitizer report.
+				 */
+				async exitsCleanly(ms = 10000, what = 'respcache exit') {
 					let r;
 					try {
-						r = await within(exited, 10000, 'respcache exit after SIGTERM');
+						r = await within(exited, ms, what);
 					} catch (e) {
 						try { process.kill(proc.pid, 'SIGKILL'); } catch { /* ignore */ }
 						await within(exited, 5000, 'respcache exit after SIGKILL').catch(() => {});
-						throw new Error(`respcache (pid ${proc.pid}) did not exit within 10 s of SIGTERM\n--- stderr ---\n${tail(errText)}`);
+						throw new Error(`respcache (pid ${proc.pid}) did not exit within ${ms} ms (${what})\n--- stderr ---\n${tail(errText)}`);
 					}
 					if (SANITIZER_RE.test(errText)) {
 						throw new Error(`sanitizer report in respcache's stderr\n--- stderr ---\n${tail(errText, 20000)}`);
 					}
 					if (r.code !== 0) {
-						throw new Error(`respcache exited with code ${r.code}, signal ${r.signal} after SIGTERM (expected 0)\n--- stderr ---\n${tail(errText)}`);
+						throw new Error(`respcache exited with code ${r.code}, signal ${r.signal} (expected 0; ${what})\n--- stderr ---\n${tail(errText)}`);
 					}
 					return r;
+				},
+				async stop() {
+					if (proc.exitCode !== null || proc.signalCode !== null) {
+						throw new Error(`respcache (pid ${proc.pid}) had already exited (code ${proc.exitCode}, signal ${proc.signalCode}) before stop()\n--- stderr ---\n${tail(errText)}`);
+					}
+					process.kill(proc.pid, 'SIGTERM');
+					return this.exitsCleanly(10000, 'exit after SIGTERM');
 				},
 			};
 			resolve(px);
