@@ -89,51 +89,78 @@ admin_purge(struct admin *a, struct evhttp_request *req, const char *id)
 }
 
 static void
+admin_healthz(struct admin *a, struct evhttp_request *req)
+{
+	(void)a;
+	admin_json(req, 200, json_pack("{s:s}", "status", "ok"));
+}
+
+static void
+admin_readyz(struct admin *a, struct evhttp_request *req)
+{
+	admin_json(req, a->draining ? 503 : 200, json_pack("{s:s}", "status",
+	    a->draining ? "draining" : "ready"));
+}
+
+static void
+admin_metrics(struct admin *a, struct evhttp_request *req)
+{
+	struct evbuffer		*b;
+	struct cache_stats	 cs;
+
+	if ((b = evbuffer_new()) == NULL)
+		fatalx("out of memory");
+	cache_stats(a->cache, &cs);
+	metrics_render(b, &cs, a->workers);
+	evhttp_add_header(evhttp_request_get_output_headers(req),
+	    "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
+	reply_send(req, 200, b);
+	evbuffer_free(b);
+}
+
+/* The routes a GET (or HEAD) reads; other methods get 405. */
+static const struct {
+	const char	*path;
+	void		(*fn)(struct admin *, struct evhttp_request *);
+} admin_gets[] = {
+	{ "/healthz", admin_healthz },
+	{ "/readyz", admin_readyz },
+	{ "/metrics", admin_metrics },
+	{ "/cache/stats", admin_stats },
+};
+
+static void
 admin_handle(struct evhttp_request *req, void *arg)
 {
 	struct admin		*a = arg;
 	const char		*path;
-	struct evbuffer		*b;
-	struct cache_stats	 cs;
 	enum evhttp_cmd_type	 cmd = evhttp_request_get_command(req);
-	int			 get = cmd == EVHTTP_REQ_GET ||
-				    cmd == EVHTTP_REQ_HEAD;
+	size_t			 i;
 
 	path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
 	if (path == NULL)
 		path = "";
-	if (strcmp(path, "/healthz") == 0 && get) {
-		admin_json(req, 200, json_pack("{s:s}", "status", "ok"));
-	} else if (strcmp(path, "/readyz") == 0 && get) {
-		admin_json(req, a->draining ? 503 : 200, json_pack("{s:s}",
-		    "status", a->draining ? "draining" : "ready"));
-	} else if (strcmp(path, "/metrics") == 0 && get) {
-		if ((b = evbuffer_new()) == NULL)
-			fatalx("out of memory");
-		cache_stats(a->cache, &cs);
-		metrics_render(b, &cs, a->workers);
-		evhttp_add_header(evhttp_request_get_output_headers(req),
-		    "Content-Type", "text/plain; version=0.0.4; charset=utf-8");
-		reply_send(req, 200, b);
-		evbuffer_free(b);
-	} else if (strcmp(path, "/cache/stats") == 0 && get) {
-		admin_stats(a, req);
-	} else if (strncmp(path, "/cache/", 7) == 0 &&
-	    strcmp(path, "/cache/stats") != 0) {
+	for (i = 0; i < sizeof admin_gets / sizeof admin_gets[0]; i++) {
+		if (strcmp(path, admin_gets[i].path) != 0)
+			continue;
+		if (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD)
+			admin_gets[i].fn(a, req);
+		else
+			reply_error(req, 405, NULL, "method_not_allowed",
+			    "Method not allowed.", "GET, HEAD");
+		return;
+	}
+	if (strncmp(path, "/cache/", 7) == 0) {
 		if (cmd != EVHTTP_REQ_DELETE)
 			reply_error(req, 405, NULL, "method_not_allowed",
 			    "Method not allowed.", "DELETE");
 		else
 			admin_purge(a, req, path + 7);
-	} else if (strcmp(path, "/healthz") == 0 ||
-	    strcmp(path, "/readyz") == 0 || strcmp(path, "/metrics") == 0 ||
-	    strcmp(path, "/cache/stats") == 0) {
-		reply_error(req, 405, NULL, "method_not_allowed",
-		    "Method not allowed.", "GET, HEAD");
-	} else
-		reply_error(req, 404, NULL, "unknown_route", "No such admin "
-		    "route: /healthz, /readyz, /metrics, /cache/stats, "
-		    "DELETE /cache/{id}.", NULL);
+		return;
+	}
+	reply_error(req, 404, NULL, "unknown_route", "No such admin route: "
+	    "/healthz, /readyz, /metrics, /cache/stats, DELETE /cache/{id}.",
+	    NULL);
 }
 
 struct admin *
