@@ -41,6 +41,15 @@ struct cache_rec {
 	uint64_t	seq;
 };
 
+/* A day past its window, a guard can guard nothing still in flight. */
+#define CACHE_GUARD_SPENT	(24 * 60 * 60)
+
+/* A pending delete guard's body. */
+struct cache_pending {
+	uint32_t	count;		/* DELETEs whose outcome is not known */
+	uint32_t	window;		/* seconds they may take effect in */
+};
+
 struct cache {
 	MDB_env		*env;
 	MDB_dbi		 entries;
@@ -372,19 +381,110 @@ cache_used(struct cache *c, MDB_txn *txn)
  * FIFO eviction: delete the oldest records of data (by its age index)
  * while used() + need passes limit.
  */
+static uint64_t	cache_next_seq(struct cache *, MDB_txn *, int *);
+
+/*
+ * 1 if the entry (key k, record rec, value v) is a delete guard that may
+ * still guard something at now (see cache.h): kind 't' in
+ * "<tenant>\0<kind>\0<id>\0", pending or a tombstone, not spent.
+ */
+static int
+cache_guard_live(const MDB_val *k, const MDB_val *v,
+    const struct cache_rec *rec, time_t now)
+{
+	const char	*p = memchr(k->mv_data, '\0', k->mv_size);
+	const char	*end = (const char *)k->mv_data + k->mv_size;
+	struct cache_pending pend;
+
+	if (p == NULL || end - p < 3 || p[1] != 't' || p[2] != '\0')
+		return (0);
+	if (rec->status == 404)
+		return ((double)now <= (double)rec->stored_at +
+		    CACHE_GUARD_SPENT);
+	if (rec->status != CACHE_PENDING || rec->body_len != sizeof pend)
+		return (0);
+	memcpy(&pend, (const char *)v->mv_data + v->mv_size - sizeof pend,
+	    sizeof pend);
+	return ((double)now <= (double)rec->stored_at + pend.window +
+	    CACHE_GUARD_SPENT);
+}
+
+/*
+ * A live guard met by eviction goes to the back of the age index instead:
+ * evicting it could let a stale answer in.  Rewrites the entry with a new
+ * sequence number.
+ */
+static int
+cache_requeue(struct cache *c, MDB_txn *txn, MDB_cursor *age, MDB_val *key,
+    const MDB_val *v, struct cache_rec *rec)
+{
+	MDB_val		nv, ak, k;
+	char		*copy;
+	int		rc;
+
+	/* Values read in a write transaction live until its next change. */
+	if ((copy = malloc(v->mv_size + key->mv_size)) == NULL)
+		fatalx("out of memory");
+	memcpy(copy, v->mv_data, v->mv_size);
+	memcpy(copy + v->mv_size, key->mv_data, key->mv_size);
+	k.mv_size = key->mv_size;
+	k.mv_data = copy + v->mv_size;
+	key = &k;
+	if ((rc = mdb_cursor_del(age, 0)) == 0)
+		rec->seq = cache_next_seq(c, txn, &rc);
+	if (rc == 0) {
+		memcpy(copy, rec, sizeof *rec);
+		nv.mv_size = v->mv_size;
+		nv.mv_data = copy;
+		rc = mdb_put(txn, c->entries, key, &nv, 0);
+	}
+	if (rc == 0) {
+		ak.mv_size = sizeof rec->seq;
+		ak.mv_data = &rec->seq;
+		rc = mdb_put(txn, c->age, &ak, key, 0);
+	}
+	free(copy);
+	return (rc);
+}
+
+/*
+ * FIFO eviction: delete the oldest records of data (by its age index)
+ * while used() + need passes limit.  Live delete guards are never
+ * evicted: they go to the back, and once only guards are left, no more
+ * room is made (MDB_MAP_FULL).
+ */
 static int
 cache_evict_oldest(struct cache *c, MDB_txn *txn, MDB_dbi age, MDB_dbi data,
     size_t (*used)(struct cache *, MDB_txn *), size_t need, size_t limit)
 {
-	MDB_cursor	*cur;
-	MDB_val		 ak, key;
-	int		 rc;
+	MDB_cursor		*cur;
+	MDB_val			 ak, key, v;
+	struct cache_rec	 rec;
+	uint64_t		 seq, first_requeued = UINT64_MAX;
+	time_t			 now = time(NULL);
+	int			 rc;
 
 	if ((rc = mdb_cursor_open(txn, age, &cur)) != 0)
 		return (rc);
 	while (used(c, txn) + need > limit) {
 		if ((rc = mdb_cursor_get(cur, &ak, &key, MDB_FIRST)) != 0)
 			break;
+		if (data == c->entries && ak.mv_size == sizeof seq &&
+		    mdb_get(txn, data, &key, &v) == 0 &&
+		    cache_rec_parse(&v, &rec) == 0 &&
+		    cache_guard_live(&key, &v, &rec, now)) {
+			memcpy(&seq, ak.mv_data, sizeof seq);
+			if (seq >= first_requeued) {
+				rc = MDB_MAP_FULL;
+				break;
+			}
+			if ((rc = cache_requeue(c, txn, cur, &key, &v,
+			    &rec)) != 0)
+				break;
+			if (first_requeued == UINT64_MAX)
+				first_requeued = rec.seq;
+			continue;
+		}
 		if ((rc = mdb_del(txn, data, &key, NULL)) != 0 &&
 		    rc != MDB_NOTFOUND)
 			break;
@@ -437,6 +537,42 @@ cache_next_seq(struct cache *c, MDB_txn *txn, int *rc)
 	return (seq + 1);
 }
 
+/*
+ * Check, in the writing transaction, the guard record under key against
+ * an answer fetched at since: MDB_KEYEXIST if it forbids the write, 0 if
+ * not (a spent guard is removed), or an LMDB error.
+ */
+static int
+cache_guard_check(struct cache *c, MDB_txn *txn, const void *key,
+    size_t len, time_t since, time_t now)
+{
+	MDB_val			 g = { len, (void *)key }, v;
+	struct cache_rec	 grec;
+	struct cache_pending	 pend;
+	double			 until;
+	int			 rc;
+
+	if ((rc = mdb_get(txn, c->entries, &g, &v)) == MDB_NOTFOUND)
+		return (0);
+	if (rc != 0)
+		return (rc);
+	if (cache_rec_parse(&v, &grec) != 0)
+		return (MDB_KEYEXIST);		/* unreadable: it may guard */
+	until = (double)(time_t)grec.stored_at;
+	if (grec.status == CACHE_PENDING) {
+		if (grec.body_len != sizeof pend)
+			return (MDB_KEYEXIST);
+		memcpy(&pend, (const char *)v.mv_data + v.mv_size -
+		    sizeof pend, sizeof pend);
+		until += pend.window;
+	}
+	if ((double)since <= until)
+		return (MDB_KEYEXIST);
+	if ((double)now > until + CACHE_GUARD_SPENT)
+		return (cache_del_entry(c, txn, &g, &v));
+	return (0);
+}
+
 static int
 cache_put_once(struct cache *c, const MDB_val *k,
     const struct cache_guard *guard, const struct cache_rec *tpl,
@@ -444,30 +580,20 @@ cache_put_once(struct cache *c, const MDB_val *k,
     size_t budget)
 {
 	MDB_txn			*txn;
-	MDB_val			 key = *k, g, v, old, ak;
-	struct cache_rec	 rec = *tpl, grec;
+	MDB_val			 key = *k, v, old, ak;
+	struct cache_rec	 rec = *tpl;
 	char			*p;
-	int			 rc;
+	int			 rc = 0, i;
 
 	if ((rc = mdb_txn_begin(c->env, NULL, 0, &txn)) != 0)
 		return (rc);
 	/* Checked in the writing transaction: no write can slip between. */
-	if (guard != NULL) {
-		g.mv_size = guard->len;
-		g.mv_data = (void *)guard->key;
-		rc = mdb_get(txn, c->entries, &g, &v);
-		if (rc == 0 && cache_rec_parse(&v, &grec) == 0 &&
-		    (guard->ttl <= 0 || (double)((time_t)rec.stored_at -
-		    (time_t)grec.stored_at) < guard->ttl))
-			rc = MDB_KEYEXIST;
-		else if (rc == 0)		/* spent: it goes */
-			rc = cache_del_entry(c, txn, &g, &v);
-		else if (rc == MDB_NOTFOUND)
-			rc = 0;
-		if (rc != 0) {
-			mdb_txn_abort(txn);
-			return (rc);
-		}
+	for (i = 0; guard != NULL && i < guard->n && rc == 0; i++)
+		rc = cache_guard_check(c, txn, guard->key[i], guard->len[i],
+		    guard->since, (time_t)rec.stored_at);
+	if (rc != 0) {
+		mdb_txn_abort(txn);
+		return (rc);
 	}
 	/* A rewrite of a key replaces its entry and its age record. */
 	rc = mdb_get(txn, c->entries, &key, &old);
@@ -641,14 +767,12 @@ cache_invalidate(struct cache *c, const void *prefix, size_t plen)
  * the id's entries of every kind, then seek past that tenant's keys.
  */
 static int
-cache_del_id(struct cache *c, MDB_txn *txn, MDB_cursor *cur,
-    const void *arg, size_t idlen, int *n)
+cache_del_id_kinds(struct cache *c, MDB_txn *txn, MDB_cursor *cur,
+    const char *id, size_t idlen, const char *kinds, int *n)
 {
-	static const char	 kinds[] = { 'r', 'i', 't' };
-	const char		*id = arg;
 	MDB_val			 k, v;
 	char			*buf = NULL, *p;
-	size_t			 tl, i;
+	size_t			 tl, i, nk = strlen(kinds);
 	int			 rc;
 
 	rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
@@ -661,7 +785,7 @@ cache_del_id(struct cache *c, MDB_txn *txn, MDB_cursor *cur,
 			fatalx("out of memory");
 		buf = p;
 		memcpy(buf, k.mv_data, tl);
-		for (i = 0; i < sizeof kinds && rc == 0; i++) {
+		for (i = 0; i < nk && rc == 0; i++) {
 			buf[tl] = '\0';
 			buf[tl + 1] = kinds[i];
 			buf[tl + 2] = '\0';
@@ -682,10 +806,103 @@ cache_del_id(struct cache *c, MDB_txn *txn, MDB_cursor *cur,
 	return (rc == MDB_NOTFOUND ? 0 : rc);
 }
 
-int
-cache_purge_id(struct cache *c, const char *id)
+static int
+cache_del_id(struct cache *c, MDB_txn *txn, MDB_cursor *cur,
+    const void *arg, size_t idlen, int *n)
 {
-	return (cache_delete(c, "purge", cache_del_id, id, strlen(id)));
+	return (cache_del_id_kinds(c, txn, cur, arg, idlen, "ri", n));
+}
+
+static int
+cache_del_id_guards(struct cache *c, MDB_txn *txn, MDB_cursor *cur,
+    const void *arg, size_t idlen, int *n)
+{
+	return (cache_del_id_kinds(c, txn, cur, arg, idlen, "rit", n));
+}
+
+int
+cache_purge_id(struct cache *c, const char *id, int guards)
+{
+	return (cache_delete(c, "purge", guards ? cache_del_id_guards :
+	    cache_del_id, id, strlen(id)));
+}
+
+/*
+ * Write a guard record under k in its own transaction: pending with
+ * count (the body), or the tombstone.
+ */
+static int
+cache_guard_write(struct cache *c, const void *key, size_t klen,
+    int status, const char *hdrs, size_t hlen, const void *body,
+    size_t blen, time_t now)
+{
+	int	rc;
+
+	rc = cache_put(c, key, klen, NULL, status, "", 0, hdrs, hlen, body,
+	    blen, now);
+	return (rc == 0 ? 0 : -1);
+}
+
+/* The pending guard under key, if there is one (else zeros). */
+static void
+cache_guard_pending(struct cache *c, const void *key, size_t klen,
+    struct cache_pending *pend)
+{
+	MDB_val			 k = { klen, (void *)key }, v;
+	MDB_txn			*txn;
+	struct cache_rec	 rec;
+
+	memset(pend, 0, sizeof *pend);
+	if ((txn = cache_read_begin(c)) == NULL)
+		return;
+	if (mdb_get(txn, c->entries, &k, &v) == 0 &&
+	    cache_rec_parse(&v, &rec) == 0 && rec.status == CACHE_PENDING &&
+	    rec.body_len == sizeof *pend)
+		memcpy(pend, (const char *)v.mv_data + v.mv_size -
+		    sizeof *pend, sizeof *pend);
+	mdb_txn_reset(txn);
+}
+
+int
+cache_delete_begin(struct cache *c, const void *key, size_t klen,
+    double window, time_t now)
+{
+	struct cache_pending	pend;
+
+	/*
+	 * The count is read outside the writing transaction: two DELETEs
+	 * at once may both count one.  Harmless: the count only lets a
+	 * guard go before its window ends when every DELETE it counted was
+	 * refused outright.
+	 */
+	cache_guard_pending(c, key, klen, &pend);
+	pend.count++;
+	if (window > pend.window)
+		pend.window = window > UINT32_MAX ? UINT32_MAX :
+		    (uint32_t)window;
+	return (cache_guard_write(c, key, klen, CACHE_PENDING, "", 0, &pend,
+	    sizeof pend, now));
+}
+
+int
+cache_delete_end(struct cache *c, const void *key, size_t klen,
+    int deleted, const char *hdrs, size_t hlen, const void *body,
+    size_t blen, time_t now)
+{
+	struct cache_pending	pend;
+
+	if (deleted)
+		return (cache_guard_write(c, key, klen, 404, hdrs, hlen, body,
+		    blen, now));
+	cache_guard_pending(c, key, klen, &pend);
+	if (pend.count > 1) {
+		pend.count--;
+		return (cache_guard_write(c, key, klen, CACHE_PENDING, "", 0,
+		    &pend, sizeof pend, now));
+	}
+	if (pend.count == 1)
+		return (cache_invalidate(c, key, klen) == -1 ? -1 : 0);
+	return (0);
 }
 
 void

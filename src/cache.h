@@ -58,13 +58,25 @@ typedef void (*cache_visit_fn)(const struct cache_entry *, void *arg);
 int	cache_get(struct cache *, const void *key, size_t klen, time_t now,
 	    cache_visit_fn fn, void *arg);
 /*
- * An entry that forbids a write while it is younger than ttl seconds (0:
- * forever), such as a deleted id's tombstone; an older one is removed.
+ * Delete guards.  A DELETE of a response id writes a guard record under a
+ * key of the caller's choosing before it is forwarded: "pending" while
+ * its outcome is unknown, a tombstone (an entry with status 404) once the
+ * upstream said the id is gone.  A guard forbids storing an answer whose
+ * upstream request went out before the delete could have taken effect:
+ *  - a tombstone, any answer fetched since <= its time;
+ *  - a pending guard, any answer fetched since <= its time + its window
+ *    (the longest the forwarded DELETE may still take effect upstream), so an
+ *    outcome that never reached the proxy (a timeout, a crash) still
+ *    guards the id, across restarts.
+ * Guards older than that and a day are spent, and removed when met.
  */
+#define CACHE_PENDING	0		/* a pending guard's status */
+
 struct cache_guard {
-	const void	*key;
-	size_t		 len;
-	double		 ttl;
+	const void	*key[2];	/* up to two guard records' keys */
+	size_t		 len[2];
+	int		 n;
+	time_t		 since;		/* when the answer's fetch began */
 };
 
 /*
@@ -77,13 +89,31 @@ int	cache_put(struct cache *, const void *key, size_t klen,
 	    const struct cache_guard *, int status, const char *etag,
 	    size_t etag_len, const char *hdrs, size_t hlen, const void *body,
 	    size_t blen, time_t now);
+/*
+ * A DELETE goes out: add one to the pending guard under key (making one
+ * if there is none, or a tombstone); window is the longest it may take to
+ * take effect upstream.  0, or -1 on error.
+ */
+int	cache_delete_begin(struct cache *, const void *key, size_t klen,
+	    double window, time_t now);
+/*
+ * The upstream answered a DELETE that began with cache_delete_begin():
+ * deleted, the guard becomes the tombstone (hdrs and body, status 404);
+ * not deleted, the pending count goes down one and the guard goes at
+ * zero.  An outcome never known is never reported: the guard stays.
+ * 0, or -1 on error.
+ */
+int	cache_delete_end(struct cache *, const void *key, size_t klen,
+	    int deleted, const char *hdrs, size_t hlen, const void *body,
+	    size_t blen, time_t now);
 /* Delete every entry whose key starts with prefix; returns the count. */
 int	cache_invalidate(struct cache *, const void *prefix, size_t plen);
 /*
- * Delete every tenant's entries of a response id (its GETs, input items
- * and tombstone); returns the count, or -1 on error.
+ * Delete every tenant's entries of a response id: its GETs and input
+ * items, and with guards its tombstones and delete guards too.  Returns
+ * the count, or -1 on error.
  */
-int	cache_purge_id(struct cache *, const char *id);
+int	cache_purge_id(struct cache *, const char *id, int guards);
 
 void	cache_stats(struct cache *, struct cache_stats *);
 

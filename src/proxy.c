@@ -72,6 +72,7 @@ struct proxy {
 	double			 t0;		/* the request being handled */
 	struct timeval		 client_tv;
 	double			 tombstone_ttl;
+	double			 delete_window;
 	char			 date[40];	/* see proxy_date() */
 	time_t			 date_at;
 	/* The last pass-through key and its tenant, wiped on change. */
@@ -97,13 +98,14 @@ struct proxy_req {
 	const struct client	*client;	/* NULL: no client auth */
 	const struct credential	*cred;		/* NULL: pass-through */
 	char			 tenant[SHA256_HEX_LEN + 1];
-	char			*previous;	/* a create's previous id */
+	struct response_request	 rq;		/* a POST's body, read whole */
 	char			*key;		/* cache key, cacheable routes */
 	char			*upath;		/* path and query sent upstream */
 	size_t			 klen;
 	struct upstream_req	*ureq;
 	double			 t0;		/* its headers came in */
 	double			 ut0;		/* its upstream request went out */
+	time_t			 since;		/* the same, by the wall clock */
 	double			 usecs;		/* and took this long */
 	enum metrics_cache	 result;	/* the cache's part */
 	char			*fwd[PROXY_MAX_FWD_HEADERS + 1];
@@ -167,9 +169,21 @@ static const char *
 proxy_method_name(enum route_method m)
 {
 	static const char *const names[] = { "GET", "POST", "DELETE", "HEAD",
-	    "PUT", "PATCH", "OPTIONS", "GET" };
+	    "PUT", "PATCH", "OPTIONS", "OTHER" };
 
 	return (names[m]);
+}
+
+/* A request's method as it came, for the access log. */
+static const char *
+proxy_cmd_name(enum evhttp_cmd_type t)
+{
+	switch (t) {
+	case EVHTTP_REQ_TRACE:		return ("TRACE");
+	case EVHTTP_REQ_CONNECT:	return ("CONNECT");
+	default:			return (proxy_method_name(
+					    proxy_method(t)));
+	}
 }
 
 /* Seconds on a monotonic clock. */
@@ -205,7 +219,7 @@ proxy_account(struct proxy *px, struct evhttp_request *req,
 	double			 now = proxy_clock();
 
 	rm = proxy_method(evhttp_request_get_command(req));
-	e.method = proxy_method_name(rm);
+	e.method = proxy_cmd_name(evhttp_request_get_command(req));
 	method = rm == RM_GET ? MM_GET : rm == RM_POST ? MM_POST :
 	    rm == RM_DELETE ? MM_DELETE : MM_OTHER;
 	if (pr != NULL && pr->route.method != RM_OTHER)
@@ -341,7 +355,6 @@ proxy_req_free(struct proxy_req *pr)
 	route_clear(&pr->route);
 	free(pr->key);
 	free(pr->upath);
-	free(pr->previous);
 	free(pr);
 }
 
@@ -419,8 +432,13 @@ proxy_watch_client(struct proxy_req *pr)
 		return;
 	pr->gone = event_new(evhttp_connection_get_base(evcon), fd, EV_CLOSED,
 	    proxy_client_gone, pr);
-	if (pr->gone == NULL || event_add(pr->gone, NULL) == -1)
-		fatalx("cannot watch a client connection");
+	/* Without it, a client's leaving is seen at the reply instead. */
+	if (pr->gone != NULL && event_add(pr->gone, NULL) == -1) {
+		event_free(pr->gone);
+		pr->gone = NULL;
+	}
+	if (pr->gone == NULL)
+		log_warnx("cannot watch a client connection for its close");
 }
 
 /* Add the tenant's view of X-Cache to a reply. */
@@ -483,6 +501,7 @@ struct proxy_hit {
 	struct evhttp_request	*req;
 	time_t			 now;
 	double			 max_age;	/* 0: any age */
+	int			 tomb;		/* serve only a tombstone */
 	int			 served;
 };
 
@@ -501,6 +520,9 @@ proxy_serve_hit(const struct cache_entry *e, void *arg)
 
 	secs = (long)(h->now - e->stored_at);
 	if (h->max_age > 0 && (double)secs >= h->max_age)
+		return;
+	/* A pending delete's guard is no answer: the upstream is asked. */
+	if (h->tomb && e->status != 404)
 		return;
 	h->served = 1;
 	/* The stored lines are our own "Name: value\r\n" records. */
@@ -545,8 +567,20 @@ proxy_serve_hit(const struct cache_entry *e, void *arg)
 }
 
 /*
+ * The key of an id's delete guard (see cache.h): one for every tenant,
+ * since a response deleted through any key is gone for all of them.
+ */
+static char *
+proxy_guard_key(const char *id, size_t *len)
+{
+	return (route_id_prefix("", 't', id, len));
+}
+
+/*
  * A deleted id's tombstone answers GETs of it with the upstream's 404
- * for tombstone_ttl, without asking the upstream.  Returns 1 if served.
+ * for tombstone_ttl, without asking the upstream: the id's own, written
+ * when the upstream deleted it, or this tenant's, written when the
+ * upstream answered this tenant's DELETE with 404.  Returns 1 if served.
  */
 static int
 proxy_tombstoned(struct proxy_req *pr, time_t now)
@@ -554,6 +588,7 @@ proxy_tombstoned(struct proxy_req *pr, time_t now)
 	struct proxy_hit	 h;
 	char			*key;
 	size_t			 klen;
+	int			 i;
 
 	if (pr->route.method != RM_GET || pr->px->tombstone_ttl <= 0 ||
 	    (pr->route.kind != ROUTE_RESPONSE &&
@@ -565,9 +600,13 @@ proxy_tombstoned(struct proxy_req *pr, time_t now)
 	h.req = pr->req;
 	h.now = now;
 	h.max_age = pr->px->tombstone_ttl;
-	key = route_id_prefix(pr->tenant, 't', pr->route.id, &klen);
-	cache_get(pr->px->cache, key, klen, now, proxy_serve_hit, &h);
-	free(key);
+	h.tomb = 1;
+	for (i = 0; i < 2 && !h.served; i++) {
+		key = i == 0 ? proxy_guard_key(pr->route.id, &klen) :
+		    route_id_prefix(pr->tenant, 't', pr->route.id, &klen);
+		cache_get(pr->px->cache, key, klen, now, proxy_serve_hit, &h);
+		free(key);
+	}
 	return (h.served);
 }
 
@@ -582,22 +621,59 @@ proxy_not_found_msg(const char *what, const char *id)
 	return (msg);
 }
 
-/* Write the tombstone of a DELETEd id (see proxy_tombstoned()). */
+/*
+ * A DELETE goes out: its id's guard says so before it leaves, and every
+ * tenant's entries of the id go.  From here on no answer fetched before
+ * the delete can take effect is stored, whatever becomes of the DELETE:
+ * an outcome that never comes back (a timeout, a cut connection, the
+ * proxy killed) leaves the guard in place for delete_window.
+ */
 static void
-proxy_tombstone(struct proxy_req *pr)
+proxy_delete_begin(struct proxy_req *pr)
+{
+	char	*key;
+	size_t	 klen;
+
+	key = proxy_guard_key(pr->route.id, &klen);
+	if (cache_delete_begin(pr->px->cache, key, klen,
+	    pr->px->delete_window, time(NULL)) == -1)
+		log_warnx("DELETE of %s: its delete guard could not be "
+		    "written", pr->route.id);
+	free(key);
+	cache_purge_id(pr->px->cache, pr->route.id, 0);
+}
+
+/*
+ * The upstream answered the DELETE with status: 200 deleted it (a
+ * tombstone for every tenant); 404 did not, for this tenant (a tombstone
+ * of its own); any other 4xx was refused (the guard counts one DELETE
+ * less); a 5xx or 408 may or may not have deleted it (the guard stays).
+ */
+static void
+proxy_delete_end(struct proxy_req *pr, int status)
 {
 	static const char	 hdrs[] = "content-type: application/json\r\n";
+	struct proxy		*px = pr->px;
 	char			*key, *msg, *body;
 	size_t			 klen;
+	time_t			 now = time(NULL);
 
-	if (pr->px->tombstone_ttl <= 0)
+	if (status >= 500 || status == 408 || status < 200)
 		return;
 	msg = proxy_not_found_msg("Response", pr->route.id);
 	body = reply_error_json("invalid_request_error", NULL, msg);
-	key = route_id_prefix(pr->tenant, 't', pr->route.id, &klen);
-	cache_put(pr->px->cache, key, klen, NULL, 404, "", 0, hdrs,
-	    sizeof hdrs - 1, body, strlen(body), time(NULL));
+	key = proxy_guard_key(pr->route.id, &klen);
+	if (cache_delete_end(px->cache, key, klen, status == 200, hdrs,
+	    sizeof hdrs - 1, body, strlen(body), now) == -1)
+		log_warnx("DELETE of %s: its delete guard could not be "
+		    "updated", pr->route.id);
 	free(key);
+	if (status == 404 && px->tombstone_ttl > 0) {
+		key = route_id_prefix(pr->tenant, 't', pr->route.id, &klen);
+		cache_put(px->cache, key, klen, NULL, 404, "", 0, hdrs,
+		    sizeof hdrs - 1, body, strlen(body), now);
+		free(key);
+	}
 	free(body);
 	free(msg);
 }
@@ -647,44 +723,23 @@ proxy_owns(struct proxy_req *pr, const char *id)
 static int
 proxy_owner_ok(struct proxy_req *pr, const char **what)
 {
-	struct evbuffer		*in;
-	struct response_request	 rq;
-
 	if (!pr->keys->ownership || pr->client == NULL)
 		return (1);
 	*what = pr->route.id;
 	if (pr->route.id[0] != '\0' && !proxy_owns(pr, pr->route.id))
 		return (0);
-	if (pr->route.method != RM_POST)
+	if (pr->route.method != RM_POST || pr->rq.previous[0] == '\0')
 		return (1);
-	in = evhttp_request_get_input_buffer(pr->req);
-	response_request_read((const char *)evbuffer_pullup(in, -1),
-	    evbuffer_get_length(in), &rq);
-	*what = "";
-	if (rq.duplicate_keys)
-		return (0);
-	if (rq.previous[0] == '\0')
-		return (1);
-	if ((pr->previous = strdup(rq.previous)) == NULL)
-		fatalx("out of memory");
-	*what = pr->previous;
-	return (proxy_owns(pr, pr->previous));
+	*what = pr->rq.previous;
+	return (proxy_owns(pr, pr->rq.previous));
 }
 
-/*
- * The upstream's own 404 for an id, as another client would get it; a
- * body with repeated keys is refused as a bad request.
- */
+/* The upstream's own 404 for an id, as another client would get it. */
 static void
 proxy_reply_not_found(struct proxy_req *pr, const char *id)
 {
 	char	*msg;
 
-	if (*id == '\0') {
-		proxy_reply_error(pr->px, pr->req, pr, 400, NULL, "invalid_json",
-		    "The request body repeats a key.", NULL);
-		return;
-	}
 	msg = proxy_not_found_msg(id == pr->route.id ? "Response" :
 	    "Previous response", id);
 	proxy_reply_error(pr->px, pr->req, pr, 404, "invalid_request_error", NULL,
@@ -977,7 +1032,6 @@ proxy_put(struct proxy_req *pr, const char *key, size_t klen,
 	struct evkeyval		*h;
 	struct evbuffer		*hb;
 	struct cache_guard	 g;
-	char			*tomb;
 	int			 rc;
 
 	if ((hb = evbuffer_new()) == NULL)
@@ -990,13 +1044,17 @@ proxy_put(struct proxy_req *pr, const char *key, size_t klen,
 		    !(as_json && strcasecmp(h->key, "content-type") == 0))
 			evbuffer_add_printf(hb, "%s: %s\r\n", h->key, h->value);
 	proxy_etag(body, len, etag);
-	/* A GET that raced a DELETE must not bring the id back. */
-	g.key = tomb = route_id_prefix(pr->tenant, 't', id, &g.len);
-	g.ttl = pr->px->tombstone_ttl;
+	/* An answer fetched before a DELETE of its id may not come back. */
+	memset(&g, 0, sizeof g);
+	g.n = 2;
+	g.key[0] = proxy_guard_key(id, &g.len[0]);
+	g.key[1] = route_id_prefix(pr->tenant, 't', id, &g.len[1]);
+	g.since = pr->since;
 	rc = cache_put(pr->px->cache, key, klen, &g, 200, etag, strlen(etag),
 	    (const char *)evbuffer_pullup(hb, -1), evbuffer_get_length(hb),
 	    body, len, time(NULL));
-	free(tomb);
+	free((void *)g.key[0]);
+	free((void *)g.key[1]);
 	evbuffer_free(hb);
 	return (rc == 0);
 }
@@ -1016,15 +1074,16 @@ proxy_put_response(struct proxy_req *pr, const char *id, const char *body,
 	return (stored);
 }
 
-/* Store a buffered 200 answer if it may be served again; see proxy_put. */
+/*
+ * Store a buffered 200 answer (info: what it says of itself) if it may
+ * be served again; see proxy_put.
+ */
 static int
-proxy_store(struct proxy_req *pr, const char *body, size_t len,
-    char etag[36])
+proxy_store(struct proxy_req *pr, const struct response_info *ip,
+    const char *body, size_t len, char etag[36])
 {
-	struct response_info	 info;
+	struct response_info	 info = *ip;
 
-	if (pr->status != 200 || response_inspect(body, len, &info) == -1)
-		return (0);
 	if (pr->route.kind == ROUTE_CREATE)
 		proxy_own(pr, info.id);
 	if (pr->no_store)
@@ -1087,12 +1146,30 @@ proxy_invalidate(struct proxy_req *pr)
 	}
 }
 
+/*
+ * The upstream refused the key the proxy holds for this client: the
+ * client, which never had that key, gets the proxy's own message (the
+ * upstream's names the key's last characters), and the log gets the
+ * upstream's.  Ends pr.
+ */
+static void
+proxy_key_refused(struct proxy_req *pr, const char *body, size_t len)
+{
+	log_warnx("upstream refused credential '%s' (401) for %s %s: %.*s",
+	    pr->cred->name, proxy_method_name(pr->route.method), pr->upath,
+	    (int)(len < 300 ? len : 300), body);
+	proxy_answer_error(pr, 401, "upstream_key_refused", "The upstream "
+	    "API refused the API key that respcache holds for this client; "
+	    "the proxy's operator must replace it (see the proxy's log).");
+}
+
 static void
 proxy_up_done(void *arg, enum upstream_err err, const char *why)
 {
 	struct proxy_req	*pr = arg;
 	struct evkeyvalq	 hdrs;
 	struct coalesce_answer	 a;
+	struct response_info	 info;
 	char			 etag[36];
 	int			 stored = 0;
 
@@ -1143,15 +1220,27 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 
 	a.body_len = evbuffer_get_length(pr->body);
 	a.body = (const char *)evbuffer_pullup(pr->body, -1);
+	/* Every answer of the Responses API is a JSON object. */
+	if (pr->status == 200 &&
+	    response_inspect(a.body, a.body_len, &info) == -1) {
+		log_warnx("upstream %s %s: a 200 whose body is not a JSON "
+		    "object (%zu bytes)", proxy_method_name(pr->route.method),
+		    pr->upath, a.body_len);
+		metrics_upstream_error(pr->px->metrics, MU_PROTOCOL);
+		proxy_answer_error(pr, 502, "upstream_invalid_answer",
+		    "The upstream API answered 200 with a body that is not "
+		    "a JSON object.");
+		return;
+	}
+	if (pr->status == 401 && pr->cred != NULL) {
+		proxy_key_refused(pr, a.body, a.body_len);
+		return;
+	}
 	if (pr->route.kind == ROUTE_RESPONSE &&
-	    pr->route.method == RM_DELETE) {
-		/* A GET that raced the DELETE may have stored it again. */
-		if (pr->status == 200 || pr->status == 404) {
-			proxy_invalidate(pr);
-			proxy_tombstone(pr);
-		}
-	} else
-		stored = proxy_store(pr, a.body, a.body_len, etag);
+	    pr->route.method == RM_DELETE)
+		proxy_delete_end(pr, pr->status);
+	else if (pr->status == 200)
+		stored = proxy_store(pr, &info, a.body, a.body_len, etag);
 
 	TAILQ_INIT(&hdrs);
 	proxy_copy_resp_headers(pr, &hdrs);
@@ -1252,7 +1341,6 @@ proxy_forward(struct proxy_req *pr)
 	const struct evhttp_uri	*uri;
 	const char		*query;
 	struct upstream_opts	 o;
-	struct response_request	 rq;
 
 	memset(&o, 0, sizeof o);
 	o.method = proxy_method_name(pr->route.method);
@@ -1267,14 +1355,14 @@ proxy_forward(struct proxy_req *pr)
 	o.body = o.body_len ? evbuffer_pullup(in, -1) : NULL;
 	o.has_body = pr->route.method != RM_GET;
 	if (pr->route.kind == ROUTE_CREATE) {
-		response_request_read(o.body, o.body_len, &rq);
-		o.stream = rq.stream;
+		o.stream = pr->rq.stream;
 		/* Its answer carries the included fields: not the plain GET's. */
-		pr->no_store = rq.include;
+		pr->no_store = pr->rq.include;
 	} else
 		o.stream = pr->route.stream;
-	if (pr->route.kind == ROUTE_CANCEL || (pr->route.kind ==
-	    ROUTE_RESPONSE && pr->route.method == RM_DELETE))
+	if (pr->route.kind == ROUTE_RESPONSE && pr->route.method == RM_DELETE)
+		proxy_delete_begin(pr);
+	else if (pr->route.kind == ROUTE_CANCEL)
 		proxy_invalidate(pr);
 	proxy_build_headers(pr, evhttp_find_header(
 	    evhttp_request_get_input_headers(req), "Authorization"));
@@ -1283,6 +1371,7 @@ proxy_forward(struct proxy_req *pr)
 		fatalx("out of memory");
 	proxy_watch_client(pr);
 	pr->ut0 = proxy_clock();
+	pr->since = time(NULL);
 	pr->ureq = upstream_start(pr->px->up, &o, &proxy_hooks, pr);
 }
 
@@ -1353,6 +1442,36 @@ proxy_client_key(const char *auth)
 	return (auth);
 }
 
+/*
+ * 1 if the request's route has rules that depend on its body: a create
+ * (stream, include, previous_response_id), and with ownership any POST
+ * that may name a previous_response_id (input_tokens, compact).
+ */
+static int
+proxy_reads_body(const struct proxy_req *pr)
+{
+	if (pr->route.method != RM_POST)
+		return (0);
+	if (pr->route.kind == ROUTE_CREATE)
+		return (1);
+	return (pr->route.kind == ROUTE_OTHER && pr->keys->ownership &&
+	    pr->client != NULL);
+}
+
+/* A body the proxy cannot read whole is refused, never forwarded. */
+static void
+proxy_reply_bad_body(struct proxy_req *pr, const char *why)
+{
+	char	*msg;
+
+	if (asprintf(&msg, "The request body is not JSON that respcache "
+	    "can read exactly: %s.", why) == -1)
+		fatalx("out of memory");
+	proxy_reply_error(pr->px, pr->req, pr, 400, NULL, "invalid_json", msg,
+	    NULL);
+	free(msg);
+}
+
 static void
 proxy_handle(struct evhttp_request *req, void *arg)
 {
@@ -1364,6 +1483,7 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	struct route_error	 err;
 	struct proxy_hit	 hit;
 	const char		*upgrade, *key, *what = "";
+	char			 why[200];
 
 	px->t0 = proxy_clock();
 	metrics_inflight(px->metrics, 1);
@@ -1439,6 +1559,14 @@ proxy_handle(struct evhttp_request *req, void *arg)
 		snprintf(pr->tenant, sizeof pr->tenant, "%s", pr->cred->name);
 	else
 		proxy_key_tenant(px, key, pr->tenant);
+	if (proxy_reads_body(pr) && response_request_read((const char *)
+	    evbuffer_pullup(evhttp_request_get_input_buffer(req), -1),
+	    evbuffer_get_length(evhttp_request_get_input_buffer(req)),
+	    &pr->rq, why, sizeof why) == -1) {
+		proxy_reply_bad_body(pr, why);
+		proxy_req_free(pr);
+		return;
+	}
 	if (!proxy_owner_ok(pr, &what)) {
 		proxy_reply_not_found(pr, what);
 		proxy_req_free(pr);
@@ -1497,6 +1625,7 @@ proxy_new(struct evhttp *http, const struct proxy_env *env)
 	px->alog = env->alog;
 	px->client_tv = env->client_tv;
 	px->tombstone_ttl = env->tombstone_ttl;
+	px->delete_window = env->delete_window;
 	evhttp_set_gencb(http, proxy_handle, px);
 	return (px);
 }

@@ -27,6 +27,7 @@ struct proxy_env {
 	struct accesslog	*alog;		/* this loop's, or NULL */
 	struct timeval		 client_tv;	/* clients' read/write timeout */
 	double			 tombstone_ttl;	/* 0: no tombstones */
+	double			 delete_window;	/* a DELETE may take effect in */
 };
 
 /*

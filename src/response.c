@@ -5,6 +5,7 @@
  */
 #include "config.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -107,32 +108,41 @@ response_event_id(const char *data, size_t len, char id[ROUTE_ID_MAX + 1])
 	return (info.id[0] != '\0' ? 0 : -1);
 }
 
-void
+int
 response_request_read(const char *body, size_t len,
-    struct response_request *rq)
+    struct response_request *rq, char *why, size_t size)
 {
-	json_t	*root, *inc;
-
-	const char	*prev;
+	json_t		*root, *inc, *prev;
+	json_error_t	 err;
+	const char	*p;
 
 	memset(rq, 0, sizeof *rq);
-	if (len == 0)
-		return;
 	if ((root = json_loadb(body, len, JSON_REJECT_DUPLICATES,
-	    NULL)) == NULL) {
-		if ((root = json_loadb(body, len, 0, NULL)) == NULL)
-			return;
-		rq->duplicate_keys = 1;
+	    &err)) == NULL) {
+		snprintf(why, size, "%s (line %d, column %d)", err.text,
+		    err.line, err.column);
+		return (-1);
+	}
+	if (!json_is_object(root)) {
+		snprintf(why, size, "the body is not a JSON object");
+		json_decref(root);
+		return (-1);
 	}
 	rq->stream = json_is_true(json_object_get(root, "stream"));
-	prev = json_string_value(json_object_get(root,
-	    "previous_response_id"));
-	if (prev != NULL && strlen(prev) <= ROUTE_ID_MAX)
-		snprintf(rq->previous, sizeof rq->previous, "%s", prev);
-	else if (prev != NULL)		/* too long to be an id: kept bad */
+	prev = json_object_get(root, "previous_response_id");
+	if (prev != NULL && !json_is_null(prev) && !json_is_string(prev)) {
+		snprintf(why, size, "'previous_response_id' must be a string");
+		json_decref(root);
+		return (-1);
+	}
+	if ((p = json_string_value(prev)) != NULL &&
+	    strlen(p) <= ROUTE_ID_MAX)
+		snprintf(rq->previous, sizeof rq->previous, "%s", p);
+	else if (p != NULL)		/* too long to be an id: kept bad */
 		snprintf(rq->previous, sizeof rq->previous, "-");
 	inc = json_object_get(root, "include");
 	rq->include = inc != NULL && !json_is_null(inc) &&
 	    !(json_is_array(inc) && json_array_size(inc) == 0);
 	json_decref(root);
+	return (0);
 }

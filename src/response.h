@@ -26,17 +26,20 @@ struct response_request {
 	int	stream;		/* "stream": true */
 	int	include;	/* a non-empty "include": its answer is not
 				   the plain GET's */
-	int	duplicate_keys;	/* an object repeats a key: two parsers
-				   could read it two ways */
 	char	previous[ROUTE_ID_MAX + 1];	/* previous_response_id */
 };
 
 /*
- * Read a create's JSON body.  A body that is not JSON asks for nothing
- * (the upstream will say what is wrong with it).
+ * Read a POST's JSON body whole.  Returns 0 and fills *rq, or -1 and a
+ * reason in why (size bytes) when the body is not one JSON object that
+ * the proxy reads exactly as written: not JSON, a number or string that
+ * jansson cannot hold (1e400, an integer past 64 bits, "\u0000"), a
+ * repeated key, or a previous_response_id that is not a string.  A body
+ * the proxy cannot read whole is never forwarded on a route whose rules
+ * depend on it: the upstream's parser might read it otherwise.
  */
-void	response_request_read(const char *body, size_t len,
-	    struct response_request *);
+int	response_request_read(const char *body, size_t len,
+	    struct response_request *rq, char *why, size_t size);
 
 /*
  * If an SSE event (its type, "" if none, and its data) is a final event

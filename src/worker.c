@@ -119,6 +119,8 @@ worker_new(int id, const struct conf *c, struct cache *cache,
 	env.alog = w->alog;
 	env.client_tv = w->client_tv;
 	env.tombstone_ttl = c->tombstone_ttl;
+	/* A DELETE given up on may still take effect upstream meanwhile. */
+	env.delete_window = 2 * (c->connect_timeout + c->timeout);
 	w->px = proxy_new(w->http, &env);
 	if ((w->bs = evhttp_accept_socket_with_handle(w->http, listen_fd)) ==
 	    NULL)

@@ -66,7 +66,8 @@ main(void)
 	struct got	 g;
 	char		*cause = NULL;
 	int		 i, hits;
-	struct cache_guard guard = { "t\0t\0z\0", 6, 60 };
+	struct cache_guard guard;
+	time_t		 now = time(NULL);
 
 	if (mkdtemp(dir) == NULL)
 		abort();
@@ -107,18 +108,61 @@ main(void)
 	    "an id sharing a prefix is kept");
 	ok(cache_get(c, "t\0i\0x\0limit=20", 14, time(NULL), visit, &g) == 1,
 	    "the other kind is kept");
-	ok(cache_put(c, "t\0r\0z\0", 6, &guard, 200, "\"e\"", 3, "", 0, "4", 1,
-	    time(NULL)) == 0, "a guarded put with no guard entry stores");
+	/* Delete guards: see cache.h. */
+	memset(&guard, 0, sizeof guard);
+	guard.n = 2;
+	guard.key[0] = "\0t\0z\0";
+	guard.len[0] = 5;
+	guard.key[1] = "t\0t\0z\0";
+	guard.len[1] = 6;
+	guard.since = now;
+#define GPUT(b, since_) (guard.since = (since_), cache_put(c, \
+	"t\0r\0z\0", 6, &guard, 200, "\"e\"", 3, "", 0, b, 1, now))
+#define GOT(b) (cache_get(c, "t\0r\0z\0", 6, now, visit, &g) == 1 && \
+	memcmp(g.body, b, 1) == 0)
+	ok(GPUT("4", now) == 0 && GOT("4"),
+	    "a guarded put with no guard entry stores");
+	ok(cache_delete_begin(c, "\0t\0z\0", 5, 60, now) == 0,
+	    "a DELETE's pending guard is written");
+	ok(GPUT("5", now) == 1 && GOT("4"), "a pending guard forbids an "
+	    "answer fetched before the DELETE");
+	ok(GPUT("5", now + 60) == 1 && GOT("4"), "... or while the DELETE "
+	    "may still take effect (its window)");
+	ok(GPUT("5", now + 61) == 0 && GOT("5"), "an answer fetched after "
+	    "the window is stored");
+	memset(&g, 0, sizeof g);
+	ok(cache_get(c, "\0t\0z\0", 5, now, visit, &g) == 1 &&
+	    g.status == CACHE_PENDING, "the pending guard is still there");
+	ok(cache_delete_begin(c, "\0t\0z\0", 5, 60, now) == 0 &&
+	    cache_delete_end(c, "\0t\0z\0", 5, 0, "", 0, "", 0, now) == 0 &&
+	    cache_get(c, "\0t\0z\0", 5, now, visit, &g) == 1,
+	    "two DELETEs pending, one refused: the guard stays");
+	ok(cache_delete_end(c, "\0t\0z\0", 5, 0, "", 0, "", 0, now) == 0 &&
+	    cache_get(c, "\0t\0z\0", 5, now, visit, &g) == 0,
+	    "the other refused too: the guard goes");
+	ok(GPUT("6", now) == 0 && GOT("6"), "with no guard, puts store again");
+	ok(cache_delete_begin(c, "\0t\0z\0", 5, 60, now) == 0 &&
+	    cache_delete_end(c, "\0t\0z\0", 5, 1, "", 0, "gone", 4,
+	    now + 5) == 0 && cache_get(c, "\0t\0z\0", 5, now, visit, &g) == 1
+	    && g.status == 404 && memcmp(g.body, "gone", 4) == 0,
+	    "a DELETE done: the guard becomes the tombstone");
+	ok(GPUT("7", now + 5) == 1 && GOT("6"), "a tombstone forbids an answer "
+	    "fetched before it");
+	ok(GPUT("7", now + 6) == 0 && GOT("7"), "... but not one fetched "
+	    "after it");
+	ok(cache_get(c, "\0t\0z\0", 5, now, visit, &g) == 1,
+	    "the tombstone stays while it may guard");
 	put(c, "t\0t\0z\0", 6, "tomb");
-	ok(cache_put(c, "t\0r\0z\0", 6, &guard, 200, "\"e\"", 3, "", 0, "5", 1,
-	    time(NULL)) == 1 && cache_get(c, "t\0r\0z\0", 6, time(NULL),
-	    visit, &g) == 1 && memcmp(g.body, "4", 1) == 0,
-	    "a put guarded by a live entry is skipped");
-	ok(cache_put(c, "t\0r\0z\0", 6, &guard, 200, "\"e\"", 3, "", 0, "6", 1,
-	    time(NULL) + 61) == 0 && cache_get(c, "t\0r\0z\0", 6, time(NULL),
-	    visit, &g) == 1 && memcmp(g.body, "6", 1) == 0 &&
-	    cache_get(c, "t\0t\0z\0", 6, time(NULL), visit, &g) == 0,
-	    "a spent guard lets the put through and is removed");
+	ok(GPUT("8", now) == 1 && GOT("7"), "the second guard key is checked "
+	    "too");
+	ok(cache_purge_id(c, "z", 1) >= 3 &&
+	    cache_get(c, "\0t\0z\0", 5, now, visit, &g) == 0,
+	    "a purge with guards removes them");
+	ok(cache_delete_begin(c, "\0t\0z\0", 5, 60, now - 2 * 86400) == 0 &&
+	    GPUT("9", now) == 0 && GOT("9") &&
+	    cache_get(c, "\0t\0z\0", 5, now, visit, &g) == 0,
+	    "a guard spent a day past its window lets the put through and "
+	    "is removed");
 	/* Tenants "a", "ab" and "b": "ab" sorts between "a\0..." keys. */
 	put(c, "a\0r\0p\0", 6, "1");
 	put(c, "a\0i\0p\0limit=5", 13, "2");
@@ -127,7 +171,7 @@ main(void)
 	put(c, "ab\0t\0p\0", 7, "5");
 	put(c, "b\0r\0p\0", 6, "6");
 	put(c, "b\0r\0q\0", 6, "7");
-	ok(cache_purge_id(c, "p") == 5, "purge removes an id's entries in "
+	ok(cache_purge_id(c, "p", 1) == 5, "purge removes an id's entries in "
 	    "every tenant, of every kind");
 	ok(cache_get(c, "a\0r\0p\0", 6, time(NULL), visit, &g) == 0 &&
 	    cache_get(c, "ab\0t\0p\0", 7, time(NULL), visit, &g) == 0 &&
@@ -137,7 +181,7 @@ main(void)
 	    cache_get(c, "b\0r\0q\0", 6, time(NULL), visit, &g) == 1 &&
 	    cache_get(c, "t\0r\0xy\0", 7, time(NULL), visit, &g) == 1,
 	    "other ids are kept");
-	ok(cache_purge_id(c, "p") == 0, "a second purge finds nothing");
+	ok(cache_purge_id(c, "p", 1) == 0, "a second purge finds nothing");
 	cache_close(c);
 
 	c = cache_open(dir, 1024 * 1024, 0, &cause);
@@ -165,6 +209,8 @@ main(void)
 	c = cache_open(dir, 64 * 1024, 0, &cause);
 	ok(cache_owner_put(c, "t\0o\0resp_000\0", 14, "alice") == 0,
 	    "an owner record is stored");
+	ok(cache_delete_begin(c, "\0t\0resp_g\0", 10, 600, time(NULL)) == 0,
+	    "a delete guard is stored");
 	memset(big, 'x', sizeof big - 1);
 	big[sizeof big - 1] = '\0';
 	for (i = 0; i < 200; i++) {
@@ -186,6 +232,9 @@ main(void)
 	ok(cache_get(c, key, 12, time(NULL), visit, &g) == 1,
 	    "the newest entry is kept");
 	ok(hits > 5 && hits < 30, "some entries fit (%d)", hits);
+	ok(cache_get(c, "\0t\0resp_g\0", 10, time(NULL), visit, &g) == 1 &&
+	    g.status == CACHE_PENDING,
+	    "a pending delete guard is never evicted by newer entries");
 	ok(c->st.evictions > 100, "evictions counted (%llu)",
 	    (unsigned long long)c->st.evictions);
 	cache_close(c);

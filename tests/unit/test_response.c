@@ -23,6 +23,7 @@ main(void)
 {
 	struct response_info	 i;
 	struct response_request	 rq;
+	char			 why[200];
 	const char		*s;
 	const char *const	 finals[] = { "completed", "failed", "cancelled",
 	    "incomplete" };
@@ -58,22 +59,44 @@ main(void)
 	ok(response_inspect(s, strlen(s), &i) == 0 && i.id[0] == '\0',
 	    "an invalid id is not taken");
 
-	response_request_read(S("{\"model\":\"m\",\"stream\":true}"), &rq);
-	ok(rq.stream && !rq.include, "stream:true streams");
-	response_request_read(S("{\"model\":\"m\",\"stream\":false}"), &rq);
-	ok(!rq.stream, "stream:false does not");
-	response_request_read(S("{\"model\":\"m\"}"), &rq);
-	ok(!rq.stream && !rq.include, "no stream key: no");
-	response_request_read(S("{\"include\":[\"reasoning.encrypted_content\"]}"),
-	    &rq);
-	ok(rq.include, "a non-empty include is seen");
-	response_request_read(S("{\"include\":[]}"), &rq);
-	ok(!rq.include, "an empty include is none");
-	response_request_read(S("{\"include\":null}"), &rq);
-	ok(!rq.include, "a null include is none");
-	response_request_read(S("{oops"), &rq);
-	ok(!rq.stream && !rq.include, "bad JSON asks for nothing");
-	response_request_read("", 0, &rq);
-	ok(!rq.stream, "empty body: no stream");
+#define READ(lit)	response_request_read(S(lit), &rq, why, sizeof why)
+	ok(READ("{\"model\":\"m\",\"stream\":true}") == 0 && rq.stream &&
+	    !rq.include, "stream:true streams");
+	ok(READ("{\"model\":\"m\",\"stream\":false}") == 0 && !rq.stream,
+	    "stream:false does not");
+	ok(READ("{\"model\":\"m\"}") == 0 && !rq.stream && !rq.include,
+	    "no stream key: no");
+	ok(READ("{\"include\":[\"reasoning.encrypted_content\"]}") == 0 &&
+	    rq.include, "a non-empty include is seen");
+	ok(READ("{\"include\":[]}") == 0 && !rq.include,
+	    "an empty include is none");
+	ok(READ("{\"include\":null}") == 0 && !rq.include,
+	    "a null include is none");
+	ok(READ("{\"include\":\"x\"}") == 0 && rq.include,
+	    "an include that is not a list still counts");
+	ok(READ("{\"previous_response_id\":\"resp_1\"}") == 0 &&
+	    strcmp(rq.previous, "resp_1") == 0, "previous_response_id read");
+	ok(READ("{\"previous_response_id\":null}") == 0 &&
+	    rq.previous[0] == '\0', "a null previous_response_id is none");
+	/* What jansson cannot hold exactly is refused, never guessed. */
+	ok(READ("{oops") == -1 && why[0] != '\0', "bad JSON is refused (%s)",
+	    why);
+	ok(READ("") == -1, "an empty body is refused");
+	ok(READ("[1]") == -1, "a body that is not an object is refused");
+	ok(READ("{\"a\":1e400,\"previous_response_id\":\"resp_1\"}") == -1,
+	    "a real that overflows is refused (%s)", why);
+	ok(READ("{\"a\":123456789012345678901234567890,"
+	    "\"previous_response_id\":\"resp_1\"}") == -1,
+	    "an integer past 64 bits is refused");
+	ok(READ("{\"previous_response_id\":\"resp_1\\u0000x\"}") == -1,
+	    "a \\u0000 in a string is refused");
+	ok(READ("{\"model\":\"m\",\"model\":\"n\"}") == -1,
+	    "a repeated key is refused");
+	ok(READ("{\"previous_response_id\":\"a\",\"previous_response_id\":"
+	    "\"b\"}") == -1, "a repeated previous_response_id is refused");
+	ok(READ("{\"previous_response_id\":7}") == -1,
+	    "a previous_response_id that is not a string is refused");
+	ok(response_request_read("{\"a\":\"\xff\"}", 9, &rq, why,
+	    sizeof why) == -1, "invalid UTF-8 is refused");
 	return (done_testing());
 }
