@@ -1232,14 +1232,14 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 		    "a JSON object.");
 		return;
 	}
+	if (pr->route.kind == ROUTE_RESPONSE &&
+	    pr->route.method == RM_DELETE)
+		proxy_delete_end(pr, pr->status);
 	if (pr->status == 401 && pr->cred != NULL) {
 		proxy_key_refused(pr, a.body, a.body_len);
 		return;
 	}
-	if (pr->route.kind == ROUTE_RESPONSE &&
-	    pr->route.method == RM_DELETE)
-		proxy_delete_end(pr, pr->status);
-	else if (pr->status == 200)
+	if (pr->status == 200 && pr->route.method != RM_DELETE)
 		stored = proxy_store(pr, &info, a.body, a.body_len, etag);
 
 	TAILQ_INIT(&hdrs);
