@@ -120,10 +120,15 @@ void	cache_stats(struct cache *, struct cache_stats *);
 /*
  * Owner records: which client created a response.  They are kept apart
  * from the entries: ttl never expires them and no entry evicts one; past
- * an eighth of max_size the oldest go.  put returns 0 or -1; get returns
- * 1 with name filled (NUL-terminated, cut to size), 0 if none, -1 on
- * error.
+ * an eighth of max_size, the oldest record of the client with the most
+ * goes (one client's creates never push out another's records while it
+ * has fewer).  put returns 0 or -1.  get returns 1 with name filled
+ * (NUL-terminated, cut to size); CACHE_OWNER_LOST if this cache once
+ * held a record of key but evicted it (a Bloom filter: rarely, a key it
+ * never held); 0 if none; -1 on error.
  */
+#define CACHE_OWNER_LOST	2
+
 int	cache_owner_put(struct cache *, const void *key, size_t klen,
 	    const char *name);
 int	cache_owner_get(struct cache *, const void *key, size_t klen,

@@ -708,8 +708,9 @@ proxy_owns(struct proxy_req *pr, const char *id)
 	key = route_id_prefix(pr->tenant, 'o', id, &klen);
 	rc = cache_owner_get(pr->px->cache, key, klen, name, sizeof name);
 	free(key);
-	if (rc == -1)
-		return (0);		/* unsure: refuse */
+	/* Unsure, or created here with its record since evicted: refuse. */
+	if (rc == -1 || rc == CACHE_OWNER_LOST)
+		return (0);
 	if (rc == 0)
 		return (!pr->keys->unknown_owner_deny);
 	return (strcmp(name, pr->client->name) == 0);

@@ -239,6 +239,84 @@ main(void)
 	    (unsigned long long)c->st.evictions);
 	cache_close(c);
 
+	/* Owner records: one client's creates never push out another's. */
+	snprintf(cmd, sizeof cmd, "rm -rf %s/*", dir);
+	if (system(cmd) != 0)
+		abort();
+	c = cache_open(dir, 256 * 1024, 0, &cause);
+	for (i = 0; i < 10; i++) {
+		snprintf(key, sizeof key, "t%co%calice_%03d", 0, 0, i);
+		cache_owner_put(c, key, 13, "alice");
+	}
+	for (i = 0; i < 3000; i++) {
+		snprintf(key, sizeof key, "t%co%cbob_%05d", 0, 0, i);
+		if (cache_owner_put(c, key, 13, "bob") != 0)
+			break;
+	}
+	ok(i == 3000, "3000 owner records stored in a 256k cache");
+	hits = 0;
+	for (i = 0; i < 10; i++) {
+		char name[16];
+
+		snprintf(key, sizeof key, "t%co%calice_%03d", 0, 0, i);
+		hits += cache_owner_get(c, key, 13, name, sizeof name) == 1 &&
+		    strcmp(name, "alice") == 0;
+	}
+	ok(hits == 10, "another client's flood evicts none of alice's records "
+	    "(%d of 10 kept)", hits);
+	ok(cache_owner_get(c, "t\0o\0bob_00000", 13, key, sizeof key) ==
+	    CACHE_OWNER_LOST, "bob's oldest record went, and is known lost");
+	ok(cache_owner_get(c, "t\0o\0bob_02999", 13, key, sizeof key) == 1 &&
+	    strcmp(key, "bob") == 0, "bob's newest is kept");
+	hits = 0;
+	for (i = 0; i < 200; i++) {
+		snprintf(key, sizeof key, "t%co%cnever_%03d", 0, 0, i);
+		hits += cache_owner_get(c, key, 13, key + 32, 16) ==
+		    CACHE_OWNER_LOST;
+	}
+	ok(hits <= 4, "ids never recorded are rarely taken for lost ones "
+	    "(%d of 200)", hits);
+	cache_close(c);
+
+	/* A cache from before the per-client index keeps its records. */
+	snprintf(cmd, sizeof cmd, "rm -rf %s/*", dir);
+	if (system(cmd) != 0)
+		abort();
+	{
+		MDB_env		*env;
+		MDB_txn		*txn;
+		MDB_dbi		 own, age;
+		uint64_t	 seq = 5;
+		char		 val[16];
+		MDB_val		 k = { 9, "t\0o\0old\0" }, v, ak;
+
+		memcpy(val, &seq, sizeof seq);
+		memcpy(val + sizeof seq, "zed", 3);
+		v.mv_size = sizeof seq + 3;
+		v.mv_data = val;
+		ak.mv_size = sizeof seq;
+		ak.mv_data = &seq;
+		if (mdb_env_create(&env) != 0 ||
+		    mdb_env_set_maxdbs(env, 4) != 0 ||
+		    mdb_env_open(env, dir, 0, 0600) != 0 ||
+		    mdb_txn_begin(env, NULL, 0, &txn) != 0 ||
+		    mdb_dbi_open(txn, "owners", MDB_CREATE, &own) != 0 ||
+		    mdb_dbi_open(txn, "owner_age", MDB_CREATE | MDB_INTEGERKEY,
+		    &age) != 0 || mdb_put(txn, own, &k, &v, 0) != 0 ||
+		    mdb_put(txn, age, &ak, &k, 0) != 0 ||
+		    mdb_txn_commit(txn) != 0)
+			abort();
+		mdb_env_close(env);
+	}
+	c = cache_open(dir, 256 * 1024, 0, &cause);
+	ok(c != NULL && cache_owner_get(c, "t\0o\0old\0", 9, key,
+	    sizeof key) == 1 && strcmp(key, "zed") == 0,
+	    "an owner record of the old layout is read after the upgrade");
+	ok(cache_owner_put(c, "t\0o\0new\0", 9, "zed") == 0 &&
+	    cache_owner_get(c, "t\0o\0new\0", 9, key, sizeof key) == 1,
+	    "and new ones are written beside it");
+	cache_close(c);
+
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	if (system(cmd) != 0)
 		abort();
