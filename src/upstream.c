@@ -6,6 +6,11 @@
  * hand events back with curl_multi_socket_action() and then drain
  * curl_multi_info_read() for finished transfers.  Handles are only ever
  * removed from the multi outside curl's callbacks.
+ *
+ * A request that is not idempotent is sent at most once: curl's retry of
+ * a request whose reused connection died (transfer.c Curl_retry_request)
+ * goes through CURLOPT_PREREQFUNCTION again before it sends, and there
+ * upstream_prereq_cb refuses it once any byte of the request was written.
  */
 #include "config.h"
 
@@ -49,6 +54,9 @@ struct upstream_req {
 	int			 stopped;	/* a hook said stop: done still comes */
 	int			 paused;	/* a hook said pause */
 	int			 pending;	/* not yet added to the multi */
+	int			 once;		/* not idempotent: never resent */
+	int			 attempts;	/* sends curl began (prereq calls) */
+	int			 refused;	/* a retry was refused: conn lost */
 	struct event		*idle;		/* a stream's silence timer */
 	struct timeval		 last;		/* when its last bytes came */
 	const struct upstream_hooks *hooks;
@@ -94,6 +102,7 @@ upstream_err_str(enum upstream_err e)
 	case UPSTREAM_TLS:	return ("tls");
 	case UPSTREAM_PROTOCOL:	return ("protocol");
 	case UPSTREAM_ABORTED:	return ("aborted");
+	case UPSTREAM_CONN_LOST: return ("connection lost");
 	}
 	return ("unknown");
 }
@@ -328,6 +337,80 @@ upstream_write_cb(char *p, size_t size, size_t n, void *arg)
 	}
 }
 
+/*
+ * CURLOPT_PREREQFUNCTION, set for requests that are not idempotent:
+ * called once per attempt, after the connection is made and before the
+ * request is written.  A second call is curl's retry after a reused
+ * connection died with no answer; CURLINFO_REQUEST_SIZE then counts the
+ * bytes the earlier attempts wrote (it adds up over a transfer's
+ * attempts).  None: the request never left us, and the retry is safe.
+ * Some: the upstream may have read and acted on it; refuse.
+ *
+ * This refuses HTTP/2's retries after REFUSED_STREAM or a GOAWAY too,
+ * which are safe by protocol, because curl does not say why it retries;
+ * with CURL_HTTP_VERSION_2TLS those happen only on TLS connections, and
+ * cost a 502 rather than a duplicate.
+ */
+static int
+upstream_prereq_cb(void *arg, char *conn_ip, char *local_ip, int conn_port,
+    int local_port)
+{
+	struct upstream_req	*r = arg;
+	long			 sent = 0;
+
+	(void)conn_ip;
+	(void)local_ip;
+	(void)conn_port;
+	(void)local_port;
+	if (r->attempts++ == 0)
+		return (CURL_PREREQFUNC_OK);
+	if (curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &sent) !=
+	    CURLE_OK)
+		sent = 1;
+	log_debug("upstream retry #%d of %s: %ld bytes of it written before",
+	    r->attempts - 1, r->url, sent);
+	if (sent == 0)
+		return (CURL_PREREQFUNC_OK);
+	r->refused = 1;
+	return (CURL_PREREQFUNC_ABORT);
+}
+
+/*
+ * 1 if a request that is not idempotent may have reached the upstream
+ * with no byte of an answer back: ending it now, the caller must not
+ * send it again blindly.
+ */
+static int
+upstream_unanswered(struct upstream_req *r)
+{
+	long	sent = 0, got = 0;
+
+	if (r->refused)
+		return (1);
+	if (!r->once)
+		return (0);
+	if (curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &sent) !=
+	    CURLE_OK || curl_easy_getinfo(r->easy, CURLINFO_HEADER_SIZE,
+	    &got) != CURLE_OK)
+		return (1);
+	return (sent > 0 && got == 0);
+}
+
+/*
+ * 1 if the transfer ended as UPSTREAM_CONN_LOST: the retry refused, and
+ * the same loss where curl does not retry (a fresh connection closed)
+ * or where its retry failed before we were asked (the new connect
+ * failed).  A timeout keeps its own answer.
+ */
+static int
+upstream_conn_lost(struct upstream_req *r, CURLcode rc)
+{
+	if (rc == CURLE_OK || rc == CURLE_OPERATION_TIMEDOUT ||
+	    rc == CURLE_WRITE_ERROR)
+		return (0);
+	return (upstream_unanswered(r));
+}
+
 static enum upstream_err
 upstream_map_err(CURLcode rc)
 {
@@ -359,6 +442,7 @@ upstream_check_done(struct upstream *up)
 	struct upstream_req	*r;
 	CURLMsg			*msg;
 	enum upstream_err	 err;
+	const char		*why;
 	int			 left;
 
 	if (up->in_curl)
@@ -368,14 +452,20 @@ upstream_check_done(struct upstream *up)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &r);
 		err = upstream_map_err(msg->data.result);
+		why = curl_easy_strerror(msg->data.result);
+		if (upstream_conn_lost(r, msg->data.result)) {
+			err = UPSTREAM_CONN_LOST;
+			if (r->refused)
+				why = "connection closed after the request was "
+				    "sent; not sent again";
+		}
 		/* A hook may abort its own request: it is freed here. */
 		r->in_hook = 1;
 		if (!r->aborted) {
 			if (err == UPSTREAM_OK && !r->headers_done)
 				upstream_deliver_headers(r);
 			if (!r->aborted)
-				r->hooks->done(r->arg, err,
-				    curl_easy_strerror(msg->data.result));
+				r->hooks->done(r->arg, err, why);
 		}
 		upstream_req_free(r);
 	}
@@ -413,6 +503,21 @@ upstream_idle_cb(evutil_socket_t fd, short what, void *arg)
 		    "no data within stream_idle_timeout");
 	}
 	upstream_req_free(r);
+}
+
+/* RFC 9110 9.2.2: sending these twice does no more than sending once. */
+static int
+upstream_idempotent(const char *method)
+{
+	static const char *const	 idem[] = {
+		"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE", NULL
+	};
+	const char *const		*m;
+
+	for (m = idem; *m != NULL; m++)
+		if (strcmp(method, *m) == 0)
+			return (1);
+	return (0);
 }
 
 struct upstream_req *
@@ -473,6 +578,12 @@ upstream_start(struct upstream *up, const struct upstream_opts *o,
 		}
 	}
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
+	if (!upstream_idempotent(o->method)) {
+		r->once = 1;
+		curl_easy_setopt(e, CURLOPT_PREREQFUNCTION,
+		    upstream_prereq_cb);
+		curl_easy_setopt(e, CURLOPT_PREREQDATA, r);
+	}
 
 	r->next = up->reqs;
 	if (up->reqs != NULL)
