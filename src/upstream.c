@@ -38,6 +38,9 @@ struct upstream {
 	int			 in_curl;	/* inside a curl call */
 	int			 npending;	/* started inside a curl call */
 	int			 nreap;		/* aborted inside curl or a hook */
+	int			 failing;	/* curl_multi_socket_action fails */
+	struct timeval		 fail_since;	/* ... since then */
+	struct event		*again;		/* after a failure: call curl again */
 	struct upstream_req	*reqs;		/* all in flight */
 };
 
@@ -57,6 +60,7 @@ struct upstream_req {
 	int			 once;		/* not idempotent: never resent */
 	int			 attempts;	/* sends curl began (prereq calls) */
 	int			 refused;	/* a retry was refused: conn lost */
+	int			 doomed;	/* to fail: the multi is broken */
 	struct event		*idle;		/* a stream's silence timer */
 	struct timeval		 last;		/* when its last bytes came */
 	const struct upstream_hooks *hooks;
@@ -72,6 +76,7 @@ struct upstream_sock {
 
 static void	upstream_check_done(struct upstream *);
 static void	upstream_req_free(struct upstream_req *);
+static int	upstream_unanswered(struct upstream_req *);
 
 /*
  * Add the transfers started while inside curl (from a hook): curl
@@ -134,15 +139,85 @@ upstream_settle(struct upstream *up)
 	upstream_add_pending(up);
 }
 
+/*
+ * The multi handle has failed for a second: end every request in flight
+ * with its done hook rather than leave it waiting for a curl that no
+ * longer drives it.  Requests a hook starts meanwhile are spared.  Called
+ * outside curl.
+ */
+static void
+upstream_fail_all(struct upstream *up, const char *why)
+{
+	struct upstream_req	*r;
+
+	for (r = up->reqs; r != NULL; r = r->next)
+		if (!r->aborted)
+			r->doomed = 1;
+	for (;;) {
+		/* A hook may start or abort requests: look again each time. */
+		for (r = up->reqs; r != NULL; r = r->next)
+			if (r->doomed && !r->aborted)
+				break;
+		if (r == NULL)
+			break;
+		r->aborted = 1;
+		r->in_hook = 1;
+		r->hooks->done(r->arg, upstream_unanswered(r) ?
+		    UPSTREAM_CONN_LOST : UPSTREAM_PROTOCOL, why);
+		upstream_req_free(r);
+	}
+}
+
+/* The timer set after a failure: give curl its timeouts again. */
+static void	upstream_action(struct upstream *, curl_socket_t, int);
+
+static void
+upstream_again_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	upstream_action(arg, CURL_SOCKET_TIMEOUT, 0);
+}
+
+/*
+ * curl_multi_socket_action() fails only when curl itself is in trouble
+ * (out of memory, above all), and it may then have left expired timers
+ * unprocessed: a transfer could wait forever.  Call it again soon; once
+ * every call has failed for upstream_fail_grace, end all requests in
+ * flight.
+ */
+static const struct timeval	upstream_fail_grace = { 1, 0 };
+static const struct timeval	upstream_fail_again = { 0, 100 * 1000 };
+
 static void
 upstream_action(struct upstream *up, curl_socket_t fd, int flags)
 {
-	int	running;
+	struct timeval	 now, since;
+	CURLMcode	 mc;
+	int		 running;
 
 	up->in_curl++;
-	curl_multi_socket_action(up->multi, fd, flags, &running);
+	mc = curl_multi_socket_action(up->multi, fd, flags, &running);
 	up->in_curl--;
+	/* What did finish reports its own outcome first. */
 	upstream_settle(up);
+	if (mc == CURLM_OK) {
+		up->failing = 0;
+		return;
+	}
+	log_warnx("curl_multi_socket_action: %s", curl_multi_strerror(mc));
+	event_base_gettimeofday_cached(up->base, &now);
+	if (!up->failing) {
+		up->failing = 1;
+		up->fail_since = now;
+	}
+	timersub(&now, &up->fail_since, &since);
+	if (timercmp(&since, &upstream_fail_grace, <)) {
+		evtimer_add(up->again, &upstream_fail_again);
+		return;
+	}
+	up->failing = 0;
+	upstream_fail_all(up, curl_multi_strerror(mc));
 }
 
 static void
@@ -191,6 +266,7 @@ upstream_sock_cb(CURL *easy, curl_socket_t s, int what, void *arg,
 {
 	struct upstream		*up = arg;
 	struct upstream_sock	*us = sockp;
+	CURLMcode		 mc;
 	short			 ev;
 
 	(void)easy;
@@ -198,7 +274,11 @@ upstream_sock_cb(CURL *easy, curl_socket_t s, int what, void *arg,
 		if (us != NULL) {
 			event_free(us->ev);
 			free(us);
-			curl_multi_assign(up->multi, s, NULL);
+			/* curl forgets the socket next; a failure costs nothing. */
+			if ((mc = curl_multi_assign(up->multi, s, NULL)) !=
+			    CURLM_OK)
+				log_debug("curl_multi_assign: %s",
+				    curl_multi_strerror(mc));
 		}
 		return (0);
 	}
@@ -211,7 +291,18 @@ upstream_sock_cb(CURL *easy, curl_socket_t s, int what, void *arg,
 		if ((us = calloc(1, sizeof *us)) == NULL)
 			fatalx("out of memory");
 		us->up = up;
-		curl_multi_assign(up->multi, s, us);
+		/*
+		 * An event curl never hands back would leak and fire twice:
+		 * unwatched, the socket's transfer ends by its timeout.  (curl
+		 * knows the socket before it calls us: this should not
+		 * happen.)
+		 */
+		if ((mc = curl_multi_assign(up->multi, s, us)) != CURLM_OK) {
+			log_warnx("curl_multi_assign: %s; socket %d unwatched",
+			    curl_multi_strerror(mc), (int)s);
+			free(us);
+			return (0);
+		}
 	} else
 		event_free(us->ev);
 	us->ev = event_new(up->base, s, ev, upstream_event_cb, up);
@@ -237,7 +328,8 @@ upstream_new(struct event_base *base, const char *base_url,
 	up->idle.tv_sec = (time_t)stream_idle_timeout;
 	up->idle.tv_usec = (suseconds_t)((stream_idle_timeout -
 	    (double)up->idle.tv_sec) * 1e6);
-	if ((up->timer = evtimer_new(base, upstream_timer_event, up)) == NULL)
+	if ((up->timer = evtimer_new(base, upstream_timer_event, up)) == NULL ||
+	    (up->again = evtimer_new(base, upstream_again_cb, up)) == NULL)
 		fatalx("out of memory");
 	curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, upstream_sock_cb);
 	curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
@@ -287,6 +379,7 @@ upstream_free(struct upstream *up)
 		upstream_req_free(up->reqs);
 	curl_multi_cleanup(up->multi);
 	event_free(up->timer);
+	event_free(up->again);
 	free(up->base_url);
 	free(up);
 }
