@@ -815,10 +815,14 @@ proxy_answer(struct proxy_req *pr, const struct coalesce_answer *a)
 	}
 }
 
-/* An error of the proxy's own as the answer; frees pr. */
+/*
+ * An error of the proxy's own as the answer; frees pr.  no_retry adds
+ * x-should-retry: false, which the OpenAI SDKs obey instead of retrying
+ * a 5xx.
+ */
 static void
 proxy_answer_error(struct proxy_req *pr, int status, const char *code,
-    const char *message)
+    const char *message, int no_retry)
 {
 	struct evkeyvalq	 hdrs;
 	struct coalesce_answer	 a;
@@ -826,6 +830,8 @@ proxy_answer_error(struct proxy_req *pr, int status, const char *code,
 
 	TAILQ_INIT(&hdrs);
 	evhttp_add_header(&hdrs, "Content-Type", "application/json");
+	if (no_retry)
+		evhttp_add_header(&hdrs, "x-should-retry", "false");
 	proxy_xcache(&hdrs, pr->route.cacheable ? "MISS" : "BYPASS");
 	body = reply_error_json("upstream_error", code, message);
 	a.status = status;
@@ -1209,13 +1215,21 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 		    pr->too_big ? "answer too large" : why);
 		if (err == UPSTREAM_TIMEOUT)
 			proxy_answer_error(pr, 504, "upstream_timeout",
-			    "The upstream API did not answer in time.");
+			    "The upstream API did not answer in time.", 0);
 		else if (err == UPSTREAM_CONNECT)
 			proxy_answer_error(pr, 502, "upstream_unreachable",
-			    "The upstream API could not be reached.");
+			    "The upstream API could not be reached.", 0);
+		else if (err == UPSTREAM_CONN_LOST)
+			/* Sending it again could create (and bill) it twice. */
+			proxy_answer_error(pr, 502, "upstream_connection_lost",
+			    "The connection to the upstream API closed after "
+			    "the request was sent and before any answer: the "
+			    "request may have reached the upstream and been "
+			    "carried out. It was not sent again. Check its "
+			    "effect before you repeat it.", 1);
 		else
 			proxy_answer_error(pr, 502, "bad_upstream_response",
-			    "The upstream API sent an invalid answer.");
+			    "The upstream API sent an invalid answer.", 0);
 		return;
 	}
 

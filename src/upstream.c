@@ -6,6 +6,11 @@
  * hand events back with curl_multi_socket_action() and then drain
  * curl_multi_info_read() for finished transfers.  Handles are only ever
  * removed from the multi outside curl's callbacks.
+ *
+ * A request that is not idempotent is sent at most once: curl's retry of
+ * a request whose reused connection died (transfer.c Curl_retry_request)
+ * goes through CURLOPT_PREREQFUNCTION again before it sends, and there
+ * upstream_prereq_cb refuses it once any byte of the request was written.
  */
 #include "config.h"
 
@@ -33,6 +38,9 @@ struct upstream {
 	int			 in_curl;	/* inside a curl call */
 	int			 npending;	/* started inside a curl call */
 	int			 nreap;		/* aborted inside curl or a hook */
+	int			 failing;	/* curl_multi_socket_action fails */
+	struct timeval		 fail_since;	/* ... since then */
+	struct event		*again;		/* after a failure: call curl again */
 	struct upstream_req	*reqs;		/* all in flight */
 };
 
@@ -49,6 +57,10 @@ struct upstream_req {
 	int			 stopped;	/* a hook said stop: done still comes */
 	int			 paused;	/* a hook said pause */
 	int			 pending;	/* not yet added to the multi */
+	int			 once;		/* not idempotent: never resent */
+	int			 attempts;	/* sends curl began (prereq calls) */
+	int			 refused;	/* a retry was refused: conn lost */
+	int			 doomed;	/* to fail: the multi is broken */
 	struct event		*idle;		/* a stream's silence timer */
 	struct timeval		 last;		/* when its last bytes came */
 	const struct upstream_hooks *hooks;
@@ -64,6 +76,7 @@ struct upstream_sock {
 
 static void	upstream_check_done(struct upstream *);
 static void	upstream_req_free(struct upstream_req *);
+static int	upstream_unanswered(struct upstream_req *);
 
 /*
  * Add the transfers started while inside curl (from a hook): curl
@@ -94,6 +107,7 @@ upstream_err_str(enum upstream_err e)
 	case UPSTREAM_TLS:	return ("tls");
 	case UPSTREAM_PROTOCOL:	return ("protocol");
 	case UPSTREAM_ABORTED:	return ("aborted");
+	case UPSTREAM_CONN_LOST: return ("connection lost");
 	}
 	return ("unknown");
 }
@@ -125,15 +139,85 @@ upstream_settle(struct upstream *up)
 	upstream_add_pending(up);
 }
 
+/*
+ * The multi handle has failed for a second: end every request in flight
+ * with its done hook rather than leave it waiting for a curl that no
+ * longer drives it.  Requests a hook starts meanwhile are spared.  Called
+ * outside curl.
+ */
+static void
+upstream_fail_all(struct upstream *up, const char *why)
+{
+	struct upstream_req	*r;
+
+	for (r = up->reqs; r != NULL; r = r->next)
+		if (!r->aborted)
+			r->doomed = 1;
+	for (;;) {
+		/* A hook may start or abort requests: look again each time. */
+		for (r = up->reqs; r != NULL; r = r->next)
+			if (r->doomed && !r->aborted)
+				break;
+		if (r == NULL)
+			break;
+		r->aborted = 1;
+		r->in_hook = 1;
+		r->hooks->done(r->arg, upstream_unanswered(r) ?
+		    UPSTREAM_CONN_LOST : UPSTREAM_PROTOCOL, why);
+		upstream_req_free(r);
+	}
+}
+
+/* The timer set after a failure: give curl its timeouts again. */
+static void	upstream_action(struct upstream *, curl_socket_t, int);
+
+static void
+upstream_again_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	upstream_action(arg, CURL_SOCKET_TIMEOUT, 0);
+}
+
+/*
+ * curl_multi_socket_action() fails only when curl itself is in trouble
+ * (out of memory, above all), and it may then have left expired timers
+ * unprocessed: a transfer could wait forever.  Call it again soon; once
+ * every call has failed for upstream_fail_grace, end all requests in
+ * flight.
+ */
+static const struct timeval	upstream_fail_grace = { 1, 0 };
+static const struct timeval	upstream_fail_again = { 0, 100 * 1000 };
+
 static void
 upstream_action(struct upstream *up, curl_socket_t fd, int flags)
 {
-	int	running;
+	struct timeval	 now, since;
+	CURLMcode	 mc;
+	int		 running;
 
 	up->in_curl++;
-	curl_multi_socket_action(up->multi, fd, flags, &running);
+	mc = curl_multi_socket_action(up->multi, fd, flags, &running);
 	up->in_curl--;
+	/* What did finish reports its own outcome first. */
 	upstream_settle(up);
+	if (mc == CURLM_OK) {
+		up->failing = 0;
+		return;
+	}
+	log_warnx("curl_multi_socket_action: %s", curl_multi_strerror(mc));
+	event_base_gettimeofday_cached(up->base, &now);
+	if (!up->failing) {
+		up->failing = 1;
+		up->fail_since = now;
+	}
+	timersub(&now, &up->fail_since, &since);
+	if (timercmp(&since, &upstream_fail_grace, <)) {
+		evtimer_add(up->again, &upstream_fail_again);
+		return;
+	}
+	up->failing = 0;
+	upstream_fail_all(up, curl_multi_strerror(mc));
 }
 
 static void
@@ -182,6 +266,7 @@ upstream_sock_cb(CURL *easy, curl_socket_t s, int what, void *arg,
 {
 	struct upstream		*up = arg;
 	struct upstream_sock	*us = sockp;
+	CURLMcode		 mc;
 	short			 ev;
 
 	(void)easy;
@@ -189,7 +274,11 @@ upstream_sock_cb(CURL *easy, curl_socket_t s, int what, void *arg,
 		if (us != NULL) {
 			event_free(us->ev);
 			free(us);
-			curl_multi_assign(up->multi, s, NULL);
+			/* curl forgets the socket next; a failure costs nothing. */
+			if ((mc = curl_multi_assign(up->multi, s, NULL)) !=
+			    CURLM_OK)
+				log_debug("curl_multi_assign: %s",
+				    curl_multi_strerror(mc));
 		}
 		return (0);
 	}
@@ -202,7 +291,18 @@ upstream_sock_cb(CURL *easy, curl_socket_t s, int what, void *arg,
 		if ((us = calloc(1, sizeof *us)) == NULL)
 			fatalx("out of memory");
 		us->up = up;
-		curl_multi_assign(up->multi, s, us);
+		/*
+		 * An event curl never hands back would leak and fire twice:
+		 * unwatched, the socket's transfer ends by its timeout.  (curl
+		 * knows the socket before it calls us: this should not
+		 * happen.)
+		 */
+		if ((mc = curl_multi_assign(up->multi, s, us)) != CURLM_OK) {
+			log_warnx("curl_multi_assign: %s; socket %d unwatched",
+			    curl_multi_strerror(mc), (int)s);
+			free(us);
+			return (0);
+		}
 	} else
 		event_free(us->ev);
 	us->ev = event_new(up->base, s, ev, upstream_event_cb, up);
@@ -228,7 +328,8 @@ upstream_new(struct event_base *base, const char *base_url,
 	up->idle.tv_sec = (time_t)stream_idle_timeout;
 	up->idle.tv_usec = (suseconds_t)((stream_idle_timeout -
 	    (double)up->idle.tv_sec) * 1e6);
-	if ((up->timer = evtimer_new(base, upstream_timer_event, up)) == NULL)
+	if ((up->timer = evtimer_new(base, upstream_timer_event, up)) == NULL ||
+	    (up->again = evtimer_new(base, upstream_again_cb, up)) == NULL)
 		fatalx("out of memory");
 	curl_multi_setopt(up->multi, CURLMOPT_SOCKETFUNCTION, upstream_sock_cb);
 	curl_multi_setopt(up->multi, CURLMOPT_SOCKETDATA, up);
@@ -278,6 +379,7 @@ upstream_free(struct upstream *up)
 		upstream_req_free(up->reqs);
 	curl_multi_cleanup(up->multi);
 	event_free(up->timer);
+	event_free(up->again);
 	free(up->base_url);
 	free(up);
 }
@@ -328,6 +430,80 @@ upstream_write_cb(char *p, size_t size, size_t n, void *arg)
 	}
 }
 
+/*
+ * CURLOPT_PREREQFUNCTION, set for requests that are not idempotent:
+ * called once per attempt, after the connection is made and before the
+ * request is written.  A second call is curl's retry after a reused
+ * connection died with no answer; CURLINFO_REQUEST_SIZE then counts the
+ * bytes the earlier attempts wrote (it adds up over a transfer's
+ * attempts).  None: the request never left us, and the retry is safe.
+ * Some: the upstream may have read and acted on it; refuse.
+ *
+ * This refuses HTTP/2's retries after REFUSED_STREAM or a GOAWAY too,
+ * which are safe by protocol, because curl does not say why it retries;
+ * with CURL_HTTP_VERSION_2TLS those happen only on TLS connections, and
+ * cost a 502 rather than a duplicate.
+ */
+static int
+upstream_prereq_cb(void *arg, char *conn_ip, char *local_ip, int conn_port,
+    int local_port)
+{
+	struct upstream_req	*r = arg;
+	long			 sent = 0;
+
+	(void)conn_ip;
+	(void)local_ip;
+	(void)conn_port;
+	(void)local_port;
+	if (r->attempts++ == 0)
+		return (CURL_PREREQFUNC_OK);
+	if (curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &sent) !=
+	    CURLE_OK)
+		sent = 1;
+	log_debug("upstream retry #%d of %s: %ld bytes of it written before",
+	    r->attempts - 1, r->url, sent);
+	if (sent == 0)
+		return (CURL_PREREQFUNC_OK);
+	r->refused = 1;
+	return (CURL_PREREQFUNC_ABORT);
+}
+
+/*
+ * 1 if a request that is not idempotent may have reached the upstream
+ * with no byte of an answer back: ending it now, the caller must not
+ * send it again blindly.
+ */
+static int
+upstream_unanswered(struct upstream_req *r)
+{
+	long	sent = 0, got = 0;
+
+	if (r->refused)
+		return (1);
+	if (!r->once)
+		return (0);
+	if (curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &sent) !=
+	    CURLE_OK || curl_easy_getinfo(r->easy, CURLINFO_HEADER_SIZE,
+	    &got) != CURLE_OK)
+		return (1);
+	return (sent > 0 && got == 0);
+}
+
+/*
+ * 1 if the transfer ended as UPSTREAM_CONN_LOST: the retry refused, and
+ * the same loss where curl does not retry (a fresh connection closed)
+ * or where its retry failed before we were asked (the new connect
+ * failed).  A timeout keeps its own answer.
+ */
+static int
+upstream_conn_lost(struct upstream_req *r, CURLcode rc)
+{
+	if (rc == CURLE_OK || rc == CURLE_OPERATION_TIMEDOUT ||
+	    rc == CURLE_WRITE_ERROR)
+		return (0);
+	return (upstream_unanswered(r));
+}
+
 static enum upstream_err
 upstream_map_err(CURLcode rc)
 {
@@ -359,6 +535,7 @@ upstream_check_done(struct upstream *up)
 	struct upstream_req	*r;
 	CURLMsg			*msg;
 	enum upstream_err	 err;
+	const char		*why;
 	int			 left;
 
 	if (up->in_curl)
@@ -368,14 +545,20 @@ upstream_check_done(struct upstream *up)
 			continue;
 		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, &r);
 		err = upstream_map_err(msg->data.result);
+		why = curl_easy_strerror(msg->data.result);
+		if (upstream_conn_lost(r, msg->data.result)) {
+			err = UPSTREAM_CONN_LOST;
+			if (r->refused)
+				why = "connection closed after the request was "
+				    "sent; not sent again";
+		}
 		/* A hook may abort its own request: it is freed here. */
 		r->in_hook = 1;
 		if (!r->aborted) {
 			if (err == UPSTREAM_OK && !r->headers_done)
 				upstream_deliver_headers(r);
 			if (!r->aborted)
-				r->hooks->done(r->arg, err,
-				    curl_easy_strerror(msg->data.result));
+				r->hooks->done(r->arg, err, why);
 		}
 		upstream_req_free(r);
 	}
@@ -413,6 +596,21 @@ upstream_idle_cb(evutil_socket_t fd, short what, void *arg)
 		    "no data within stream_idle_timeout");
 	}
 	upstream_req_free(r);
+}
+
+/* RFC 9110 9.2.2: sending these twice does no more than sending once. */
+static int
+upstream_idempotent(const char *method)
+{
+	static const char *const	 idem[] = {
+		"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE", NULL
+	};
+	const char *const		*m;
+
+	for (m = idem; *m != NULL; m++)
+		if (strcmp(method, *m) == 0)
+			return (1);
+	return (0);
 }
 
 struct upstream_req *
@@ -473,6 +671,12 @@ upstream_start(struct upstream *up, const struct upstream_opts *o,
 		}
 	}
 	curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
+	if (!upstream_idempotent(o->method)) {
+		r->once = 1;
+		curl_easy_setopt(e, CURLOPT_PREREQFUNCTION,
+		    upstream_prereq_cb);
+		curl_easy_setopt(e, CURLOPT_PREREQDATA, r);
+	}
 
 	r->next = up->reqs;
 	if (up->reqs != NULL)

@@ -6,6 +6,11 @@
  * connections (HTTP/1.1 keep-alive or multiplexed HTTP/2) are reused
  * across requests.  A request reports through three hooks; none of them is
  * ever called after upstream_abort().
+ *
+ * When a reused connection turns out dead, curl sends the request again
+ * on a fresh one.  Only idempotent methods (GET, HEAD, PUT, DELETE,
+ * OPTIONS) keep that retry, and others only while no byte of them has
+ * been written: see UPSTREAM_CONN_LOST.
  */
 #ifndef RC_UPSTREAM_H
 #define RC_UPSTREAM_H
@@ -24,6 +29,14 @@ enum upstream_err {
 	UPSTREAM_TLS,
 	UPSTREAM_PROTOCOL,	/* a broken or cut answer */
 	UPSTREAM_ABORTED,	/* a hook asked to stop */
+	/*
+	 * A request that is not idempotent (POST, PATCH, ...) was written to
+	 * a connection that then closed before any answer: the upstream may
+	 * have acted on it.  It is never sent again (curl's silent retry on a
+	 * fresh connection is refused), so the caller must not resend it
+	 * blindly either.
+	 */
+	UPSTREAM_CONN_LOST,
 };
 
 /* What a data hook returns. */
