@@ -1167,7 +1167,7 @@ proxy_key_refused(struct proxy_req *pr, const char *body, size_t len)
 	    (int)(len < 300 ? len : 300), body);
 	proxy_answer_error(pr, 401, "upstream_key_refused", "The upstream "
 	    "API refused the API key that respcache holds for this client; "
-	    "the proxy's operator must replace it (see the proxy's log).");
+	    "the proxy's operator must replace it (see the proxy's log).", 0);
 }
 
 static void
@@ -1213,9 +1213,15 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 		log_warnx("upstream %s %s: %s", proxy_method_name(
 		    pr->route.method), pr->upath,
 		    pr->too_big ? "answer too large" : why);
+		/*
+		 * A POST that reached the upstream may have been carried
+		 * out (a create is a generation paid for): the SDKs are told
+		 * not to send it again by themselves.
+		 */
 		if (err == UPSTREAM_TIMEOUT)
 			proxy_answer_error(pr, 504, "upstream_timeout",
-			    "The upstream API did not answer in time.", 0);
+			    "The upstream API did not answer in time.",
+			    pr->route.method == RM_POST);
 		else if (err == UPSTREAM_CONNECT)
 			proxy_answer_error(pr, 502, "upstream_unreachable",
 			    "The upstream API could not be reached.", 0);
@@ -1229,7 +1235,8 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 			    "effect before you repeat it.", 1);
 		else
 			proxy_answer_error(pr, 502, "bad_upstream_response",
-			    "The upstream API sent an invalid answer.", 0);
+			    "The upstream API sent an invalid answer.",
+			    pr->route.method == RM_POST);
 		return;
 	}
 
@@ -1244,7 +1251,7 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 		metrics_upstream_error(pr->px->metrics, MU_PROTOCOL);
 		proxy_answer_error(pr, 502, "upstream_invalid_answer",
 		    "The upstream API answered 200 with a body that is not "
-		    "a JSON object.");
+		    "a JSON object.", pr->route.method == RM_POST);
 		return;
 	}
 	if (pr->route.kind == ROUTE_RESPONSE &&
