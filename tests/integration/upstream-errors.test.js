@@ -71,6 +71,7 @@ test('upstream down: 502 in the OpenAI error shape, quickly', async () => {
 			method: 'POST', body: { model: 'gpt-4o', input: 'x' }, timeout: 8000,
 		});
 		h.assertOpenAIError(c, 502, 'POST with the upstream down');
+		assert.equal(c.headers['x-should-retry'], undefined, 'never reached the upstream: a retry is safe');
 	});
 });
 
@@ -86,6 +87,13 @@ test('upstream hang: 504 in the OpenAI error shape after the configured timeout'
 		assert.ok(ms >= 900, `not before the 1 s timeout (${ms} ms)`);
 		assert.ok(ms < 4000, `well within 4 s (${ms} ms)`);
 		assert.equal(up.count('GET', '/v1/responses/resp_abc'), 1, 'the request did reach the upstream');
+		assert.equal(r.headers['x-should-retry'], undefined, 'a GET may be retried');
+
+		// A create that reached the upstream and timed out may have been
+		// generated: the SDKs are told not to send it again.
+		const c = await h.request(`${px.url}/v1/responses`, { method: 'POST', body: { model: 'gpt-4o', input: 'x' }, timeout: 8000 });
+		h.assertOpenAIError(c, 504, 'POST with the upstream hanging');
+		assert.equal(c.headers['x-should-retry'], 'false');
 
 		// Not cached: once the upstream answers again, the GET succeeds.
 		up.hang = false;
