@@ -104,7 +104,8 @@ coalesce_copy_new(const struct coalesce_answer *a)
 	TAILQ_FOREACH(h, a->headers, next)
 		if (evhttp_add_header(&c->headers, h->key, h->value) == -1)
 			fatalx("out of memory");
-	memcpy(c->body, a->body, a->body_len);
+	if (a->body_len > 0)		/* an empty body may have no buffer */
+		memcpy(c->body, a->body, a->body_len);
 	c->a.status = a->status;
 	c->a.headers = &c->headers;
 	c->a.body = c->body;

@@ -165,3 +165,24 @@ test('shutdown_timeout = 1: a GET the upstream never answers gets 503 shutting_d
 		await up.close();
 	}
 });
+
+test('workers = 4: an empty upstream answer reaches every waiter on every worker', async () => {
+	await h.withStack({ proxy: { config: '[server]\nworkers = 4\n' } }, async ({ up, px }) => {
+		const id = up.seed();
+		const p = `/v1/responses/${id}`;
+		const held = h.holdGets(up);
+		const all = spread(40, px.url + p);
+		await h.until(async () => (await metric(px, 'respcache_inflight_requests')) === 40,
+			{ timeoutMs: 15000, what: '40 requests in flight' });
+		await h.until(() => held.length >= 1, { what: 'the fetch to reach the upstream' });
+		up.override = null;
+		// An error with no body at all: the copy for other workers is empty.
+		held[0].res.writeHead(503, { 'content-length': '0' });
+		held[0].res.end();
+		for (const r of await all) {
+			assert.equal(r.status, 503);
+			assert.equal(r.body, '');
+		}
+		assert.equal(up.count('GET', p), 1);
+	});
+});
