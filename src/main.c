@@ -127,6 +127,7 @@ hash_token(void)
 struct server {
 	struct event_base		*base;
 	struct evhttp			*admin_http;
+	struct listener_accept		*admin_la;
 	struct admin			*admin;
 	struct worker			**workers;
 	int				 nworkers;
@@ -456,8 +457,8 @@ main(int argc, char **argv)
 		fatalx("cannot create the event loop");
 	if (admin_fd != -1) {
 		if ((sv.admin_http = evhttp_new(sv.base)) == NULL ||
-		    evhttp_accept_socket_with_handle(sv.admin_http,
-		    admin_fd) == NULL)
+		    (sv.admin_la = listener_accept(sv.admin_http, admin_fd,
+		    ML_ADMIN, "admin")) == NULL)
 			fatalx("cannot serve the admin routes");
 		sv.admin = admin_new(sv.admin_http, cache, sv.nworkers);
 	}
@@ -516,6 +517,7 @@ main(int argc, char **argv)
 		worker_free(sv.workers[i]);
 	free(sv.workers);
 	coalesce_free(flights);
+	listener_accept_close(sv.admin_la);
 	if (sv.admin_http != NULL)
 		evhttp_free(sv.admin_http);
 	admin_free(sv.admin);
