@@ -460,7 +460,8 @@ main(int argc, char **argv)
 		    (sv.admin_la = listener_accept(sv.admin_http, admin_fd,
 		    ML_ADMIN, "admin")) == NULL)
 			fatalx("cannot serve the admin routes");
-		sv.admin = admin_new(sv.admin_http, cache, sv.nworkers);
+		sv.admin = admin_new(sv.admin_http, cache, sv.nworkers,
+		    conf.client_timeout);
 	}
 	if ((sv.drained_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1)
 		fatalx("eventfd: %s", strerror(errno));
