@@ -418,8 +418,12 @@ main(int argc, char **argv)
 	}
 
 	signal(SIGPIPE, SIG_IGN);
-	/* Holding keys: no core dump and no ptrace by the same user. */
-	if (conf.ncreds > 0 && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1)
+	/*
+	 * Keys (a reload may bring the first), clients' tokens and cached
+	 * answers: no core dump, no ptrace and no /proc/PID/environ or mem
+	 * for the same user.
+	 */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1)
 		log_warnx("prctl(PR_SET_DUMPABLE): %s", strerror(errno));
 	if (log_open(conf.error_log, &cause) == -1 ||
 	    accesslog_open(conf.access_log, conf.log_json, &cause) == -1)
