@@ -5,6 +5,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/time.h>
 
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -163,15 +164,27 @@ admin_handle(struct evhttp_request *req, void *arg)
 	    NULL);
 }
 
+/* No admin route reads a body; a scrape's headers are a few hundred bytes. */
+#define ADMIN_MAX_HEADERS	8192
+#define ADMIN_MAX_BODY		4096
+
 struct admin *
-admin_new(struct evhttp *http, struct cache *cache, int workers)
+admin_new(struct evhttp *http, struct cache *cache, int workers,
+    double timeout)
 {
 	struct admin	*a;
+	struct timeval	 tv;
 
 	if ((a = calloc(1, sizeof *a)) == NULL)
 		fatalx("out of memory");
 	a->cache = cache;
 	a->workers = workers;
+	/* evhttp's own defaults: no limit at all, and 50 s. */
+	evhttp_set_max_headers_size(http, ADMIN_MAX_HEADERS);
+	evhttp_set_max_body_size(http, ADMIN_MAX_BODY);
+	tv.tv_sec = (time_t)timeout;
+	tv.tv_usec = (suseconds_t)((timeout - (double)tv.tv_sec) * 1e6);
+	evhttp_set_timeout_tv(http, &tv);
 	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
 	    EVHTTP_REQ_POST | EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
 	    EVHTTP_REQ_PATCH | EVHTTP_REQ_OPTIONS);

@@ -17,8 +17,13 @@ struct cache;
 struct evhttp;
 struct admin;
 
-/* Serve http (already bound) with the cache's numbers. */
-struct admin	*admin_new(struct evhttp *, struct cache *, int workers);
+/*
+ * Serve http (already bound) with the cache's numbers.  Its requests get
+ * small header and body limits, and timeout (seconds) to come in and to
+ * be answered, as clients get client_timeout.
+ */
+struct admin	*admin_new(struct evhttp *, struct cache *, int workers,
+		    double timeout);
 /* Readiness goes false for good (a drain began). */
 void		 admin_draining(struct admin *);
 void		 admin_free(struct admin *);

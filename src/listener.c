@@ -1,22 +1,58 @@
 /*
  * listener.c - listening sockets; see listener.h.
+ *
+ * evhttp accepts through an evconnlistener, which without an error
+ * callback logs a failed accept() and returns: out of descriptors, the
+ * level-triggered socket is readable again at once, and the loop spins
+ * and floods the log.  Ours pauses the listener instead, as nginx does.
+ * The error callback is handed evhttp's pointer, not ours, so each
+ * listener_accept is found by its evconnlistener in a list.
  */
 #include "config.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
+
+#define LISTENER_PAUSE_MIN_MS	100
+#define LISTENER_PAUSE_MAX_MS	1000
+
+struct listener_accept {
+	struct evhttp			*http;
+	struct evhttp_bound_socket	*bs;
+	struct evconnlistener		*lev;
+	struct event			*resume;
+	enum metrics_listener		 kind;
+	int				 pause_ms;	/* the last pause */
+	long long			 resumed_ms;	/* when it ended */
+	char				 who[32];
+	char				 name[80];	/* host:port */
+	struct listener_accept		*next;
+};
+
+/* Every listener_accept, for the error callback to find its own. */
+static pthread_mutex_t		 listener_mtx = PTHREAD_MUTEX_INITIALIZER;
+static struct listener_accept	*listener_all;
+static struct log_limit		 listener_limits[ML_COUNT];
 
 static int
 listener_fail(char **cause, const char *what, const char *host, int port,
@@ -138,4 +174,149 @@ listener_name(int fd, char *buf, size_t len)
 		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof host);
 		snprintf(buf, len, "%s:%d", host, ntohs(s4->sin_port));
 	}
+}
+
+static long long
+listener_now_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+/*
+ * An error of the connection being accepted, not of the listener: the
+ * next accept() may well succeed (Linux's accept(2) says to retry these).
+ */
+static int
+listener_conn_error(int err)
+{
+	switch (err) {
+	case ENETDOWN:
+	case EPROTO:
+	case ENOPROTOOPT:
+	case EHOSTDOWN:
+#ifdef ENONET
+	case ENONET:
+#endif
+	case EHOSTUNREACH:
+	case EOPNOTSUPP:
+	case ENETUNREACH:
+	case EPERM:		/* a firewall rule refused it */
+		return (1);
+	default:
+		return (0);
+	}
+}
+
+static struct listener_accept *
+listener_find(struct evconnlistener *lev)
+{
+	struct listener_accept	*la;
+
+	pthread_mutex_lock(&listener_mtx);
+	for (la = listener_all; la != NULL && la->lev != lev; la = la->next)
+		;
+	pthread_mutex_unlock(&listener_mtx);
+	return (la);
+}
+
+static void
+listener_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct listener_accept	*la = arg;
+
+	(void)fd;
+	(void)what;
+	la->resumed_ms = listener_now_ms();
+	if (evconnlistener_enable(la->lev) == -1)
+		log_warnx("%s: cannot watch %s again", la->who, la->name);
+}
+
+/*
+ * accept() failed with an error libevent does not retry (it retries
+ * EAGAIN, EINTR and ECONNABORTED).  arg is evhttp's, not ours.
+ */
+static void
+listener_error(struct evconnlistener *lev, void *arg)
+{
+	struct listener_accept	*la;
+	struct timeval		 tv;
+	int			 err = EVUTIL_SOCKET_ERROR();
+
+	(void)arg;
+	if ((la = listener_find(lev)) == NULL)
+		return;
+	if (listener_conn_error(err)) {
+		log_debug("%s: accept on %s: %s", la->who, la->name,
+		    strerror(err));
+		return;
+	}
+	/* Still failing since it resumed: wait longer. */
+	if (la->resumed_ms != 0 && listener_now_ms() - la->resumed_ms < 1000)
+		la->pause_ms = la->pause_ms * 2 < LISTENER_PAUSE_MAX_MS ?
+		    la->pause_ms * 2 : LISTENER_PAUSE_MAX_MS;
+	else
+		la->pause_ms = LISTENER_PAUSE_MIN_MS;
+	evconnlistener_disable(lev);
+	tv.tv_sec = la->pause_ms / 1000;
+	tv.tv_usec = (suseconds_t)(la->pause_ms % 1000) * 1000;
+	if (evtimer_add(la->resume, &tv) == -1) {
+		/* Never left deaf: spinning is the lesser harm. */
+		log_warnx("%s: cannot arm a timer to pause %s", la->who,
+		    la->name);
+		evconnlistener_enable(lev);
+	}
+	metrics_accept_error(la->kind, err);
+	log_warnx_limited(&listener_limits[la->kind], "%s: accept on %s: %s; "
+	    "not accepting for %d ms", la->who, la->name, strerror(err),
+	    la->pause_ms);
+}
+
+struct listener_accept *
+listener_accept(struct evhttp *http, int fd, enum metrics_listener kind,
+    const char *who)
+{
+	struct listener_accept	*la;
+
+	if ((la = calloc(1, sizeof *la)) == NULL)
+		fatalx("out of memory");
+	la->http = http;
+	la->kind = kind;
+	snprintf(la->who, sizeof la->who, "%s", who);
+	listener_name(fd, la->name, sizeof la->name);
+	if ((la->bs = evhttp_accept_socket_with_handle(http, fd)) == NULL) {
+		free(la);
+		return (NULL);
+	}
+	la->lev = evhttp_bound_socket_get_listener(la->bs);
+	if ((la->resume = evtimer_new(evconnlistener_get_base(la->lev),
+	    listener_resume, la)) == NULL)
+		fatalx("out of memory");
+	pthread_mutex_lock(&listener_mtx);
+	la->next = listener_all;
+	listener_all = la;
+	pthread_mutex_unlock(&listener_mtx);
+	evconnlistener_set_error_cb(la->lev, listener_error);
+	return (la);
+}
+
+void
+listener_accept_close(struct listener_accept *la)
+{
+	struct listener_accept	**p;
+
+	if (la == NULL)
+		return;
+	pthread_mutex_lock(&listener_mtx);
+	for (p = &listener_all; *p != NULL; p = &(*p)->next)
+		if (*p == la) {
+			*p = la->next;
+			break;
+		}
+	pthread_mutex_unlock(&listener_mtx);
+	event_free(la->resume);
+	evhttp_del_accept_socket(la->http, la->bs);
+	free(la);
 }

@@ -3,7 +3,8 @@
  * or to a file put in stderr's place, which SIGUSR1 reopens.
  *
  * libevent's own messages are routed here too, so everything the process
- * says goes through one place.
+ * says goes through one place; they are rate-limited like any line that
+ * a peer can make repeat (log_write_limited).
  */
 #include "config.h"
 
@@ -24,7 +25,10 @@ int log_level_now = LOG_INFO;
 
 static const char *const log_names[] = { "error", "warn", "info", "debug" };
 static char *log_path;		/* NULL: stderr as it was given */
+/* libevent warns once per event (a failed connection, say): no flood. */
+static struct log_limit log_event_limit;
 
+/* libevent's messages, in our format; never calls back into libevent. */
 static void
 log_event_cb(int severity, const char *msg)
 {
@@ -44,7 +48,10 @@ log_event_cb(int severity, const char *msg)
 		level = LOG_ERR;
 		break;
 	}
-	log_at(level, "libevent: %s", msg);
+	if (level == LOG_DEBUG)
+		log_debug("libevent: %s", msg);
+	else
+		log_limit_at(&log_event_limit, level, "libevent: %s", msg);
 }
 
 void
@@ -198,6 +205,43 @@ log_write(int level, const char *fmt, ...)
 	va_end(ap);
 }
 
+static long long
+log_now_ms(void)
+{
+	struct timespec	ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ((long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000);
+}
+
+void
+log_write_limited(struct log_limit *lim, int level, const char *fmt, ...)
+{
+	va_list			 ap;
+	char			 msg[3072];
+	long long		 now = log_now_ms(), last;
+	unsigned long long	 n;
+
+	last = __atomic_load_n(&lim->last_ms, __ATOMIC_RELAXED);
+	/* Of the threads that find the second over, one wins it. */
+	if ((last != 0 && now - last < 1000) ||
+	    !__atomic_compare_exchange_n(&lim->last_ms, &last, now, 0,
+	    __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+		__atomic_add_fetch(&lim->quiet, 1, __ATOMIC_RELAXED);
+		return;
+	}
+	n = __atomic_exchange_n(&lim->quiet, 0, __ATOMIC_RELAXED);
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	if (n == 0) {
+		log_write(level, "%s", msg);
+		return;
+	}
+	log_write(level, "%s (%llu more in the last %.1f s)", msg, n,
+	    (double)(now - last) / 1000.0);
+}
+
 void
 fatalx(const char *fmt, ...)
 {
@@ -206,5 +250,10 @@ fatalx(const char *fmt, ...)
 	va_start(ap, fmt);
 	log_vwrite(LOG_ERR, fmt, ap);
 	va_end(ap);
-	exit(1);
+	/*
+	 * Not exit(): from a worker thread it would run atexit handlers
+	 * (libraries', the sanitizers') while the other threads still run.
+	 * The line above is written already; stdio holds nothing of ours.
+	 */
+	_exit(1);
 }

@@ -127,6 +127,7 @@ hash_token(void)
 struct server {
 	struct event_base		*base;
 	struct evhttp			*admin_http;
+	struct listener_accept		*admin_la;
 	struct admin			*admin;
 	struct worker			**workers;
 	int				 nworkers;
@@ -417,8 +418,12 @@ main(int argc, char **argv)
 	}
 
 	signal(SIGPIPE, SIG_IGN);
-	/* Holding keys: no core dump and no ptrace by the same user. */
-	if (conf.ncreds > 0 && prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1)
+	/*
+	 * Keys (a reload may bring the first), clients' tokens and cached
+	 * answers: no core dump, no ptrace and no /proc/PID/environ or mem
+	 * for the same user.
+	 */
+	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1)
 		log_warnx("prctl(PR_SET_DUMPABLE): %s", strerror(errno));
 	if (log_open(conf.error_log, &cause) == -1 ||
 	    accesslog_open(conf.access_log, conf.log_json, &cause) == -1)
@@ -456,10 +461,11 @@ main(int argc, char **argv)
 		fatalx("cannot create the event loop");
 	if (admin_fd != -1) {
 		if ((sv.admin_http = evhttp_new(sv.base)) == NULL ||
-		    evhttp_accept_socket_with_handle(sv.admin_http,
-		    admin_fd) == NULL)
+		    (sv.admin_la = listener_accept(sv.admin_http, admin_fd,
+		    ML_ADMIN, "admin")) == NULL)
 			fatalx("cannot serve the admin routes");
-		sv.admin = admin_new(sv.admin_http, cache, sv.nworkers);
+		sv.admin = admin_new(sv.admin_http, cache, sv.nworkers,
+		    conf.client_timeout);
 	}
 	if ((sv.drained_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1)
 		fatalx("eventfd: %s", strerror(errno));
@@ -516,6 +522,7 @@ main(int argc, char **argv)
 		worker_free(sv.workers[i]);
 	free(sv.workers);
 	coalesce_free(flights);
+	listener_accept_close(sv.admin_la);
 	if (sv.admin_http != NULL)
 		evhttp_free(sv.admin_http);
 	admin_free(sv.admin);

@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,6 +50,18 @@ static pthread_mutex_t	 metrics_mtx = PTHREAD_MUTEX_INITIALIZER;
 static struct metrics	*metrics_all;
 static uint64_t		 metrics_reloads[2];	/* failed, ok */
 static time_t		 metrics_started;
+
+/* accept() errors, by listener and errno. */
+enum metrics_accerr {
+	MA_EMFILE, MA_ENFILE, MA_ENOBUFS, MA_ENOMEM, MA_OTHER, MA_COUNT
+};
+static uint64_t		 metrics_accept[ML_COUNT][MA_COUNT];
+static const char *const metrics_listener_names[ML_COUNT] = {
+	"client", "admin"
+};
+static const char *const metrics_accerr_names[MA_COUNT] = {
+	"emfile", "enfile", "enobufs", "enomem", "other"
+};
 
 static const char *const metrics_route_names[MR_COUNT] = {
 	"create", "response", "input_items", "cancel", "other", "none"
@@ -165,6 +178,31 @@ void
 metrics_reload(int ok)
 {
 	__atomic_add_fetch(&metrics_reloads[ok != 0], 1, __ATOMIC_RELAXED);
+}
+
+void
+metrics_accept_error(enum metrics_listener l, int err)
+{
+	enum metrics_accerr	e;
+
+	switch (err) {
+	case EMFILE:
+		e = MA_EMFILE;
+		break;
+	case ENFILE:
+		e = MA_ENFILE;
+		break;
+	case ENOBUFS:
+		e = MA_ENOBUFS;
+		break;
+	case ENOMEM:
+		e = MA_ENOMEM;
+		break;
+	default:
+		e = MA_OTHER;
+		break;
+	}
+	__atomic_add_fetch(&metrics_accept[l][e], 1, __ATOMIC_RELAXED);
 }
 
 void
@@ -349,6 +387,15 @@ metrics_render(struct evbuffer *b, const struct cache_stats *cs, int workers)
 	    "%llu\nrespcache_config_reloads_total{result=\"failed\"} %llu\n",
 	    (unsigned long long)READ(&metrics_reloads[1]),
 	    (unsigned long long)READ(&metrics_reloads[0]));
+	metrics_head(b, "accept_errors_total", "counter", "Failed accept() "
+	    "calls, by listener and error; each pauses accepting on that "
+	    "listener for 100 ms to 1 s.");
+	for (i = 0; i < ML_COUNT; i++)
+		for (c = 0; c < MA_COUNT; c++)
+			evbuffer_add_printf(b, "respcache_accept_errors_total{"
+			    "listener=\"%s\",error=\"%s\"} %llu\n",
+			    metrics_listener_names[i], metrics_accerr_names[c],
+			    (unsigned long long)READ(&metrics_accept[i][c]));
 	metrics_one(b, "workers", "gauge", "Event-loop threads serving "
 	    "clients.",
 	    (long long)workers);

@@ -37,6 +37,11 @@ enum metrics_uperr {
 	MU_CONNECT, MU_TIMEOUT, MU_TLS, MU_PROTOCOL, MU_COUNT
 };
 
+/* The listening sockets, as the accept errors tell them apart. */
+enum metrics_listener {
+	ML_CLIENT, ML_ADMIN, ML_COUNT
+};
+
 struct metrics;
 
 /* A worker's set; registered for scraping until metrics_free(). */
@@ -55,6 +60,8 @@ void	metrics_streams(struct metrics *, int delta);
 
 /* Process-wide, from the main thread. */
 void	metrics_reload(int ok);
+/* Process-wide, from any thread: accept() failed with errno err. */
+void	metrics_accept_error(enum metrics_listener, int err);
 
 /* Lookups that hit, and that missed (coalesced ones too), over all. */
 void	metrics_hits(uint64_t *hits, uint64_t *misses);

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,6 +27,7 @@
 #include "conf.h"
 #include "credential.h"
 #include "guard.h"
+#include "listener.h"
 #include "log.h"
 #include "metrics.h"
 #include "proxy.h"
@@ -39,7 +41,7 @@ struct worker {
 	struct cache			*cache;
 	struct event_base		*base;
 	struct evhttp			*http;
-	struct evhttp_bound_socket	*bs;
+	struct listener_accept		*la;
 	struct upstream			*up;
 	struct proxy			*px;
 	struct coalesce_box		*box;
@@ -68,6 +70,7 @@ worker_new(int id, const struct conf *c, struct cache *cache,
 	struct worker	*w;
 	struct event_config *evcfg;
 	struct proxy_env env;
+	char		 who[32];
 
 	if ((w = calloc(1, sizeof *w)) == NULL)
 		fatalx("out of memory");
@@ -122,7 +125,8 @@ worker_new(int id, const struct conf *c, struct cache *cache,
 	/* A DELETE given up on may still take effect upstream meanwhile. */
 	env.delete_window = 2 * (c->connect_timeout + c->timeout);
 	w->px = proxy_new(w->http, &env);
-	if ((w->bs = evhttp_accept_socket_with_handle(w->http, listen_fd)) ==
+	snprintf(who, sizeof who, "worker %d", id);
+	if ((w->la = listener_accept(w->http, listen_fd, ML_CLIENT, who)) ==
 	    NULL)
 		fatalx("cannot accept on the listening socket");
 	return (w);
@@ -206,9 +210,9 @@ worker_mail(evutil_socket_t fd, short what, void *arg)
 	pthread_mutex_unlock(&w->mtx);
 	if (keys != NULL)
 		proxy_set_keys(w->px, keys);
-	if (drain && w->bs != NULL) {
-		evhttp_del_accept_socket(w->http, w->bs);
-		w->bs = NULL;
+	if (drain && w->la != NULL) {
+		listener_accept_close(w->la);
+		w->la = NULL;
 		proxy_drain(w->px, worker_drained, w);
 	}
 	if (stop)
@@ -233,6 +237,8 @@ worker_run(void *arg)
 		event_base_dispatch(w->base);
 	}
 	/* What is thread-local goes with the thread. */
+	listener_accept_close(w->la);
+	w->la = NULL;
 	evhttp_free(w->http);
 	w->http = NULL;
 	guard_free();
@@ -263,6 +269,7 @@ worker_free(struct worker *w)
 {
 	if (w == NULL)
 		return;
+	listener_accept_close(w->la);
 	if (w->http != NULL)
 		evhttp_free(w->http);
 	proxy_free(w->px);

@@ -113,7 +113,8 @@ test('/metrics passes promtool check metrics, after traffic of every kind', asyn
 			respcache_cache_max_bytes: 'gauge', respcache_cache_map_bytes: 'gauge', respcache_cache_map_used_bytes: 'gauge',
 			respcache_cache_evictions_total: 'counter', respcache_cache_map_full_total: 'counter',
 			respcache_cache_errors_total: 'counter', respcache_inflight_requests: 'gauge', respcache_open_streams: 'gauge',
-			respcache_config_reloads_total: 'counter', respcache_workers: 'gauge', respcache_start_time_seconds: 'gauge',
+			respcache_config_reloads_total: 'counter', respcache_accept_errors_total: 'counter',
+			respcache_workers: 'gauge', respcache_start_time_seconds: 'gauge',
 			respcache_build_info: 'gauge',
 		})) {
 			assert.equal(m.types.get(name), type, `# TYPE ${name} ${type}`);

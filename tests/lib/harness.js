@@ -550,7 +550,14 @@ function startProxy(opts = {}) {
 
 	/* ASAN_OPTIONS/UBSAN_OPTIONS pass through; opts.env adds to them. */
 	const env = { ...process.env, ...(opts.env || {}) };
-	const proc = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
+	/*
+	 * opts.wrap: a command that sets something up and then execs the
+	 * daemon (prlimit, setpriv), so that proc.pid is still the daemon's.
+	 */
+	const wrap = opts.wrap || [];
+	const proc = wrap.length ?
+		spawn(wrap[0], [...wrap.slice(1), bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env }) :
+		spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'], env });
 	liveProcs.add(proc);
 	let errText = '';
 	let outText = '';
