@@ -122,6 +122,13 @@ struct proxy_req {
 	struct proxy_req	*prev, *next;
 };
 
+/*
+ * Warnings a request may cause: at most one line a second each, however
+ * many requests fail alike (an upstream down, a key revoked).
+ */
+static struct log_limit	proxy_lim_watch, proxy_lim_refused, proxy_lim_stream,
+			proxy_lim_upstream, proxy_lim_invalid;
+
 /* Client request headers that go upstream (besides Authorization). */
 static const char *const proxy_fwd_req[] = {
 	"content-type", "accept", "user-agent", "openai-beta",
@@ -438,7 +445,8 @@ proxy_watch_client(struct proxy_req *pr)
 		pr->gone = NULL;
 	}
 	if (pr->gone == NULL)
-		log_warnx("cannot watch a client connection for its close");
+		log_warnx_limited(&proxy_lim_watch, "cannot watch a client "
+		    "connection for its close");
 }
 
 /* Add the tenant's view of X-Cache to a reply. */
@@ -1162,7 +1170,8 @@ proxy_invalidate(struct proxy_req *pr)
 static void
 proxy_key_refused(struct proxy_req *pr, const char *body, size_t len)
 {
-	log_warnx("upstream refused credential '%s' (401) for %s %s: %.*s",
+	log_warnx_limited(&proxy_lim_refused, "upstream refused credential "
+	    "'%s' (401) for %s %s: %.*s",
 	    pr->cred->name, proxy_method_name(pr->route.method), pr->upath,
 	    (int)(len < 300 ? len : 300), body);
 	proxy_answer_error(pr, 401, "upstream_key_refused", "The upstream "
@@ -1196,7 +1205,8 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 			proxy_stream_end(pr, NULL, NULL, NULL);
 			return;
 		}
-		log_warnx("upstream stream of %s ended early: %s", pr->upath,
+		log_warnx_limited(&proxy_lim_stream, "upstream stream of %s "
+		    "ended early: %s", pr->upath,
 		    why);
 		if (err == UPSTREAM_TIMEOUT)
 			proxy_stream_end(pr, "upstream_error",
@@ -1210,8 +1220,8 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 		return;
 	}
 	if (err != UPSTREAM_OK || pr->too_big) {
-		log_warnx("upstream %s %s: %s", proxy_method_name(
-		    pr->route.method), pr->upath,
+		log_warnx_limited(&proxy_lim_upstream, "upstream %s %s: %s",
+		    proxy_method_name(pr->route.method), pr->upath,
 		    pr->too_big ? "answer too large" : why);
 		/*
 		 * A POST that reached the upstream may have been carried
@@ -1245,7 +1255,8 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 	/* Every answer of the Responses API is a JSON object. */
 	if (pr->status == 200 &&
 	    response_inspect(a.body, a.body_len, &info) == -1) {
-		log_warnx("upstream %s %s: a 200 whose body is not a JSON "
+		log_warnx_limited(&proxy_lim_invalid, "upstream %s %s: a 200 "
+		    "whose body is not a JSON "
 		    "object (%zu bytes)", proxy_method_name(pr->route.method),
 		    pr->upath, a.body_len);
 		metrics_upstream_error(pr->px->metrics, MU_PROTOCOL);

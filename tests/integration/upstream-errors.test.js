@@ -72,6 +72,15 @@ test('upstream down: 502 in the OpenAI error shape, quickly', async () => {
 		});
 		h.assertOpenAIError(c, 502, 'POST with the upstream down');
 		assert.equal(c.headers['x-should-retry'], undefined, 'never reached the upstream: a retry is safe');
+
+		// Every request failing alike does not flood the error log.
+		const t1 = Date.now();
+		for (let i = 0; i < 60; i++) {
+			h.assertOpenAIError(await h.request(`${px.url}/v1/responses/resp_${i}`, { timeout: 8000 }), 502, `GET #${i}`);
+		}
+		const secs = Math.ceil((Date.now() - t1) / 1000);
+		const lines = px.stderr().split('\n').filter((l) => /upstream GET \/v1\/responses\/resp_/.test(l)).length;
+		assert.ok(lines <= secs + 2, `${lines} warning lines for 60 failures in ${secs} s`);
 	});
 });
 
