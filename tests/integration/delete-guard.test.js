@@ -180,3 +180,22 @@ test('a DELETE that the upstream answers 404 for one key does not touch another 
 		h.assertXCache(await h.request(px.url + p, { headers: other }), 'HIT', 'and caches it again');
 	});
 });
+
+test('tombstone_ttl = 0: no tombstone is served, yet a GET that raced the DELETE is not stored', async () => {
+	await h.withStack({ proxy: { config: '[cache]\ntombstone_ttl = 0\n' } }, async ({ up, px }) => {
+		const id = up.seed();
+		const p = `/v1/responses/${id}`;
+		const held = h.holdGets(up);
+		const slow = h.request(px.url + p);
+		await h.until(() => held.length === 1, { what: 'the GET to reach the upstream' });
+		const body = JSON.stringify(up.responseObject(up.get(id)));
+		up.override = null;
+		assert.equal((await h.request(px.url + p, { method: 'DELETE' })).status, 200);
+		held[0].res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+		held[0].res.end(body);
+		assert.equal((await slow).status, 200, 'the GET that started first gets its answer');
+		const g = await h.request(px.url + p);
+		h.assertOpenAIError(g, 404, 'GET after the DELETE');
+		h.assertXCache(g, 'MISS', 'no tombstone: the upstream answered, not a stale entry');
+	});
+});
