@@ -1393,6 +1393,13 @@ proxy_forward(struct proxy_req *pr)
 		pr->no_store = pr->rq.include;
 	} else
 		o.stream = pr->route.stream;
+	/*
+	 * A create's or cancel's answer is stored as the plain GET's: not
+	 * when a query string (include[], say) may have shaped it.
+	 */
+	if ((pr->route.kind == ROUTE_CREATE || pr->route.kind ==
+	    ROUTE_CANCEL) && query != NULL && *query != '\0')
+		pr->no_store = 1;
 	if (pr->route.kind == ROUTE_RESPONSE && pr->route.method == RM_DELETE)
 		proxy_delete_begin(pr);
 	else if (pr->route.kind == ROUTE_CANCEL)

@@ -79,3 +79,17 @@ test('a cached plain entry does not answer an include variant', async () => {
 		assert.deepEqual(h.parseQuery(last.url).include, [A], `forwarded url ${last.url}`);
 	});
 });
+
+test('a create or cancel with a query string is never stored as the plain GET\'s entry', async () => {
+	await h.withStack({}, async ({ up, px }) => {
+		for (const q of ['?include[]=message.output_text.logprobs', '?include=reasoning.encrypted_content', '?x=1']) {
+			const c = await h.request(`${px.url}/v1/responses${q}`, { method: 'POST', body: { model: 'gpt-4o', input: 'x' } });
+			assert.equal(c.status, 200, c.body);
+			h.assertXCache(await h.request(`${px.url}/v1/responses/${c.json().id}`), 'MISS', `plain GET after a create with ${q}`);
+		}
+		const id = up.seed({ background: true });
+		const k = await h.request(`${px.url}/v1/responses/${id}/cancel?include[]=message.output_text.logprobs`, { method: 'POST' });
+		assert.equal(k.status, 200, k.body);
+		h.assertXCache(await h.request(`${px.url}/v1/responses/${id}`), 'MISS', 'plain GET after a cancel with a query');
+	});
+});
