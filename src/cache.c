@@ -41,19 +41,29 @@ struct cache_rec {
 	uint64_t	seq;
 };
 
-/* A day past its window, a guard can guard nothing still in flight. */
-#define CACHE_GUARD_SPENT	(24 * 60 * 60)
+/*
+ * An hour past the time it guards up to, a delete guard is spent: no
+ * fetch still in flight began before it.
+ */
+#define CACHE_GUARD_SPENT	(60 * 60)
+#define CACHE_GMAGIC		0x31445243u	/* "CRD1" */
+#define CACHE_FLOOR_KEY		"\0floor"
 
-/* A pending delete guard's body. */
-struct cache_pending {
+/* A delete guard (the "guards" database, keyed by response id). */
+struct cache_gval {
+	uint32_t	magic;
 	uint32_t	count;		/* DELETEs whose outcome is not known */
 	uint32_t	window;		/* seconds they may take effect in */
+	uint32_t	keep;		/* seconds its tombstone is served */
+	int64_t		pending_at;	/* the last of them began; 0: none */
+	int64_t		deleted_at;	/* the upstream said deleted; 0: no */
 };
 
 struct cache {
 	MDB_env		*env;
 	MDB_dbi		 entries;
 	MDB_dbi		 age;
+	MDB_dbi		 guards;	/* id -> struct cache_gval */
 	MDB_dbi		 owners;	/* see "Owner records" below */
 	MDB_dbi		 owner_index;
 	MDB_dbi		 owner_clients;
@@ -152,6 +162,7 @@ cache_env_open(struct cache *c, const char *dir, char **cause)
 	    (rc = mdb_dbi_open(txn, "entries", MDB_CREATE, &c->entries)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "age", MDB_CREATE | MDB_INTEGERKEY,
 	    &c->age)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "guards", MDB_CREATE, &c->guards)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "owners", MDB_CREATE, &c->owners)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "owner_index", MDB_CREATE,
 	    &c->owner_index)) != 0 ||
@@ -381,121 +392,36 @@ cache_owners_used(struct cache *c, MDB_txn *txn)
 
 /* Every byte counts against max_size; owner records are never evicted
  * to make room for entries. */
+static size_t	cache_guards_used(struct cache *, MDB_txn *);
+
 static size_t
 cache_used(struct cache *c, MDB_txn *txn)
 {
 	return (cache_db_used(txn, c->entries) + cache_db_used(txn, c->age) +
-	    cache_owners_used(c, txn));
+	    cache_owners_used(c, txn) + cache_guards_used(c, txn));
 }
 
 /*
  * FIFO eviction: delete the oldest records of data (by its age index)
  * while used() + need passes limit.
  */
-static uint64_t	cache_next_seq(struct cache *, MDB_txn *, int *);
-
-/*
- * 1 if the entry (key k, record rec, value v) is a delete guard that may
- * still guard something at now (see cache.h): kind 't' in
- * "<tenant>\0<kind>\0<id>\0", pending or a tombstone, not spent.
- */
-static int
-cache_guard_live(const MDB_val *k, const MDB_val *v,
-    const struct cache_rec *rec, time_t now)
-{
-	const char	*p = memchr(k->mv_data, '\0', k->mv_size);
-	const char	*end = (const char *)k->mv_data + k->mv_size;
-	struct cache_pending pend;
-
-	if (p == NULL || end - p < 3 || p[1] != 't' || p[2] != '\0')
-		return (0);
-	if (rec->status == 404)
-		return ((double)now <= (double)rec->stored_at +
-		    CACHE_GUARD_SPENT);
-	if (rec->status != CACHE_PENDING || rec->body_len != sizeof pend)
-		return (0);
-	memcpy(&pend, (const char *)v->mv_data + v->mv_size - sizeof pend,
-	    sizeof pend);
-	return ((double)now <= (double)rec->stored_at + pend.window +
-	    CACHE_GUARD_SPENT);
-}
-
-/*
- * A live guard met by eviction goes to the back of the age index instead:
- * evicting it could let a stale answer in.  Rewrites the entry with a new
- * sequence number.
- */
-static int
-cache_requeue(struct cache *c, MDB_txn *txn, MDB_cursor *age, MDB_val *key,
-    const MDB_val *v, struct cache_rec *rec)
-{
-	MDB_val		nv, ak, k;
-	char		*copy;
-	int		rc;
-
-	/* Values read in a write transaction live until its next change. */
-	if ((copy = malloc(v->mv_size + key->mv_size)) == NULL)
-		fatalx("out of memory");
-	memcpy(copy, v->mv_data, v->mv_size);
-	memcpy(copy + v->mv_size, key->mv_data, key->mv_size);
-	k.mv_size = key->mv_size;
-	k.mv_data = copy + v->mv_size;
-	key = &k;
-	if ((rc = mdb_cursor_del(age, 0)) == 0)
-		rec->seq = cache_next_seq(c, txn, &rc);
-	if (rc == 0) {
-		memcpy(copy, rec, sizeof *rec);
-		nv.mv_size = v->mv_size;
-		nv.mv_data = copy;
-		rc = mdb_put(txn, c->entries, key, &nv, 0);
-	}
-	if (rc == 0) {
-		ak.mv_size = sizeof rec->seq;
-		ak.mv_data = &rec->seq;
-		rc = mdb_put(txn, c->age, &ak, key, 0);
-	}
-	free(copy);
-	return (rc);
-}
-
 /*
  * FIFO eviction: delete the oldest records of data (by its age index)
- * while used() + need passes limit.  Live delete guards are never
- * evicted: they go to the back, and once only guards are left, no more
- * room is made (MDB_MAP_FULL).
+ * while used() + need passes limit.
  */
 static int
 cache_evict_oldest(struct cache *c, MDB_txn *txn, MDB_dbi age, MDB_dbi data,
     size_t (*used)(struct cache *, MDB_txn *), size_t need, size_t limit)
 {
-	MDB_cursor		*cur;
-	MDB_val			 ak, key, v;
-	struct cache_rec	 rec;
-	uint64_t		 seq, first_requeued = UINT64_MAX;
-	time_t			 now = time(NULL);
-	int			 rc;
+	MDB_cursor	*cur;
+	MDB_val		 ak, key;
+	int		 rc;
 
 	if ((rc = mdb_cursor_open(txn, age, &cur)) != 0)
 		return (rc);
 	while (used(c, txn) + need > limit) {
 		if ((rc = mdb_cursor_get(cur, &ak, &key, MDB_FIRST)) != 0)
 			break;
-		if (data == c->entries && ak.mv_size == sizeof seq &&
-		    mdb_get(txn, data, &key, &v) == 0 &&
-		    cache_rec_parse(&v, &rec) == 0 &&
-		    cache_guard_live(&key, &v, &rec, now)) {
-			memcpy(&seq, ak.mv_data, sizeof seq);
-			if (seq >= first_requeued) {
-				rc = MDB_MAP_FULL;
-				break;
-			}
-			if ((rc = cache_requeue(c, txn, cur, &key, &v,
-			    &rec)) != 0)
-				break;
-			if (first_requeued == UINT64_MAX)
-				first_requeued = rec.seq;
-			continue;
-		}
 		if ((rc = mdb_del(txn, data, &key, NULL)) != 0 &&
 		    rc != MDB_NOTFOUND)
 			break;
@@ -548,41 +474,8 @@ cache_next_seq(struct cache *c, MDB_txn *txn, int *rc)
 	return (seq + 1);
 }
 
-/*
- * Check, in the writing transaction, the guard record under key against
- * an answer fetched at since: MDB_KEYEXIST if it forbids the write, 0 if
- * not (a spent guard is removed), or an LMDB error.
- */
-static int
-cache_guard_check(struct cache *c, MDB_txn *txn, const void *key,
-    size_t len, time_t since, time_t now)
-{
-	MDB_val			 g = { len, (void *)key }, v;
-	struct cache_rec	 grec;
-	struct cache_pending	 pend;
-	double			 until;
-	int			 rc;
-
-	if ((rc = mdb_get(txn, c->entries, &g, &v)) == MDB_NOTFOUND)
-		return (0);
-	if (rc != 0)
-		return (rc);
-	if (cache_rec_parse(&v, &grec) != 0)
-		return (MDB_KEYEXIST);		/* unreadable: it may guard */
-	until = (double)(time_t)grec.stored_at;
-	if (grec.status == CACHE_PENDING) {
-		if (grec.body_len != sizeof pend)
-			return (MDB_KEYEXIST);
-		memcpy(&pend, (const char *)v.mv_data + v.mv_size -
-		    sizeof pend, sizeof pend);
-		until += pend.window;
-	}
-	if ((double)since <= until)
-		return (MDB_KEYEXIST);
-	if ((double)now > until + CACHE_GUARD_SPENT)
-		return (cache_del_entry(c, txn, &g, &v));
-	return (0);
-}
+static int	cache_guard_blocks(struct cache *, MDB_txn *, const char *,
+		    time_t);
 
 static int
 cache_put_once(struct cache *c, const MDB_val *k,
@@ -594,14 +487,13 @@ cache_put_once(struct cache *c, const MDB_val *k,
 	MDB_val			 key = *k, v, old, ak;
 	struct cache_rec	 rec = *tpl;
 	char			*p;
-	int			 rc = 0, i;
+	int			 rc = 0;
 
 	if ((rc = mdb_txn_begin(c->env, NULL, 0, &txn)) != 0)
 		return (rc);
 	/* Checked in the writing transaction: no write can slip between. */
-	for (i = 0; guard != NULL && i < guard->n && rc == 0; i++)
-		rc = cache_guard_check(c, txn, guard->key[i], guard->len[i],
-		    guard->since, (time_t)rec.stored_at);
+	if (guard != NULL)
+		rc = cache_guard_blocks(c, txn, guard->id, guard->since);
 	if (rc != 0) {
 		mdb_txn_abort(txn);
 		return (rc);
@@ -828,6 +720,13 @@ static int
 cache_del_id_guards(struct cache *c, MDB_txn *txn, MDB_cursor *cur,
     const void *arg, size_t idlen, int *n)
 {
+	MDB_val	k = { idlen, (void *)arg };
+	int	rc;
+
+	if ((rc = mdb_del(txn, c->guards, &k, NULL)) == 0)
+		(*n)++;
+	else if (rc != MDB_NOTFOUND)
+		return (rc);
 	return (cache_del_id_kinds(c, txn, cur, arg, idlen, "rit", n));
 }
 
@@ -838,82 +737,255 @@ cache_purge_id(struct cache *c, const char *id, int guards)
 	    cache_del_id, id, strlen(id)));
 }
 
-/*
- * Write a guard record under k in its own transaction: pending with
- * count (the body), or the tombstone.
- */
-static int
-cache_guard_write(struct cache *c, const void *key, size_t klen,
-    int status, const char *hdrs, size_t hlen, const void *body,
-    size_t blen, time_t now)
+/* A guard's end: the last time it forbids a store for. */
+static int64_t
+cache_guard_until(const struct cache_gval *g)
 {
+	int64_t	p = g->pending_at != 0 ? g->pending_at + g->window : 0;
+
+	return (p > g->deleted_at ? p : g->deleted_at);
+}
+
+/* 1 if g can no longer forbid anything nor answer as a tombstone. */
+static int
+cache_guard_spent(const struct cache_gval *g, time_t now)
+{
+	int64_t	keep = g->keep > CACHE_GUARD_SPENT ? g->keep : CACHE_GUARD_SPENT;
+
+	return ((int64_t)now > cache_guard_until(g) + keep);
+}
+
+/* Read id's guard in txn: 0 and *g, MDB_NOTFOUND, or an LMDB error. */
+static int
+cache_guard_get(struct cache *c, MDB_txn *txn, const char *id,
+    struct cache_gval *g)
+{
+	MDB_val	k = { strlen(id), (void *)id }, v;
 	int	rc;
 
-	rc = cache_put(c, key, klen, NULL, status, "", 0, hdrs, hlen, body,
-	    blen, now);
-	return (rc == 0 ? 0 : -1);
+	if ((rc = mdb_get(txn, c->guards, &k, &v)) != 0)
+		return (rc);
+	if (v.mv_size != sizeof *g)
+		return (MDB_CORRUPTED);
+	memcpy(g, v.mv_data, sizeof *g);
+	return (g->magic == CACHE_GMAGIC ? 0 : MDB_CORRUPTED);
 }
 
-/* The pending guard under key, if there is one (else zeros). */
-static void
-cache_guard_pending(struct cache *c, const void *key, size_t klen,
-    struct cache_pending *pend)
+/* The floor: every answer fetched at or before it is refused. */
+static int64_t
+cache_guard_floor(struct cache *c, MDB_txn *txn, int *rc)
 {
-	MDB_val			 k = { klen, (void *)key }, v;
-	MDB_txn			*txn;
-	struct cache_rec	 rec;
+	MDB_val		k = { sizeof CACHE_FLOOR_KEY - 1, CACHE_FLOOR_KEY }, v;
+	int64_t		f = 0;
 
-	memset(pend, 0, sizeof *pend);
-	if ((txn = cache_read_begin(c)) == NULL)
-		return;
-	if (mdb_get(txn, c->entries, &k, &v) == 0 &&
-	    cache_rec_parse(&v, &rec) == 0 && rec.status == CACHE_PENDING &&
-	    rec.body_len == sizeof *pend)
-		memcpy(pend, (const char *)v.mv_data + v.mv_size -
-		    sizeof *pend, sizeof *pend);
-	mdb_txn_reset(txn);
+	if ((*rc = mdb_get(txn, c->guards, &k, &v)) == 0 &&
+	    v.mv_size == sizeof f)
+		memcpy(&f, v.mv_data, sizeof f);
+	if (*rc == MDB_NOTFOUND)
+		*rc = 0;
+	return (f);
 }
 
-int
-cache_delete_begin(struct cache *c, const void *key, size_t klen,
-    double window, time_t now)
+/*
+ * In a writing transaction: MDB_KEYEXIST if id's guard (or the floor)
+ * forbids storing an answer fetched at since, else 0 (or an error).  An
+ * unreadable guard forbids.
+ */
+static int
+cache_guard_blocks(struct cache *c, MDB_txn *txn, const char *id,
+    time_t since)
 {
-	struct cache_pending	pend;
+	struct cache_gval	g;
+	int64_t			floor;
+	int			rc;
 
-	/*
-	 * The count is read outside the writing transaction: two DELETEs
-	 * at once may both count one.  Harmless: the count only lets a
-	 * guard go before its window ends when every DELETE it counted was
-	 * refused outright.
-	 */
-	cache_guard_pending(c, key, klen, &pend);
-	pend.count++;
-	if (window > pend.window)
-		pend.window = window > UINT32_MAX ? UINT32_MAX :
-		    (uint32_t)window;
-	return (cache_guard_write(c, key, klen, CACHE_PENDING, "", 0, &pend,
-	    sizeof pend, now));
-}
-
-int
-cache_delete_end(struct cache *c, const void *key, size_t klen,
-    int deleted, const char *hdrs, size_t hlen, const void *body,
-    size_t blen, time_t now)
-{
-	struct cache_pending	pend;
-
-	if (deleted)
-		return (cache_guard_write(c, key, klen, 404, hdrs, hlen, body,
-		    blen, now));
-	cache_guard_pending(c, key, klen, &pend);
-	if (pend.count > 1) {
-		pend.count--;
-		return (cache_guard_write(c, key, klen, CACHE_PENDING, "", 0,
-		    &pend, sizeof pend, now));
-	}
-	if (pend.count == 1)
-		return (cache_invalidate(c, key, klen) == -1 ? -1 : 0);
+	floor = cache_guard_floor(c, txn, &rc);
+	if (rc != 0)
+		return (rc);
+	if ((int64_t)since <= floor)
+		return (MDB_KEYEXIST);
+	rc = cache_guard_get(c, txn, id, &g);
+	if (rc == MDB_NOTFOUND)
+		return (0);
+	if (rc != 0 || (int64_t)since <= cache_guard_until(&g))
+		return (MDB_KEYEXIST);
 	return (0);
+}
+
+/* The pages the guards use, in bytes; their share of max_size. */
+static size_t
+cache_guards_used(struct cache *c, MDB_txn *txn)
+{
+	return (cache_db_used(txn, c->guards));
+}
+
+static size_t
+cache_guards_share(struct cache *c)
+{
+	return (c->max_size / 32 + 2 * (size_t)sysconf(_SC_PAGESIZE));
+}
+
+/*
+ * Past their share, spent guards go; if that is not enough, every guard
+ * goes and the floor rises to the last time any of them guarded: the
+ * cache then stores nothing fetched before it, for every id.  Never a
+ * stale answer, at worst a while of misses.
+ */
+static int
+cache_guards_trim(struct cache *c, MDB_txn *txn, time_t now)
+{
+	MDB_cursor		*cur;
+	MDB_val			 k, v;
+	struct cache_gval	 g;
+	int64_t			 floor, until;
+	int			 rc, pass;
+
+	floor = cache_guard_floor(c, txn, &rc);
+	for (pass = 0; rc == 0 && pass < 2 &&
+	    cache_guards_used(c, txn) > cache_guards_share(c); pass++) {
+		if ((rc = mdb_cursor_open(txn, c->guards, &cur)) != 0)
+			return (rc);
+		for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0;
+		    rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+			if (v.mv_size != sizeof g ||
+			    *(const char *)k.mv_data == '\0')
+				continue;
+			memcpy(&g, v.mv_data, sizeof g);
+			if (pass == 0 && !cache_guard_spent(&g, now))
+				continue;
+			until = cache_guard_until(&g);
+			if (pass == 1 && until > floor)
+				floor = until;
+			/* After a delete, MDB_NEXT yields the record that
+			 * followed. */
+			if ((rc = mdb_cursor_del(cur, 0)) != 0)
+				break;
+		}
+		mdb_cursor_close(cur);
+		if (rc != MDB_NOTFOUND)
+			return (rc);
+		rc = 0;
+		if (pass == 1) {
+			log_warnx("cache: delete guards past their share: "
+			    "nothing fetched before now is stored");
+			k.mv_size = sizeof CACHE_FLOOR_KEY - 1;
+			k.mv_data = CACHE_FLOOR_KEY;
+			v.mv_size = sizeof floor;
+			v.mv_data = &floor;
+			rc = mdb_put(txn, c->guards, &k, &v, 0);
+		}
+	}
+	return (rc);
+}
+
+/*
+ * Change id's guard in one writing transaction: begin (deleted < 0) adds
+ * a pending DELETE; end says deleted (1) or refused (0).
+ */
+static int
+cache_guard_update(struct cache *c, const char *id, int deleted,
+    double secs, time_t now)
+{
+	MDB_txn			*txn;
+	MDB_val			 k = { strlen(id), (void *)id }, v;
+	struct cache_gval	 g;
+	int			 rc;
+
+	if (k.mv_size == 0 ||
+	    k.mv_size > (size_t)mdb_env_get_maxkeysize(c->env))
+		return (-1);
+	if ((rc = mdb_txn_begin(c->env, NULL, 0, &txn)) != 0)
+		goto fail;
+	rc = cache_guard_get(c, txn, id, &g);
+	if (rc == MDB_NOTFOUND || rc == MDB_CORRUPTED) {
+		if (deleted >= 0) {		/* nothing to end */
+			mdb_txn_abort(txn);
+			return (0);
+		}
+		memset(&g, 0, sizeof g);
+		g.magic = CACHE_GMAGIC;
+		rc = 0;
+	}
+	if (rc != 0)
+		goto fail;
+	if (deleted < 0) {
+		g.count++;
+		g.pending_at = now;
+		if (secs > g.window)
+			g.window = secs > UINT32_MAX ? UINT32_MAX :
+			    (uint32_t)secs;
+	} else {
+		if (g.count > 0)
+			g.count--;
+		if (deleted) {
+			g.deleted_at = now;
+			if (secs > g.keep)
+				g.keep = secs > UINT32_MAX ? UINT32_MAX :
+				    (uint32_t)secs;
+		}
+		/* Every DELETE it counted has answered: it guards no more. */
+		if (g.count == 0)
+			g.pending_at = 0;
+	}
+	if (g.pending_at == 0 && g.deleted_at == 0)
+		rc = mdb_del(txn, c->guards, &k, NULL);
+	else {
+		v.mv_size = sizeof g;
+		v.mv_data = &g;
+		rc = mdb_put(txn, c->guards, &k, &v, 0);
+	}
+	if (rc == 0 && deleted < 0)
+		rc = cache_guards_trim(c, txn, now);
+	if (rc != 0)
+		goto fail;
+	if ((rc = mdb_txn_commit(txn)) != 0) {
+		txn = NULL;
+		goto fail;
+	}
+	pthread_mutex_lock(&c->mtx);
+	c->dirty = 1;
+	pthread_mutex_unlock(&c->mtx);
+	return (0);
+fail:
+	if (txn != NULL)
+		mdb_txn_abort(txn);
+	CACHE_COUNT(c, errors);
+	log_warnx("cache: delete guard of %s: %s", id, mdb_strerror(rc));
+	return (-1);
+}
+
+int
+cache_delete_begin(struct cache *c, const char *id, double window,
+    time_t now)
+{
+	return (cache_guard_update(c, id, -1, window, now));
+}
+
+int
+cache_delete_end(struct cache *c, const char *id, int deleted, double keep,
+    time_t now)
+{
+	return (cache_guard_update(c, id, deleted != 0, keep, now));
+}
+
+int
+cache_deleted(struct cache *c, const char *id, time_t *at)
+{
+	MDB_txn			*txn;
+	struct cache_gval	 g;
+	int			 rc;
+
+	if (strlen(id) == 0 ||
+	    strlen(id) > (size_t)mdb_env_get_maxkeysize(c->env))
+		return (0);
+	if ((txn = cache_read_begin(c)) == NULL)
+		return (0);
+	rc = cache_guard_get(c, txn, id, &g);
+	mdb_txn_reset(txn);
+	if (rc != 0 || g.deleted_at == 0)
+		return (0);
+	*at = (time_t)g.deleted_at;
+	return (1);
 }
 
 void

@@ -58,24 +58,20 @@ typedef void (*cache_visit_fn)(const struct cache_entry *, void *arg);
 int	cache_get(struct cache *, const void *key, size_t klen, time_t now,
 	    cache_visit_fn fn, void *arg);
 /*
- * Delete guards.  A DELETE of a response id writes a guard record under a
- * key of the caller's choosing before it is forwarded: "pending" while
- * its outcome is unknown, a tombstone (an entry with status 404) once the
- * upstream said the id is gone.  A guard forbids storing an answer whose
- * upstream request went out before the delete could have taken effect:
- *  - a tombstone, any answer fetched since <= its time;
- *  - a pending guard, any answer fetched since <= its time + its window
- *    (the longest the forwarded DELETE may still take effect upstream), so an
- *    outcome that never reached the proxy (a timeout, a crash) still
- *    guards the id, across restarts.
- * Guards older than that and a day are spent, and removed when met.
+ * Delete guards, one per response id, for every tenant (the "guards"
+ * database).  A DELETE of an id begins before it is forwarded: from then
+ * on, until its outcome is known and window seconds after, no answer of
+ * the id is stored, so an outcome that never reaches the proxy (a
+ * timeout, a cut connection, the proxy killed) still guards the id,
+ * across restarts.  Once the upstream said deleted, no answer fetched
+ * before that is stored; refused, the guard forgets that DELETE.  A store
+ * names its id and when its upstream request went out (since).  Past
+ * their share of max_size (a 32nd), spent guards go, then all of them,
+ * and the cache stores nothing fetched before the last time they
+ * guarded: never a stale answer, at worst a while of misses.
  */
-#define CACHE_PENDING	0		/* a pending guard's status */
-
 struct cache_guard {
-	const void	*key[2];	/* up to two guard records' keys */
-	size_t		 len[2];
-	int		 n;
+	const char	*id;
 	time_t		 since;		/* when the answer's fetch began */
 };
 
@@ -89,28 +85,25 @@ int	cache_put(struct cache *, const void *key, size_t klen,
 	    const struct cache_guard *, int status, const char *etag,
 	    size_t etag_len, const char *hdrs, size_t hlen, const void *body,
 	    size_t blen, time_t now);
+/* A DELETE of id goes out; it may take effect upstream within window s. */
+int	cache_delete_begin(struct cache *, const char *id, double window,
+	    time_t now);
 /*
- * A DELETE goes out: add one to the pending guard under key (making one
- * if there is none, or a tombstone); window is the longest it may take to
- * take effect upstream.  0, or -1 on error.
+ * The upstream answered a DELETE of id begun with cache_delete_begin():
+ * deleted or refused.  keep is how long the tombstone is wanted (see
+ * cache_deleted()).  An outcome never known is never reported.  0, or -1
+ * on error.
  */
-int	cache_delete_begin(struct cache *, const void *key, size_t klen,
-	    double window, time_t now);
-/*
- * The upstream answered a DELETE that began with cache_delete_begin():
- * deleted, the guard becomes the tombstone (hdrs and body, status 404);
- * not deleted, the pending count goes down one and the guard goes at
- * zero.  An outcome never known is never reported: the guard stays.
- * 0, or -1 on error.
- */
-int	cache_delete_end(struct cache *, const void *key, size_t klen,
-	    int deleted, const char *hdrs, size_t hlen, const void *body,
-	    size_t blen, time_t now);
+int	cache_delete_end(struct cache *, const char *id, int deleted,
+	    double keep, time_t now);
+/* 1 and *at if the upstream said id was deleted, at *at; else 0. */
+int	cache_deleted(struct cache *, const char *id, time_t *at);
+
 /* Delete every entry whose key starts with prefix; returns the count. */
 int	cache_invalidate(struct cache *, const void *prefix, size_t plen);
 /*
  * Delete every tenant's entries of a response id: its GETs and input
- * items, and with guards its tombstones and delete guards too.  Returns
+ * items, and with guards its tombstones and delete guard too.  Returns
  * the count, or -1 on error.
  */
 int	cache_purge_id(struct cache *, const char *id, int guards);

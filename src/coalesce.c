@@ -29,6 +29,7 @@ struct coalesce_fetch {
 	char			*key;
 	size_t			 klen;
 	struct coalesce_box	*box;		/* the leader's event loop */
+	int			 detached;	/* out of the table: see below */
 	int			 nwaiters;
 	TAILQ_HEAD(, coalesce_waiter) waiters;
 };
@@ -294,9 +295,11 @@ coalesce_end(struct coalesce *co, struct coalesce_fetch *f,
 		copy = coalesce_copy_new(answer);
 		pthread_mutex_lock(&co->mtx);
 	}
-	if (tdelete(f, &co->root, coalesce_cmp) == NULL)
-		fatalx("coalesce_end: unknown fetch");
-	co->n--;
+	if (!f->detached) {
+		if (tdelete(f, &co->root, coalesce_cmp) == NULL)
+			fatalx("coalesce_end: unknown fetch");
+		co->n--;
+	}
 	while ((w = TAILQ_FIRST(&f->waiters)) != NULL) {
 		TAILQ_REMOVE(&f->waiters, w, entry);
 		w->fetch = NULL;
@@ -333,4 +336,63 @@ coalesce_end(struct coalesce *co, struct coalesce_fetch *f,
 		w->joined = 0;
 		w->fn(w, answer);
 	}
+}
+
+/*
+ * 1 if a cache key, "<tenant>\0<kind>\0<id>\0<query>", is one of id's
+ * answers (kind 'r' or 'i').
+ */
+static int
+coalesce_key_of(const struct coalesce_fetch *f, const char *id, size_t idlen)
+{
+	const char	*p = memchr(f->key, '\0', f->klen);
+	const char	*end = f->key + f->klen;
+
+	if (p == NULL || end - p < (ptrdiff_t)(idlen + 4) ||
+	    (p[1] != 'r' && p[1] != 'i') || p[2] != '\0')
+		return (0);
+	return (memcmp(p + 3, id, idlen) == 0 && p[3 + idlen] == '\0');
+}
+
+struct coalesce_walk {
+	const char		*id;
+	size_t			 idlen;
+	struct coalesce_fetch	*found[64];
+	size_t			 n;
+};
+
+static void
+coalesce_walk_id(const void *node, VISIT which, void *arg)
+{
+	struct coalesce_fetch	*f = *(struct coalesce_fetch *const *)node;
+	struct coalesce_walk	*cw = arg;
+
+	if ((which == postorder || which == leaf) &&
+	    cw->n < sizeof cw->found / sizeof cw->found[0] &&
+	    coalesce_key_of(f, cw->id, cw->idlen))
+		cw->found[cw->n++] = f;
+}
+
+void
+coalesce_detach_id(struct coalesce *co, const char *id)
+{
+	struct coalesce_walk	cw;
+	size_t			i;
+
+	memset(&cw, 0, sizeof cw);
+	cw.id = id;
+	cw.idlen = strlen(id);
+	pthread_mutex_lock(&co->mtx);
+	do {
+		cw.n = 0;
+		twalk_r(co->root, coalesce_walk_id, &cw);
+		for (i = 0; i < cw.n; i++) {
+			if (tdelete(cw.found[i], &co->root, coalesce_cmp) ==
+			    NULL)
+				fatalx("coalesce_detach_id: unknown fetch");
+			cw.found[i]->detached = 1;
+			co->n--;
+		}
+	} while (cw.n == sizeof cw.found / sizeof cw.found[0]);
+	pthread_mutex_unlock(&co->mtx);
 }

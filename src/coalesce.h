@@ -78,4 +78,12 @@ int		 coalesce_waiters(struct coalesce *,
 void		 coalesce_end(struct coalesce *, struct coalesce_fetch *,
 		    const struct coalesce_answer *);
 
+/*
+ * A DELETE of id goes out: the fetches of id's answers in flight (every
+ * tenant's) take no more waiters, so that no request that comes after
+ * it shares an answer fetched before it.  Those already waiting still
+ * get it.
+ */
+void		 coalesce_detach_id(struct coalesce *, const char *id);
+
 #endif

@@ -405,6 +405,10 @@ proxy_client_closed(struct evhttp_connection *evcon, void *arg)
 	if (pr->fetch != NULL && coalesce_waiters(pr->px->flights,
 	    pr->fetch) > 0)
 		return;
+	/* A DELETE's outcome is wanted, client or not: see proxy_delete_end. */
+	if (pr->route.kind == ROUTE_RESPONSE && pr->route.method == RM_DELETE &&
+	    pr->ureq != NULL)
+		return;
 	upstream_abort(pr->ureq);
 	pr->ureq = NULL;
 	proxy_req_free(pr);
@@ -509,7 +513,6 @@ struct proxy_hit {
 	struct evhttp_request	*req;
 	time_t			 now;
 	double			 max_age;	/* 0: any age */
-	int			 tomb;		/* serve only a tombstone */
 	int			 served;
 };
 
@@ -528,9 +531,6 @@ proxy_serve_hit(const struct cache_entry *e, void *arg)
 
 	secs = (long)(h->now - e->stored_at);
 	if (h->max_age > 0 && (double)secs >= h->max_age)
-		return;
-	/* A pending delete's guard is no answer: the upstream is asked. */
-	if (h->tomb && e->status != 404)
 		return;
 	h->served = 1;
 	/* The stored lines are our own "Name: value\r\n" records. */
@@ -574,29 +574,25 @@ proxy_serve_hit(const struct cache_entry *e, void *arg)
 	proxy_account(h->px, req, h->pr, e->status, MC_HIT, e->body_len);
 }
 
-/*
- * The key of an id's delete guard (see cache.h): one for every tenant,
- * since a response deleted through any key is gone for all of them.
- */
-static char *
-proxy_guard_key(const char *id, size_t *len)
-{
-	return (route_id_prefix("", 't', id, len));
-}
+/* The upstream's own 404 body for an unknown id; the caller frees it. */
+static char	*proxy_not_found_body(const char *, const char *);
 
 /*
  * A deleted id's tombstone answers GETs of it with the upstream's 404
- * for tombstone_ttl, without asking the upstream: the id's own, written
- * when the upstream deleted it, or this tenant's, written when the
- * upstream answered this tenant's DELETE with 404.  Returns 1 if served.
+ * for tombstone_ttl, without asking the upstream: the id's own, kept by
+ * its delete guard once the upstream deleted it (for every tenant), or
+ * this tenant's, written when the upstream answered its DELETE with 404.
+ * Returns 1 if served.
  */
 static int
 proxy_tombstoned(struct proxy_req *pr, time_t now)
 {
+	static const char	 hdrs[] = "content-type: application/json\r\n";
 	struct proxy_hit	 h;
-	char			*key;
+	struct cache_entry	 e;
+	char			*key, *body;
 	size_t			 klen;
-	int			 i;
+	time_t			 at;
 
 	if (pr->route.method != RM_GET || pr->px->tombstone_ttl <= 0 ||
 	    (pr->route.kind != ROUTE_RESPONSE &&
@@ -608,13 +604,24 @@ proxy_tombstoned(struct proxy_req *pr, time_t now)
 	h.req = pr->req;
 	h.now = now;
 	h.max_age = pr->px->tombstone_ttl;
-	h.tomb = 1;
-	for (i = 0; i < 2 && !h.served; i++) {
-		key = i == 0 ? proxy_guard_key(pr->route.id, &klen) :
-		    route_id_prefix(pr->tenant, 't', pr->route.id, &klen);
-		cache_get(pr->px->cache, key, klen, now, proxy_serve_hit, &h);
-		free(key);
+	if (cache_deleted(pr->px->cache, pr->route.id, &at)) {
+		body = proxy_not_found_body("Response", pr->route.id);
+		memset(&e, 0, sizeof e);
+		e.status = 404;
+		e.etag = "";
+		e.hdrs = hdrs;
+		e.hdrs_len = sizeof hdrs - 1;
+		e.body = body;
+		e.body_len = strlen(body);
+		e.stored_at = at;
+		proxy_serve_hit(&e, &h);
+		free(body);
+		if (h.served)
+			return (1);
 	}
+	key = route_id_prefix(pr->tenant, 't', pr->route.id, &klen);
+	cache_get(pr->px->cache, key, klen, now, proxy_serve_hit, &h);
+	free(key);
 	return (h.served);
 }
 
@@ -629,26 +636,32 @@ proxy_not_found_msg(const char *what, const char *id)
 	return (msg);
 }
 
+static char *
+proxy_not_found_body(const char *what, const char *id)
+{
+	char	*msg, *body;
+
+	msg = proxy_not_found_msg(what, id);
+	body = reply_error_json("invalid_request_error", NULL, msg);
+	free(msg);
+	return (body);
+}
+
 /*
- * A DELETE goes out: its id's guard says so before it leaves, and every
- * tenant's entries of the id go.  From here on no answer fetched before
- * the delete can take effect is stored, whatever becomes of the DELETE:
- * an outcome that never comes back (a timeout, a cut connection, the
- * proxy killed) leaves the guard in place for delete_window.
+ * A DELETE goes out: its id's guard says so before it leaves (see
+ * cache.h), every tenant's entries of the id go, and fetches of it in
+ * flight take no new waiters.  From here on no answer fetched before the
+ * delete can take effect is stored or shared, whatever becomes of the
+ * DELETE: an outcome that never comes back (a timeout, a cut connection,
+ * the proxy killed) leaves the guard in place for delete_window.
  */
 static void
 proxy_delete_begin(struct proxy_req *pr)
 {
-	char	*key;
-	size_t	 klen;
-
-	key = proxy_guard_key(pr->route.id, &klen);
-	if (cache_delete_begin(pr->px->cache, key, klen,
-	    pr->px->delete_window, time(NULL)) == -1)
-		log_warnx("DELETE of %s: its delete guard could not be "
-		    "written", pr->route.id);
-	free(key);
+	cache_delete_begin(pr->px->cache, pr->route.id, pr->px->delete_window,
+	    time(NULL));
 	cache_purge_id(pr->px->cache, pr->route.id, 0);
+	coalesce_detach_id(pr->px->flights, pr->route.id);
 }
 
 /*
@@ -662,28 +675,24 @@ proxy_delete_end(struct proxy_req *pr, int status)
 {
 	static const char	 hdrs[] = "content-type: application/json\r\n";
 	struct proxy		*px = pr->px;
-	char			*key, *msg, *body;
+	char			*key, *body;
 	size_t			 klen;
 	time_t			 now = time(NULL);
 
 	if (status >= 500 || status == 408 || status < 200)
 		return;
-	msg = proxy_not_found_msg("Response", pr->route.id);
-	body = reply_error_json("invalid_request_error", NULL, msg);
-	key = proxy_guard_key(pr->route.id, &klen);
-	if (cache_delete_end(px->cache, key, klen, status == 200, hdrs,
-	    sizeof hdrs - 1, body, strlen(body), now) == -1)
-		log_warnx("DELETE of %s: its delete guard could not be "
-		    "updated", pr->route.id);
-	free(key);
+	cache_delete_end(px->cache, pr->route.id, status == 200,
+	    px->tombstone_ttl, now);
+	if (status == 200)	/* the guard kept any new one out: a backstop */
+		cache_purge_id(px->cache, pr->route.id, 0);
 	if (status == 404 && px->tombstone_ttl > 0) {
+		body = proxy_not_found_body("Response", pr->route.id);
 		key = route_id_prefix(pr->tenant, 't', pr->route.id, &klen);
 		cache_put(px->cache, key, klen, NULL, 404, "", 0, hdrs,
 		    sizeof hdrs - 1, body, strlen(body), now);
 		free(key);
+		free(body);
 	}
-	free(body);
-	free(msg);
 }
 
 /*
@@ -1060,16 +1069,11 @@ proxy_put(struct proxy_req *pr, const char *key, size_t klen,
 			evbuffer_add_printf(hb, "%s: %s\r\n", h->key, h->value);
 	proxy_etag(body, len, etag);
 	/* An answer fetched before a DELETE of its id may not come back. */
-	memset(&g, 0, sizeof g);
-	g.n = 2;
-	g.key[0] = proxy_guard_key(id, &g.len[0]);
-	g.key[1] = route_id_prefix(pr->tenant, 't', id, &g.len[1]);
+	g.id = id;
 	g.since = pr->since;
 	rc = cache_put(pr->px->cache, key, klen, &g, 200, etag, strlen(etag),
 	    (const char *)evbuffer_pullup(hb, -1), evbuffer_get_length(hb),
 	    body, len, time(NULL));
-	free((void *)g.key[0]);
-	free((void *)g.key[1]);
 	evbuffer_free(hb);
 	return (rc == 0);
 }

@@ -50,6 +50,13 @@ async function neverHit(px, up, p, n = 3) {
 	}
 }
 
+/* Requests the proxy is handling now, from its /metrics. */
+async function inflight(px) {
+	const r = await h.request(`${px.adminUrl}/metrics`, { headers: { authorization: null }, agent: false });
+	const line = r.body.split('\n').find((l) => l.startsWith('respcache_inflight_requests '));
+	return line ? Number(line.split(' ')[1]) : -1;
+}
+
 const FAST = '[upstream]\ntimeout = 1\n';
 
 test('a DELETE that times out: a GET that raced it is not stored, later GETs ask the upstream', async () => {
@@ -198,4 +205,74 @@ test('tombstone_ttl = 0: no tombstone is served, yet a GET that raced the DELETE
 		h.assertOpenAIError(g, 404, 'GET after the DELETE');
 		h.assertXCache(g, 'MISS', 'no tombstone: the upstream answered, not a stale entry');
 	});
+});
+
+test('a DELETE retried after its 200 (the upstream now says 404) keeps the id guarded', async () => {
+	await h.withStack({ proxy: { config: '[cache]\ntombstone_ttl = 0\n' } }, async ({ up, px }) => {
+		const id = up.seed();
+		const p = `/v1/responses/${id}`;
+		const body = JSON.stringify(up.responseObject(up.get(id)));
+		const held = h.holdGets(up);
+		const slow = h.request(px.url + p);
+		await h.until(() => held.length === 1, { what: 'the GET to reach the upstream' });
+		up.override = null;
+		assert.equal((await h.request(px.url + p, { method: 'DELETE' })).status, 200);
+		assert.equal((await h.request(px.url + p, { method: 'DELETE' })).status, 404, 'the retry');
+		held[0].res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+		held[0].res.end(body);
+		assert.equal((await slow).status, 200);
+		const g = await h.request(px.url + p);
+		h.assertOpenAIError(g, 404, 'GET after both DELETEs');
+		assert.notEqual(g.headers['x-cache'], 'HIT');
+	});
+});
+
+test('a GET sent after a DELETE never shares a fetch that began before it', async () => {
+	await h.withStack({ proxy: { config: '[cache]\ntombstone_ttl = 0\n' } }, async ({ up, px }) => {
+		const id = up.seed();
+		const p = `/v1/responses/${id}`;
+		const body = JSON.stringify(up.responseObject(up.get(id)));
+		const held = h.holdGets(up);
+		const first = h.request(px.url + p);
+		await h.until(() => held.length === 1, { what: 'the first GET to reach the upstream' });
+		const joined = h.request(px.url + p);	/* waits on the first fetch */
+		await h.until(async () => (await inflight(px)) === 2, { what: 'the second GET to wait on the first fetch' });
+		assert.equal((await h.request(px.url + p, { method: 'DELETE' })).status, 200);
+		const after = h.request(px.url + p);
+		await h.until(() => held.length === 2, { what: 'the GET after the DELETE to reach the upstream on its own' });
+		held[1].res.writeHead(404, { 'content-type': 'application/json' });
+		held[1].res.end(JSON.stringify({ error: { message: `Response with id '${id}' not found.`, type: 'invalid_request_error', param: null, code: null } }));
+		h.assertOpenAIError(await after, 404, 'the GET sent after the DELETE');
+		held[0].res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
+		held[0].res.end(body);
+		assert.equal((await first).status, 200, 'the GET that began before the DELETE');
+		assert.equal((await joined).status, 200, 'and the one that joined it then');
+	});
+});
+
+test('a DELETE whose client leaves still runs to its outcome', async () => {
+	for (const status of [404, 200]) {
+		await h.withStack({}, async ({ up, px }) => {
+			const id = up.seed();
+			const p = `/v1/responses/${id}`;
+			h.assertXCache(await h.request(px.url + p), 'MISS', 'first GET');
+			const held = holdDeletes(up, { apply: false });
+			const ac = h.request(px.url + p, { method: 'DELETE', timeout: 300 }).catch((e) => e);
+			await h.until(() => held.length === 1, { what: 'the DELETE to reach the upstream' });
+			assert.ok((await ac) instanceof Error, 'the client gave up');
+			await h.until(async () => (await inflight(px)) === 0, { what: 'the proxy to see the client go' });
+			up.override = null;
+			if (status === 200) {
+				up.get(id).deleted = true;
+				up.sendJSON(held[0].res, 200, { id, object: 'response.deleted', deleted: true });
+				await h.until(async () => (await h.request(px.url + p)).status === 404, { what: 'the tombstone' });
+				h.assertXCache(await h.request(px.url + p), 'HIT', 'the tombstone answers');
+			} else {
+				up.notFound(held[0].res, id);
+				// Refused: the guard is released, and the id is cached again.
+				await h.until(async () => (await h.request(px.url + p)).headers['x-cache'] === 'HIT',
+					{ what: 'the id cached again once the DELETE was refused' });
+			}
+		});
+	}
 });

@@ -67,7 +67,7 @@ main(void)
 	char		*cause = NULL;
 	int		 i, hits;
 	struct cache_guard guard;
-	time_t		 now = time(NULL);
+	time_t		 now = time(NULL), at;
 
 	if (mkdtemp(dir) == NULL)
 		abort();
@@ -110,19 +110,14 @@ main(void)
 	    "the other kind is kept");
 	/* Delete guards: see cache.h. */
 	memset(&guard, 0, sizeof guard);
-	guard.n = 2;
-	guard.key[0] = "\0t\0z\0";
-	guard.len[0] = 5;
-	guard.key[1] = "t\0t\0z\0";
-	guard.len[1] = 6;
-	guard.since = now;
+	guard.id = "z";
 #define GPUT(b, since_) (guard.since = (since_), cache_put(c, \
 	"t\0r\0z\0", 6, &guard, 200, "\"e\"", 3, "", 0, b, 1, now))
 #define GOT(b) (cache_get(c, "t\0r\0z\0", 6, now, visit, &g) == 1 && \
 	memcmp(g.body, b, 1) == 0)
 	ok(GPUT("4", now) == 0 && GOT("4"),
-	    "a guarded put with no guard entry stores");
-	ok(cache_delete_begin(c, "\0t\0z\0", 5, 60, now) == 0,
+	    "a guarded put with no guard stores");
+	ok(cache_delete_begin(c, "z", 60, now) == 0,
 	    "a DELETE's pending guard is written");
 	ok(GPUT("5", now) == 1 && GOT("4"), "a pending guard forbids an "
 	    "answer fetched before the DELETE");
@@ -130,39 +125,35 @@ main(void)
 	    "may still take effect (its window)");
 	ok(GPUT("5", now + 61) == 0 && GOT("5"), "an answer fetched after "
 	    "the window is stored");
-	memset(&g, 0, sizeof g);
-	ok(cache_get(c, "\0t\0z\0", 5, now, visit, &g) == 1 &&
-	    g.status == CACHE_PENDING, "the pending guard is still there");
-	ok(cache_delete_begin(c, "\0t\0z\0", 5, 60, now) == 0 &&
-	    cache_delete_end(c, "\0t\0z\0", 5, 0, "", 0, "", 0, now) == 0 &&
-	    cache_get(c, "\0t\0z\0", 5, now, visit, &g) == 1,
+	ok(cache_delete_begin(c, "z", 60, now) == 0 &&
+	    cache_delete_end(c, "z", 0, 60, now) == 0 && GPUT("6", now + 1) == 1,
 	    "two DELETEs pending, one refused: the guard stays");
-	ok(cache_delete_end(c, "\0t\0z\0", 5, 0, "", 0, "", 0, now) == 0 &&
-	    cache_get(c, "\0t\0z\0", 5, now, visit, &g) == 0,
+	ok(cache_delete_end(c, "z", 0, 60, now) == 0 && GPUT("6", now + 1) == 0,
 	    "the other refused too: the guard goes");
-	ok(GPUT("6", now) == 0 && GOT("6"), "with no guard, puts store again");
-	ok(cache_delete_begin(c, "\0t\0z\0", 5, 60, now) == 0 &&
-	    cache_delete_end(c, "\0t\0z\0", 5, 1, "", 0, "gone", 4,
-	    now + 5) == 0 && cache_get(c, "\0t\0z\0", 5, now, visit, &g) == 1
-	    && g.status == 404 && memcmp(g.body, "gone", 4) == 0,
-	    "a DELETE done: the guard becomes the tombstone");
+	ok(cache_deleted(c, "z", &at) == 0, "no tombstone for a refused one");
+	ok(cache_delete_begin(c, "z", 60, now) == 0 &&
+	    cache_delete_end(c, "z", 1, 60, now + 5) == 0 &&
+	    cache_deleted(c, "z", &at) == 1 && at == now + 5,
+	    "a DELETE done: the guard keeps its tombstone's time");
 	ok(GPUT("7", now + 5) == 1 && GOT("6"), "a tombstone forbids an answer "
 	    "fetched before it");
 	ok(GPUT("7", now + 6) == 0 && GOT("7"), "... but not one fetched "
 	    "after it");
-	ok(cache_get(c, "\0t\0z\0", 5, now, visit, &g) == 1,
-	    "the tombstone stays while it may guard");
-	put(c, "t\0t\0z\0", 6, "tomb");
-	ok(GPUT("8", now) == 1 && GOT("7"), "the second guard key is checked "
-	    "too");
-	ok(cache_purge_id(c, "z", 1) >= 3 &&
-	    cache_get(c, "\0t\0z\0", 5, now, visit, &g) == 0,
-	    "a purge with guards removes them");
-	ok(cache_delete_begin(c, "\0t\0z\0", 5, 60, now - 2 * 86400) == 0 &&
-	    GPUT("9", now) == 0 && GOT("9") &&
-	    cache_get(c, "\0t\0z\0", 5, now, visit, &g) == 0,
-	    "a guard spent a day past its window lets the put through and "
-	    "is removed");
+	ok(cache_delete_begin(c, "z", 60, now + 10) == 0 &&
+	    cache_delete_end(c, "z", 0, 60, now + 10) == 0 &&
+	    GPUT("8", now + 5) == 1 && cache_deleted(c, "z", &at) == 1,
+	    "a DELETE refused after one that deleted keeps the tombstone");
+	ok(cache_delete_begin(c, "y", 60, now) == 0 &&
+	    cache_delete_begin(c, "y", 60, now) == 0 &&
+	    cache_delete_end(c, "y", 1, 60, now) == 0 &&
+	    cache_delete_end(c, "y", 0, 60, now) == 0 &&
+	    cache_deleted(c, "y", &at) == 1,
+	    "deleted by one, refused by the other: still deleted");
+	ok(cache_purge_id(c, "z", 1) >= 2 && cache_deleted(c, "z", &at) == 0 &&
+	    GPUT("9", now) == 0, "a purge with guards removes them");
+	ok(cache_delete_end(c, "never", 1, 60, now) == 0 &&
+	    cache_deleted(c, "never", &at) == 0,
+	    "an end with no begin makes no guard");
 	/* Tenants "a", "ab" and "b": "ab" sorts between "a\0..." keys. */
 	put(c, "a\0r\0p\0", 6, "1");
 	put(c, "a\0i\0p\0limit=5", 13, "2");
@@ -209,7 +200,7 @@ main(void)
 	c = cache_open(dir, 64 * 1024, 0, &cause);
 	ok(cache_owner_put(c, "t\0o\0resp_000\0", 14, "alice") == 0,
 	    "an owner record is stored");
-	ok(cache_delete_begin(c, "\0t\0resp_g\0", 10, 600, time(NULL)) == 0,
+	ok(cache_delete_begin(c, "resp_g", 600, time(NULL)) == 0,
 	    "a delete guard is stored");
 	memset(big, 'x', sizeof big - 1);
 	big[sizeof big - 1] = '\0';
@@ -232,11 +223,37 @@ main(void)
 	ok(cache_get(c, key, 12, time(NULL), visit, &g) == 1,
 	    "the newest entry is kept");
 	ok(hits > 5 && hits < 30, "some entries fit (%d)", hits);
-	ok(cache_get(c, "\0t\0resp_g\0", 10, time(NULL), visit, &g) == 1 &&
-	    g.status == CACHE_PENDING,
+	guard.id = "resp_g";
+	guard.since = time(NULL);
+	ok(cache_put(c, "t\0r\0resp_g\0", 11, &guard, 200, "", 0, "", 0, "x",
+	    1, time(NULL)) == 1,
 	    "a pending delete guard is never evicted by newer entries");
 	ok(c->st.evictions > 100, "evictions counted (%llu)",
 	    (unsigned long long)c->st.evictions);
+	cache_close(c);
+
+	/* Past their share, guards go, and the floor keeps every id safe. */
+	snprintf(cmd, sizeof cmd, "rm -rf %s/*", dir);
+	if (system(cmd) != 0)
+		abort();
+	c = cache_open(dir, 64 * 1024, 0, &cause);
+	for (i = 0; i < 2000; i++) {
+		snprintf(key, sizeof key, "resp_%05d", i);
+		if (cache_delete_begin(c, key, 60, now) != 0)
+			break;
+	}
+	ok(i == 2000, "2000 pending guards in a 64k cache");
+	guard.id = "resp_00000";
+	guard.since = now;
+	ok(cache_put(c, "t\0r\0resp_00000\0", 15, &guard, 200, "", 0, "", 0,
+	    "x", 1, now) == 1, "the oldest guard's id still refuses an "
+	    "answer fetched before it");
+	guard.id = "resp_other";
+	ok(cache_put(c, "t\0r\0resp_other\0", 15, &guard, 200, "", 0, "", 0,
+	    "x", 1, now) == 1, "so does any id, fetched before the floor");
+	guard.since = now + 61;
+	ok(cache_put(c, "t\0r\0resp_other\0", 15, &guard, 200, "", 0, "", 0,
+	    "x", 1, now) == 0, "an answer fetched after the floor is stored");
 	cache_close(c);
 
 	/* Owner records: one client's creates never push out another's. */
