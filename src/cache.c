@@ -386,8 +386,7 @@ cache_owners_used(struct cache *c, MDB_txn *txn)
 {
 	return (cache_db_used(txn, c->owners) +
 	    cache_db_used(txn, c->owner_index) +
-	    cache_db_used(txn, c->owner_clients) +
-	    cache_db_used(txn, c->issued));
+	    cache_db_used(txn, c->owner_clients));
 }
 
 /* Every byte counts against max_size; owner records are never evicted
@@ -398,7 +397,8 @@ static size_t
 cache_used(struct cache *c, MDB_txn *txn)
 {
 	return (cache_db_used(txn, c->entries) + cache_db_used(txn, c->age) +
-	    cache_owners_used(c, txn) + cache_guards_used(c, txn));
+	    cache_owners_used(c, txn) + cache_db_used(txn, c->issued) +
+	    cache_guards_used(c, txn));
 }
 
 /*
@@ -1031,12 +1031,13 @@ cache_stats(struct cache *c, struct cache_stats *out)
 
 /*
  * The owner records' share of max_size: an eighth, plus the root pages
- * of their four databases, so that a small cache still keeps some.
+ * of their three databases, so that a small cache still keeps some.
+ * (The filter of evicted ones, a 64th, is counted apart.)
  */
 static size_t
 cache_owners_share(struct cache *c)
 {
-	return (c->max_size / 8 + 4 * (size_t)sysconf(_SC_PAGESIZE));
+	return (c->max_size / 8 + 3 * (size_t)sysconf(_SC_PAGESIZE));
 }
 
 /* Two 64-bit hashes of a key (FNV-1a, then a finalizer for the second). */
@@ -1060,13 +1061,34 @@ cache_hash2(const void *key, size_t len, uint64_t *h1, uint64_t *h2)
 	*h2 = h;
 }
 
-/* The filter's size in blocks: a 64th of max_size, at least 8 KiB. */
-static uint32_t
-cache_bloom_blocks(struct cache *c)
-{
-	size_t	n = c->max_size / 64 / CACHE_BLOCK;
+/*
+ * The filter's size in blocks: fixed when it is made (a 64th of the
+ * max_size of that day, at least 1 KiB), and kept under a block number
+ * of its own, so that a new max_size never moves a key's bits.
+ */
+#define CACHE_BLOOM_SIZE_KEY	UINT32_MAX
 
-	return (n < 128 ? 128 : n > UINT32_MAX ? UINT32_MAX : (uint32_t)n);
+static uint32_t
+cache_bloom_blocks(struct cache *c, MDB_txn *txn, int add, int *rc)
+{
+	uint32_t	b = CACHE_BLOOM_SIZE_KEY, n;
+	MDB_val		k = { sizeof b, &b }, v;
+	size_t		want = c->max_size / 64 / CACHE_BLOCK;
+
+	if ((*rc = mdb_get(txn, c->issued, &k, &v)) == 0 &&
+	    v.mv_size == sizeof n) {
+		memcpy(&n, v.mv_data, sizeof n);
+		return (n);
+	}
+	n = want < 16 ? 16 : want >= UINT32_MAX ? UINT32_MAX - 1 :
+	    (uint32_t)want;
+	*rc = 0;
+	if (add) {
+		v.mv_size = sizeof n;
+		v.mv_data = &n;
+		*rc = mdb_put(txn, c->issued, &k, &v, 0);
+	}
+	return (n);
 }
 
 /*
@@ -1084,7 +1106,10 @@ cache_bloom(struct cache *c, MDB_txn *txn, const void *key, size_t klen,
 	int		 i, bit, all = 1;
 
 	cache_hash2(key, klen, &h1, &h2);
-	b = (uint32_t)(h1 % cache_bloom_blocks(c));
+	b = cache_bloom_blocks(c, txn, add, rc);
+	if (*rc != 0)
+		return (0);
+	b = (uint32_t)(h1 % b);
 	memset(blk, 0, sizeof blk);
 	if ((*rc = mdb_get(txn, c->issued, &k, &v)) == 0 &&
 	    v.mv_size == sizeof blk)
@@ -1385,6 +1410,12 @@ cache_owner_upgrade(struct cache *c, MDB_txn *txn)
 	    MDB_NOTFOUND)
 		return (0);
 	if (rc != 0)
+		return (rc);
+	/* Made afresh from the records: an old process may have come back. */
+	last = cache_client_get(c, txn, CACHE_SEQ_KEY,
+	    sizeof CACHE_SEQ_KEY - 1, &rc);
+	if (rc != 0 || (rc = mdb_drop(txn, c->owner_index, 0)) != 0 ||
+	    (rc = mdb_drop(txn, c->owner_clients, 0)) != 0)
 		return (rc);
 	if ((rc = mdb_cursor_open(txn, c->owners, &cur)) != 0)
 		return (rc);

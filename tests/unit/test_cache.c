@@ -294,6 +294,35 @@ main(void)
 	ok(hits <= 4, "ids never recorded are rarely taken for lost ones "
 	    "(%d of 200)", hits);
 	cache_close(c);
+	c = cache_open(dir, 8 * 1024 * 1024, 0, &cause);
+	hits = 0;
+	for (i = 0; i < 100; i++) {
+		snprintf(key, sizeof key, "t%co%cbob_%05d", 0, 0, i);
+		hits += cache_owner_get(c, key, 13, key + 32, 16) ==
+		    CACHE_OWNER_LOST;
+	}
+	ok(hits == 100, "reopened with another max_size, evicted records are "
+	    "still known lost (%d of 100)", hits);
+	cache_close(c);
+
+	/* In the smallest cache, a client still keeps its newest records. */
+	snprintf(cmd, sizeof cmd, "rm -rf %s/*", dir);
+	if (system(cmd) != 0)
+		abort();
+	c = cache_open(dir, 16 * 1024, 0, &cause);
+	hits = 0;
+	for (i = 0; i < 3000; i++) {
+		char name[16];
+
+		snprintf(key, sizeof key, "t%co%cc_%05d", 0, 0, i);
+		snprintf(name, sizeof name, "c%d", i % 50);
+		if (cache_owner_put(c, key, 11, name) == 0 &&
+		    cache_owner_get(c, key, 11, key + 32, 16) == 1)
+			hits++;
+	}
+	ok(hits == 3000, "in a 16k cache each of 3000 new records is kept "
+	    "(%d)", hits);
+	cache_close(c);
 
 	/* A cache from before the per-client index keeps its records. */
 	snprintf(cmd, sizeof cmd, "rm -rf %s/*", dir);
