@@ -12,26 +12,41 @@
  * Transactions are short and never held across loop iterations.  Errors
  * inside a write transaction are sticky (c->rc): a chain of calls is
  * checked once, at the end.
+ *
+ * A cache is disposable, so a damaged one must never serve a wrong body:
+ * each value carries a checksum, checked on every read; a changed byte is
+ * a miss, and the entry goes.  The "meta" database marks the record
+ * format; a cache written in another is emptied of its entries.
  */
 #include "config.h"
+
+#include <sys/stat.h>
 
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <lmdb.h>
+#include <xxhash.h>
 
 #include "cache.h"
 #include "log.h"
 
-#define CACHE_MAGIC		0x31454352u	/* "RCE1" */
+#define CACHE_MAGIC		0x32454352u	/* "RCE2" */
+#define CACHE_FORMAT		2	/* the "format" record of "meta" */
 #define CACHE_SYNC_SECONDS	1
 
+/*
+ * An entry's value: this header, then the ETag, the replay headers and
+ * the body.  sum is XXH3-64 of every byte after it, header and payload
+ * alike, seeded with the key's: a value or key changed on disk is never
+ * served.  (Format 1, "RCE1", had no sum and began with its magic.)
+ */
 struct cache_rec {
+	uint64_t	sum;
 	uint32_t	magic;
 	uint16_t	status;
 	uint16_t	etag_len;
@@ -47,10 +62,12 @@ struct cache {
 	MDB_dbi		 age;
 	MDB_dbi		 owners;	/* key -> seq, name */
 	MDB_dbi		 owner_age;	/* seq -> key, oldest first */
+	MDB_dbi		 meta;		/* "format" -> CACHE_FORMAT */
 	size_t		 max_size;
 	size_t		 map_size;
 	double		 ttl;
 	struct cache_stats st;
+	time_t		 damage_logged;	/* when a damaged entry was last logged */
 
 	pthread_t	 syncer;
 	pthread_mutex_t	 mtx;
@@ -92,6 +109,40 @@ cache_mkdirs(const char *dir)
 	return (0);
 }
 
+static int
+cache_rec_parse(const MDB_val *v, struct cache_rec *rec)
+{
+	if (v->mv_size < sizeof *rec)
+		return (-1);
+	memcpy(rec, v->mv_data, sizeof *rec);
+	if (rec->magic != CACHE_MAGIC ||
+	    (uint64_t)sizeof *rec + rec->etag_len + rec->hdrs_len +
+	    rec->body_len != v->mv_size)
+		return (-1);
+	return (0);
+}
+
+/*
+ * The checksum of the value v (of at least sizeof(rec.sum) bytes) stored
+ * under key k: a key changed on disk must not find another's answer.
+ */
+static uint64_t
+cache_rec_sum(const MDB_val *k, const MDB_val *v)
+{
+	return (XXH3_64bits_withSeed((const char *)v->mv_data +
+	    sizeof(uint64_t), v->mv_size - sizeof(uint64_t),
+	    XXH3_64bits(k->mv_data, k->mv_size)));
+}
+
+/* Parse v into rec; -1 unless it is whole and its checksum matches. */
+static int
+cache_rec_check(const MDB_val *k, const MDB_val *v, struct cache_rec *rec)
+{
+	if (cache_rec_parse(v, rec) == -1 || rec->sum != cache_rec_sum(k, v))
+		return (-1);
+	return (0);
+}
+
 /* Syncs the map in the background, so no request ever waits for fsync. */
 static void *
 cache_sync_loop(void *arg)
@@ -119,6 +170,42 @@ cache_sync_loop(void *arg)
 	}
 }
 
+/*
+ * Entries written in another record format are never read as ours: a
+ * cache without this format's mark loses its entries, with one log line.
+ * Owner records, whose format has not changed, are kept.
+ */
+static int
+cache_format(struct cache *c, MDB_txn *txn, const char *dir)
+{
+	static const char	 name[] = "format";
+	MDB_val			 k = { sizeof name - 1, (void *)name }, v;
+	MDB_stat		 s;
+	uint32_t		 fmt = CACHE_FORMAT, old = 1;
+	int			 rc;
+
+	if ((rc = mdb_get(txn, c->meta, &k, &v)) == 0) {
+		old = 0;
+		if (v.mv_size == sizeof old)
+			memcpy(&old, v.mv_data, sizeof old);
+	} else if (rc != MDB_NOTFOUND)
+		return (rc);
+	if (old == fmt)
+		return (0);
+	if ((rc = mdb_stat(txn, c->entries, &s)) != 0)
+		return (rc);
+	if (s.ms_entries > 0) {
+		log_warnx("cache %s: written in record format %u, not %u; "
+		    "dropping its %zu entries", dir, old, fmt, s.ms_entries);
+		if ((rc = mdb_drop(txn, c->entries, 0)) != 0 ||
+		    (rc = mdb_drop(txn, c->age, 0)) != 0)
+			return (rc);
+	}
+	v.mv_size = sizeof fmt;
+	v.mv_data = &fmt;
+	return (mdb_put(txn, c->meta, &k, &v, 0));
+}
+
 static int
 cache_env_open(struct cache *c, const char *dir, char **cause)
 {
@@ -126,7 +213,7 @@ cache_env_open(struct cache *c, const char *dir, char **cause)
 	int	 rc;
 
 	if ((rc = mdb_env_create(&c->env)) != 0 ||
-	    (rc = mdb_env_set_maxdbs(c->env, 4)) != 0 ||
+	    (rc = mdb_env_set_maxdbs(c->env, 5)) != 0 ||
 	    (rc = mdb_env_set_maxreaders(c->env, CACHE_MAX_READERS)) != 0 ||
 	    (rc = mdb_env_set_mapsize(c->env, c->map_size)) != 0)
 		goto fail;
@@ -141,7 +228,9 @@ cache_env_open(struct cache *c, const char *dir, char **cause)
 	    &c->age)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "owners", MDB_CREATE, &c->owners)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "owner_age", MDB_CREATE | MDB_INTEGERKEY,
-	    &c->owner_age)) != 0)
+	    &c->owner_age)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &c->meta)) != 0 ||
+	    (rc = cache_format(c, txn, dir)) != 0)
 		goto fail;
 	if ((rc = mdb_txn_commit(txn)) != 0) {
 		txn = NULL;
@@ -159,11 +248,22 @@ fail:
 	return (rc);
 }
 
+/* Remove the cache's files, to start afresh. */
+static void
+cache_remove(const char *dir)
+{
+	char	path[4096];
+
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	unlink(path);
+	snprintf(path, sizeof path, "%s/lock.mdb", dir);
+	unlink(path);
+}
+
 struct cache *
 cache_open(const char *dir, size_t max_size, double ttl, char **cause)
 {
 	struct cache	*c;
-	char		 path[4096];
 	long		 psz = sysconf(_SC_PAGESIZE);
 	int		 rc;
 
@@ -189,10 +289,7 @@ cache_open(const char *dir, size_t max_size, double ttl, char **cause)
 		log_warnx("%s; starting with an empty cache", *cause);
 		free(*cause);
 		*cause = NULL;
-		snprintf(path, sizeof path, "%s/data.mdb", dir);
-		unlink(path);
-		snprintf(path, sizeof path, "%s/lock.mdb", dir);
-		unlink(path);
+		cache_remove(dir);
 		rc = cache_env_open(c, dir, cause);
 	}
 	if (rc != 0) {
@@ -270,17 +367,64 @@ cache_read_begin(struct cache *c)
 	return (cache_tls_txn);
 }
 
-static int
-cache_rec_parse(const MDB_val *v, struct cache_rec *rec)
+/*
+ * Delete the entry under key if its value is still damaged (another
+ * thread may have rewritten it since), with its age record if that
+ * still names this key: a damaged value's seq cannot be trusted.
+ * Counted in errors; logged at most once a minute, at debug otherwise.
+ */
+static void
+cache_drop_damaged(struct cache *c, const void *key, size_t klen)
 {
-	if (v->mv_size < sizeof *rec)
-		return (-1);
-	memcpy(rec, v->mv_data, sizeof *rec);
-	if (rec->magic != CACHE_MAGIC ||
-	    (uint64_t)sizeof *rec + rec->etag_len + rec->hdrs_len +
-	    rec->body_len != v->mv_size)
-		return (-1);
-	return (0);
+	MDB_val			 k = { klen, (void *)key }, v, ak, av;
+	MDB_txn			*txn;
+	struct cache_rec	 rec;
+	time_t			 now = time(NULL), then;
+	int			 rc;
+
+	CACHE_COUNT(c, errors);
+	if ((rc = mdb_txn_begin(c->env, NULL, 0, &txn)) != 0)
+		goto done;
+	rc = mdb_get(txn, c->entries, &k, &v);
+	if (rc == 0 && cache_rec_check(&k, &v, &rec) == -1) {
+		if (cache_rec_parse(&v, &rec) == 0) {
+			ak.mv_size = sizeof rec.seq;
+			ak.mv_data = &rec.seq;
+			if ((rc = mdb_get(txn, c->age, &ak, &av)) == 0 &&
+			    av.mv_size == klen && memcmp(av.mv_data, key,
+			    klen) == 0)
+				rc = mdb_del(txn, c->age, &ak, NULL);
+			if (rc == MDB_NOTFOUND)
+				rc = 0;
+		}
+		if (rc == 0)
+			rc = mdb_del(txn, c->entries, &k, NULL);
+	} else if (rc == 0 || rc == MDB_NOTFOUND) {
+		mdb_txn_abort(txn);	/* gone or rewritten meanwhile */
+		rc = 0;
+		goto done;
+	}
+	if (rc != 0)
+		mdb_txn_abort(txn);
+	else if ((rc = mdb_txn_commit(txn)) == 0) {
+		pthread_mutex_lock(&c->mtx);
+		c->dirty = 1;
+		pthread_mutex_unlock(&c->mtx);
+	}
+done:
+	then = __atomic_load_n(&c->damage_logged, __ATOMIC_RELAXED);
+	if (now - then >= 60 && __atomic_compare_exchange_n(&c->damage_logged,
+	    &then, now, 0, __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+		log_warnx("cache: an entry failed its checksum and was "
+		    "dropped%s%s (%llu cache errors so far)",
+		    rc != 0 ? "; the delete failed: " : "",
+		    rc != 0 ? mdb_strerror(rc) : "",
+		    (unsigned long long)__atomic_load_n(&c->st.errors,
+		    __ATOMIC_RELAXED));
+	else
+		log_debug("cache: an entry failed its checksum and was "
+		    "dropped%s%s", rc != 0 ? "; the delete failed: " : "",
+		    rc != 0 ? mdb_strerror(rc) : "");
 }
 
 int
@@ -299,8 +443,12 @@ cache_get(struct cache *c, const void *key, size_t klen, time_t now,
 	if ((txn = cache_read_begin(c)) == NULL)
 		return (-1);
 	rc = mdb_get(txn, c->entries, &k, &v);
-	if (rc == 0 && cache_rec_parse(&v, &rec) == 0 &&
-	    (c->ttl <= 0 ||
+	if (rc == 0 && cache_rec_check(&k, &v, &rec) == -1) {
+		mdb_txn_reset(txn);
+		cache_drop_damaged(c, key, klen);
+		return (0);
+	}
+	if (rc == 0 && (c->ttl <= 0 ||
 	    (double)(now - (time_t)rec.stored_at) < c->ttl)) {
 		p = (const char *)v.mv_data + sizeof rec;
 		e.status = rec.status;
@@ -494,6 +642,8 @@ cache_put_once(struct cache *c, const MDB_val *k,
 		memcpy(p, hdrs, rec.hdrs_len);
 		p += rec.hdrs_len;
 		memcpy(p, body, rec.body_len);
+		rec.sum = cache_rec_sum(&key, &v);
+		memcpy(v.mv_data, &rec.sum, sizeof rec.sum);
 		ak.mv_size = sizeof rec.seq;
 		ak.mv_data = &rec.seq;
 		rc = mdb_put(txn, c->age, &ak, &key, 0);
