@@ -1,4 +1,7 @@
-/* Unit tests: the LMDB cache on real files: put, get, invalidate, evict. */
+/*
+ * Unit tests: the LMDB cache on real files: put, get, invalidate, evict;
+ * damaged files and values, and a cache of an older record format.
+ */
 #include "config.h"
 
 #include <pthread.h>
@@ -55,6 +58,351 @@ put(struct cache *c, const char *key, size_t klen, const char *body)
 {
 	return (cache_put(c, key, klen, NULL, 200, "\"e\"", 3, "A: b\r\n", 6,
 	    body, strlen(body), time(NULL)));
+}
+
+/* What the cache logs between capture_start() and capture_end(). */
+static FILE	*capture_file;
+static int	 capture_saved = -1;
+static char	 captured[8192];
+
+static void
+capture_start(void)
+{
+	if ((capture_file = tmpfile()) == NULL ||
+	    (capture_saved = dup(STDERR_FILENO)) == -1 ||
+	    dup2(fileno(capture_file), STDERR_FILENO) == -1)
+		abort();
+}
+
+static const char *
+capture_end(void)
+{
+	size_t	n;
+
+	dup2(capture_saved, STDERR_FILENO);
+	close(capture_saved);
+	rewind(capture_file);
+	n = fread(captured, 1, sizeof captured - 1, capture_file);
+	captured[n] = '\0';
+	fclose(capture_file);
+	fprintf(stderr, "%s", captured);	/* still seen in the test log */
+	return (captured);
+}
+
+static int
+count(const char *s, const char *what)
+{
+	int	n = 0;
+
+	for (; (s = strstr(s, what)) != NULL; s += strlen(what))
+		n++;
+	return (n);
+}
+
+/* data.mdb of dir, read whole (*len bytes) or written back. */
+static char *
+file_read(const char *dir, size_t *len)
+{
+	char	 path[256], *buf;
+	FILE	*f;
+
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	if ((f = fopen(path, "rb")) == NULL || fseek(f, 0, SEEK_END) == -1 ||
+	    (*len = (size_t)ftell(f)) == 0 || (buf = malloc(*len)) == NULL)
+		abort();
+	rewind(f);
+	if (fread(buf, 1, *len, f) != *len)
+		abort();
+	fclose(f);
+	return (buf);
+}
+
+static void
+file_write(const char *dir, const char *buf, size_t len)
+{
+	char	 path[256];
+	FILE	*f;
+
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+	if ((f = fopen(path, "wb")) == NULL || fwrite(buf, 1, len, f) != len)
+		abort();
+	fclose(f);
+}
+
+/* Flip a bit of every copy of text in data.mdb; returns the copies. */
+static int
+file_flip(const char *dir, const char *text, size_t at)
+{
+	size_t	 len, tl = strlen(text), i;
+	char	*buf = file_read(dir, &len);
+	int	 n = 0;
+
+	for (i = 0; i + tl <= len; i++)
+		if (memcmp(buf + i, text, tl) == 0) {
+			buf[i + at] ^= 0x01;
+			n++;
+		}
+	file_write(dir, buf, len);
+	free(buf);
+	return (n);
+}
+
+/* A new cache in dir (emptied) with n entries "t r resp_N" of blen bytes. */
+static void
+fill(const char *dir, int n, size_t blen)
+{
+	struct cache	*c;
+	char		 cmd[128], key[64], *body;
+	char		*cause = NULL;
+	int		 i, kl;
+
+	snprintf(cmd, sizeof cmd, "rm -rf %s/*", dir);
+	if (system(cmd) != 0 || (body = malloc(blen + 1)) == NULL ||
+	    (c = cache_open(dir, 4 * 1024 * 1024, 0, &cause)) == NULL)
+		abort();
+	for (i = 0; i < n; i++) {
+		memset(body, 'x', blen);
+		snprintf(body, blen, "body of resp_%04d.", i);
+		body[strlen(body)] = '.';
+		kl = snprintf(key, sizeof key, "t%cr%cresp_%04d", 0, 0, i);
+		if (cache_put(c, key, (size_t)kl, NULL, 200, "\"e\"", 3,
+		    "X-Request-Id: req_0001\r\n", 24, body, blen,
+		    time(NULL)) != 0)
+			abort();
+	}
+	free(body);
+	cache_close(c);
+}
+
+/* How many of fill()'s n entries hit, each with its exact body. */
+static int
+hits_of(struct cache *c, int n, size_t blen)
+{
+	struct got	*g;
+	char		 key[64], want[64];
+	int		 i, kl, hits = 0;
+
+	if ((g = calloc(1, sizeof *g)) == NULL)
+		abort();
+	for (i = 0; i < n; i++) {
+		kl = snprintf(key, sizeof key, "t%cr%cresp_%04d", 0, 0, i);
+		snprintf(want, sizeof want, "body of resp_%04d..", i);
+		memset(g, 0, sizeof *g);
+		if (cache_get(c, key, (size_t)kl, time(NULL), visit, g) != 1)
+			continue;
+		if (g->len != blen || memcmp(g->body, want, strlen(want)) != 0
+		    || g->body[blen - 1] != 'x')
+			return (-1);
+		hits++;
+	}
+	free(g);
+	return (hits);
+}
+
+/* Open dir, logging to captured; ok() that it opened. */
+static struct cache *
+reopen(const char *dir, const char *what)
+{
+	struct cache	*c;
+	char		*cause = NULL;
+
+	capture_start();
+	c = cache_open(dir, 4 * 1024 * 1024, 0, &cause);
+	capture_end();
+	ok(c != NULL, "%s: the cache opens", what);
+	if (c == NULL)
+		abort();
+	return (c);
+}
+
+/*
+ * Damaged files: a start-up check empties what cannot be trusted, with
+ * one line; a damaged value is a miss, counted, and goes.
+ */
+static void
+test_damage(const char *dir)
+{
+	struct cache	*c;
+	struct stat	 sb;
+	char		 path[256], *buf;
+	size_t		 len;
+
+	snprintf(path, sizeof path, "%s/data.mdb", dir);
+
+	fill(dir, 40, 3000);
+	c = reopen(dir, "a sound cache");
+	ok(hits_of(c, 40, 3000) == 40 && count(captured, "warn") == 0,
+	    "a sound cache is kept whole, and nothing is logged");
+	cache_close(c);
+
+	fill(dir, 40, 3000);
+	ok(file_flip(dir, "body of resp_0007", 5) == 1,
+	    "one stored body has a byte changed");
+	c = reopen(dir, "a changed body");
+	ok(count(captured, "1 entries fail their checksum") == 1 &&
+	    count(captured, "empty cache") == 0,
+	    "the start-up check counts it, and keeps the cache");
+	ok(hits_of(c, 40, 3000) == 39, "every other entry hits, exactly");
+	ok(c->st.errors == 1, "the damaged entry is counted in errors (%llu)",
+	    (unsigned long long)c->st.errors);
+	{
+		MDB_txn		*txn;
+		MDB_stat	 se, sa;
+
+		mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn);
+		mdb_stat(txn, c->entries, &se);
+		mdb_stat(txn, c->age, &sa);
+		mdb_txn_abort(txn);
+		ok(se.ms_entries == 39 && sa.ms_entries == 39,
+		    "it was deleted, with its age record (%zu, %zu)",
+		    se.ms_entries, sa.ms_entries);
+	}
+	ok(hits_of(c, 40, 3000) == 39 && c->st.errors == 1,
+	    "a second read misses without an error");
+	ok(cache_put(c, "t\0r\0resp_0007", 14, NULL, 200, "\"e\"", 3,
+	    "X-Request-Id: req_0001\r\n", 24, "body of resp_0007..x", 20,
+	    time(NULL)) == 0, "it can be stored again");
+	cache_close(c);
+
+	fill(dir, 40, 3000);
+	ok(file_flip(dir, "req_0001", 7) == 40, "a stored header changed");
+	c = reopen(dir, "changed headers");
+	ok(hits_of(c, 40, 3000) == 0 && c->st.errors == 40,
+	    "an entry whose header changed never hits");
+	cache_close(c);
+
+	fill(dir, 10, 100);	/* small values, inside leaf pages */
+	ok(file_flip(dir, "body of resp_0003", 9) >= 1,
+	    "a small stored body changed");
+	c = reopen(dir, "a small body changed");
+	ok(hits_of(c, 10, 100) == 9, "only that entry misses");
+	cache_close(c);
+
+	fill(dir, 40, 3000);
+	if (stat(path, &sb) == -1 || truncate(path, sb.st_size / 2) == -1)
+		abort();
+	c = reopen(dir, "data.mdb cut to half");
+	ok(count(captured, "starting with an empty cache") == 1 &&
+	    count(captured, "cut short") == 1, "one line says why");
+	ok(hits_of(c, 40, 3000) == 0, "it starts empty");
+	ok(put(c, "t\0r\0x\0", 6, "{}") == 0 &&
+	    cache_get(c, "t\0r\0x\0", 6, time(NULL), visit, &(struct got){0})
+	    == 1, "and works");
+	cache_close(c);
+
+	fill(dir, 40, 3000);
+	if (truncate(path, 4096) == -1)
+		abort();
+	c = reopen(dir, "data.mdb cut to a page");
+	ok(count(captured, "starting with an empty cache") == 1 &&
+	    count(captured, "too short") == 1 && hits_of(c, 40, 3000) == 0,
+	    "it starts empty, and says why");
+	cache_close(c);
+
+	fill(dir, 40, 3000);
+	buf = file_read(dir, &len);
+	memset(buf, 0, 2 * 4096);
+	file_write(dir, buf, len);
+	free(buf);
+	c = reopen(dir, "meta pages zeroed");
+	ok(count(captured, "starting with an empty cache") == 1 &&
+	    hits_of(c, 40, 3000) == 0, "it starts empty, and says why");
+	cache_close(c);
+
+	/* Garbage over each page in turn past the metas: never a wrong body. */
+	{
+		int	pg, npages, empty = 0, wrong = 0;
+
+		fill(dir, 40, 3000);
+		buf = file_read(dir, &len);
+		free(buf);
+		npages = (int)(len / 4096);
+		for (pg = 2; pg < npages; pg++) {
+			fill(dir, 40, 3000);
+			buf = file_read(dir, &len);
+			for (size_t i = 0; i < 4096; i++)
+				buf[pg * 4096 + i] = (char)(i * 7 + pg);
+			file_write(dir, buf, len);
+			free(buf);
+			capture_start();
+			c = cache_open(dir, 4 * 1024 * 1024, 0, &(char *){0});
+			capture_end();
+			if (c == NULL)
+				abort();
+			empty += count(captured, "empty cache");
+			if (hits_of(c, 40, 3000) == -1)
+				wrong++;
+			cache_close(c);
+		}
+		ok(wrong == 0, "garbage over any of %d pages: no wrong body "
+		    "(%d started empty)", npages - 2, empty);
+	}
+
+}
+
+/* A cache of record format 1 ("RCE1", no checksum) loses its entries. */
+static void
+test_old_format(const char *dir)
+{
+	struct {
+		uint32_t	magic;
+		uint16_t	status, etag_len;
+		uint32_t	hdrs_len, body_len;
+		uint64_t	stored_at, seq;
+		char		body[2];
+	} old = { 0x31454352u, 200, 0, 0, 2, 0, 1, "{}" };
+	MDB_env		*env;
+	MDB_txn		*txn;
+	MDB_dbi		 e, a, o, oa;
+	MDB_val		 k = { 8, "t\0r\0old\0" }, v = { 32 + 2, &old };
+	MDB_val		 ownk = { 8, "t\0o\0old\0" }, ov, sk;
+	struct cache	*c;
+	struct cache_stats st;
+	char		 cmd[128], name[16], oval[8 + 5];
+	uint64_t	 seq = 1;
+
+	snprintf(cmd, sizeof cmd, "rm -rf %s/*", dir);
+	if (system(cmd) != 0)
+		abort();
+	old.stored_at = (uint64_t)time(NULL);
+	memcpy(oval, &seq, 8);
+	memcpy(oval + 8, "alice", 5);
+	ov.mv_size = sizeof oval;
+	ov.mv_data = oval;
+	sk.mv_size = sizeof seq;
+	sk.mv_data = &seq;
+	if (mdb_env_create(&env) != 0 || mdb_env_set_maxdbs(env, 4) != 0 ||
+	    mdb_env_open(env, dir, 0, 0600) != 0 ||
+	    mdb_txn_begin(env, NULL, 0, &txn) != 0 ||
+	    mdb_dbi_open(txn, "entries", MDB_CREATE, &e) != 0 ||
+	    mdb_dbi_open(txn, "age", MDB_CREATE | MDB_INTEGERKEY, &a) != 0 ||
+	    mdb_dbi_open(txn, "owners", MDB_CREATE, &o) != 0 ||
+	    mdb_dbi_open(txn, "owner_age", MDB_CREATE | MDB_INTEGERKEY,
+	    &oa) != 0 || mdb_put(txn, e, &k, &v, 0) != 0 ||
+	    mdb_put(txn, a, &sk, &k, 0) != 0 ||
+	    mdb_put(txn, o, &ownk, &ov, 0) != 0 ||
+	    mdb_put(txn, oa, &sk, &ownk, 0) != 0 || mdb_txn_commit(txn) != 0)
+		abort();
+	mdb_env_close(env);
+
+	c = reopen(dir, "a format 1 cache");
+	ok(count(captured, "written in record format 1, not 2; dropping its "
+	    "1 entries") == 1 && count(captured, "empty cache") == 0,
+	    "one line says its entries go");
+	cache_stats(c, &st);
+	ok(cache_get(c, k.mv_data, k.mv_size, time(NULL), visit,
+	    &(struct got){0}) == 0 && st.entries == 0 && st.errors == 0,
+	    "its entries are gone");
+	ok(cache_owner_get(c, ownk.mv_data, ownk.mv_size, name,
+	    sizeof name) == 1 && strcmp(name, "alice") == 0,
+	    "its owner records are kept");
+	ok(put(c, "t\0r\0new\0", 8, "{}") == 0, "new entries are stored");
+	cache_close(c);
+	c = reopen(dir, "it, again");
+	ok(count(captured, "record format") == 0 && cache_get(c,
+	    "t\0r\0new\0", 8, time(NULL), visit, &(struct got){0}) == 1,
+	    "the next start keeps them, and says nothing");
+	cache_close(c);
 }
 
 int
@@ -362,6 +710,9 @@ main(void)
 	    cache_owner_get(c, "t\0o\0new\0", 9, key, sizeof key) == 1,
 	    "and new ones are written beside it");
 	cache_close(c);
+
+	test_damage(dir);
+	test_old_format(dir);
 
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	if (system(cmd) != 0)
