@@ -45,7 +45,7 @@
 #include "log.h"
 
 #define CACHE_MAGIC		0x32454352u	/* "RCE2" */
-#define CACHE_FORMAT		2	/* the "format" record of "meta" */
+#define CACHE_FORMAT		3	/* the "format" record of "meta" */
 #define CACHE_SYNC_SECONDS	1
 
 /*
@@ -86,7 +86,8 @@ struct cache_gval {
 struct cache {
 	MDB_env		*env;
 	MDB_dbi		 entries;
-	MDB_dbi		 age;
+	MDB_dbi		 age;		/* "<tenant>\0<seq>" -> key */
+	MDB_dbi		 tenants;	/* tenant -> its bytes; "\0seq" */
 	MDB_dbi		 guards;	/* id -> struct cache_gval */
 	MDB_dbi		 owners;	/* see "Owner records" below */
 	MDB_dbi		 owner_index;
@@ -203,6 +204,22 @@ cache_sync_loop(void *arg)
 static int	cache_owner_upgrade(struct cache *, MDB_txn *);
 
 /*
+ * Before format 3, "age" was one index of every tenant's entries (seq ->
+ * key): it goes, and the entries with it (see cache_format()).
+ */
+static int
+cache_drop_old_age(MDB_txn *txn)
+{
+	MDB_dbi	old;
+	int	rc;
+
+	if ((rc = mdb_dbi_open(txn, "age", MDB_INTEGERKEY, &old)) ==
+	    MDB_NOTFOUND)
+		return (0);
+	return (rc != 0 ? rc : mdb_drop(txn, old, 1));
+}
+
+/*
  * Entries written in another record format are never read as ours: a
  * cache without this format's mark loses its entries, with one log line.
  * Owner records, whose format has not changed, are kept.
@@ -230,7 +247,8 @@ cache_format(struct cache *c, MDB_txn *txn, const char *dir)
 		log_warnx("cache %s: written in record format %u, not %u; "
 		    "dropping its %zu entries", dir, old, fmt, s.ms_entries);
 		if ((rc = mdb_drop(txn, c->entries, 0)) != 0 ||
-		    (rc = mdb_drop(txn, c->age, 0)) != 0)
+		    (rc = mdb_drop(txn, c->age, 0)) != 0 ||
+		    (rc = mdb_drop(txn, c->tenants, 0)) != 0)
 			return (rc);
 	}
 	v.mv_size = sizeof fmt;
@@ -256,8 +274,9 @@ cache_env_open(struct cache *c, const char *dir, char **cause)
 	mdb_reader_check(c->env, NULL);
 	if ((rc = mdb_txn_begin(c->env, NULL, 0, &txn)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "entries", MDB_CREATE, &c->entries)) != 0 ||
-	    (rc = mdb_dbi_open(txn, "age", MDB_CREATE | MDB_INTEGERKEY,
-	    &c->age)) != 0 ||
+	    (rc = cache_drop_old_age(txn)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "tenant_age", MDB_CREATE, &c->age)) != 0 ||
+	    (rc = mdb_dbi_open(txn, "tenants", MDB_CREATE, &c->tenants)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "guards", MDB_CREATE, &c->guards)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "owners", MDB_CREATE, &c->owners)) != 0 ||
 	    (rc = mdb_dbi_open(txn, "owner_index", MDB_CREATE,
@@ -595,6 +614,7 @@ cache_check_flags(const char *name)
 		unsigned int	 flags;
 	} dbs[] = {
 		{ "entries", 0 }, { "age", MDB_INTEGERKEY }, { "owners", 0 },
+		{ "tenant_age", 0 }, { "tenants", 0 },
 		{ "owner_age", MDB_INTEGERKEY }, { "meta", 0 },
 		{ "guards", 0 }, { "owner_index", 0 }, { "owner_clients", 0 },
 		{ "issued", MDB_INTEGERKEY },
@@ -1032,6 +1052,132 @@ cache_read_begin(struct cache *c)
 }
 
 /*
+ * The age index, per tenant: "<tenant>\0<seq, big-endian>" -> key, so a
+ * tenant's oldest entry is the first under its name; "tenants" holds
+ * each tenant's bytes (keys and values) and, under "\0seq", the last seq.
+ */
+#define CACHE_TENANT_MAX	480
+
+/* The tenant part of an entry's key, "<tenant>\0...": its length. */
+static size_t
+cache_tenant_len(const MDB_val *k)
+{
+	const char	*p = memchr(k->mv_data, '\0', k->mv_size);
+
+	return (p != NULL ? (size_t)(p - (const char *)k->mv_data) :
+	    k->mv_size);
+}
+
+/* key's age key for seq into buf; its length, 0 if the tenant is long. */
+static size_t
+cache_age_key(char *buf, const MDB_val *key, uint64_t seq)
+{
+	size_t	tl = cache_tenant_len(key);
+	int	i;
+
+	if (tl > CACHE_TENANT_MAX)
+		return (0);
+	memcpy(buf, key->mv_data, tl);
+	buf[tl] = '\0';
+	for (i = 0; i < 8; i++)
+		buf[tl + 1 + i] = (char)(seq >> (56 - 8 * i));
+	return (tl + 9);
+}
+
+/* A tenant's bytes (or the last seq, for "\0seq"), and setting them. */
+static uint64_t
+cache_tenant_get(struct cache *c, MDB_txn *txn, const void *t, size_t tl,
+    int *rc)
+{
+	MDB_val		k = { tl, (void *)t }, v;
+	uint64_t	n = 0;
+
+	if ((*rc = mdb_get(txn, c->tenants, &k, &v)) == 0 &&
+	    v.mv_size == sizeof n)
+		memcpy(&n, v.mv_data, sizeof n);
+	if (*rc == MDB_NOTFOUND)
+		*rc = 0;
+	return (n);
+}
+
+static int
+cache_tenant_set(struct cache *c, MDB_txn *txn, const void *t, size_t tl,
+    uint64_t n)
+{
+	MDB_val	k = { tl, (void *)t }, v = { sizeof n, &n };
+	int	rc;
+
+	if (n == 0) {
+		rc = mdb_del(txn, c->tenants, &k, NULL);
+		return (rc == MDB_NOTFOUND ? 0 : rc);
+	}
+	return (mdb_put(txn, c->tenants, &k, &v, 0));
+}
+
+/* Add delta (signed) to the bytes of key's tenant. */
+static int
+cache_tenant_add(struct cache *c, MDB_txn *txn, const MDB_val *key,
+    int64_t delta)
+{
+	size_t		tl = cache_tenant_len(key);
+	uint64_t	n;
+	int		rc;
+
+	n = cache_tenant_get(c, txn, key->mv_data, tl, &rc);
+	if (rc != 0)
+		return (rc);
+	if (delta < 0 && (uint64_t)-delta > n)
+		n = 0;
+	else
+		n += (uint64_t)delta;
+	return (cache_tenant_set(c, txn, key->mv_data, tl, n));
+}
+
+/* Index the entry under key (value size vsize) as its tenant's newest. */
+static int
+cache_index_add(struct cache *c, MDB_txn *txn, MDB_val *key, size_t vsize,
+    uint64_t seq)
+{
+	char	buf[CACHE_TENANT_MAX + 9];
+	MDB_val	ak;
+	int	rc;
+
+	if ((ak.mv_size = cache_age_key(buf, key, seq)) == 0)
+		return (MDB_BAD_VALSIZE);
+	ak.mv_data = buf;
+	if ((rc = mdb_put(txn, c->age, &ak, key, 0)) != 0)
+		return (rc);
+	return (cache_tenant_add(c, txn, key, (int64_t)(key->mv_size +
+	    vsize)));
+}
+
+/*
+ * Forget the entry under key (value v, sequence seq) in the index and
+ * its tenant's bytes.  The age record goes only if it still names key: a
+ * damaged value's seq cannot be trusted.
+ */
+static int
+cache_index_del(struct cache *c, MDB_txn *txn, const MDB_val *key,
+    const MDB_val *v, uint64_t seq)
+{
+	char	buf[CACHE_TENANT_MAX + 9];
+	MDB_val	ak, av;
+	int	rc;
+
+	if ((ak.mv_size = cache_age_key(buf, key, seq)) == 0)
+		return (0);
+	ak.mv_data = buf;
+	if ((rc = mdb_get(txn, c->age, &ak, &av)) == 0 &&
+	    av.mv_size == key->mv_size &&
+	    memcmp(av.mv_data, key->mv_data, key->mv_size) == 0)
+		rc = mdb_del(txn, c->age, &ak, NULL);
+	if (rc != 0 && rc != MDB_NOTFOUND)
+		return (rc);
+	return (cache_tenant_add(c, txn, key, -(int64_t)(key->mv_size +
+	    v->mv_size)));
+}
+
+/*
  * Delete the entry under key if its value is still damaged (another
  * thread may have rewritten it since), with its age record if that
  * still names this key: a damaged value's seq cannot be trusted.
@@ -1040,7 +1186,7 @@ cache_read_begin(struct cache *c)
 static void
 cache_drop_damaged(struct cache *c, const void *key, size_t klen)
 {
-	MDB_val			 k = { klen, (void *)key }, v, ak, av;
+	MDB_val			 k = { klen, (void *)key }, v;
 	MDB_txn			*txn;
 	struct cache_rec	 rec;
 	time_t			 now = time(NULL), then;
@@ -1051,16 +1197,8 @@ cache_drop_damaged(struct cache *c, const void *key, size_t klen)
 		goto done;
 	rc = mdb_get(txn, c->entries, &k, &v);
 	if (rc == 0 && cache_rec_check(&k, &v, &rec) == -1) {
-		if (cache_rec_parse(&v, &rec) == 0) {
-			ak.mv_size = sizeof rec.seq;
-			ak.mv_data = &rec.seq;
-			if ((rc = mdb_get(txn, c->age, &ak, &av)) == 0 &&
-			    av.mv_size == klen && memcmp(av.mv_data, key,
-			    klen) == 0)
-				rc = mdb_del(txn, c->age, &ak, NULL);
-			if (rc == MDB_NOTFOUND)
-				rc = 0;
-		}
+		if (cache_rec_parse(&v, &rec) == 0)
+			rc = cache_index_del(c, txn, &k, &v, rec.seq);
 		if (rc == 0)
 			rc = mdb_del(txn, c->entries, &k, NULL);
 	} else if (rc == 0 || rc == MDB_NOTFOUND) {
@@ -1138,16 +1276,11 @@ static int
 cache_del_entry(struct cache *c, MDB_txn *txn, MDB_val *k, MDB_val *v)
 {
 	struct cache_rec	rec;
-	MDB_val			ak;
 	int			rc;
 
-	if (cache_rec_parse(v, &rec) == 0) {
-		ak.mv_size = sizeof rec.seq;
-		ak.mv_data = &rec.seq;
-		rc = mdb_del(txn, c->age, &ak, NULL);
-		if (rc != 0 && rc != MDB_NOTFOUND)
-			return (rc);
-	}
+	if (cache_rec_parse(v, &rec) == 0 &&
+	    (rc = cache_index_del(c, txn, k, v, rec.seq)) != 0)
+		return (rc);
 	rc = mdb_del(txn, c->entries, k, NULL);
 	return (rc == MDB_NOTFOUND ? 0 : rc);
 }
@@ -1180,48 +1313,103 @@ static size_t
 cache_used(struct cache *c, MDB_txn *txn)
 {
 	return (cache_db_used(txn, c->entries) + cache_db_used(txn, c->age) +
-	    cache_owners_used(c, txn) + cache_db_used(txn, c->issued) +
-	    cache_guards_used(c, txn));
+	    cache_db_used(txn, c->tenants) + cache_owners_used(c, txn) +
+	    cache_db_used(txn, c->issued) + cache_guards_used(c, txn));
 }
 
 /*
- * FIFO eviction: delete the oldest records of data (by its age index)
- * while used() + need passes limit.
+ * The tenant holding the most bytes into name (its length in *len), and
+ * the bytes of the one after it in *second; 0 if there is none.
  */
-/*
- * FIFO eviction: delete the oldest records of data (by its age index)
- * while used() + need passes limit.
- */
-static int
-cache_evict_oldest(struct cache *c, MDB_txn *txn, MDB_dbi age, MDB_dbi data,
-    size_t (*used)(struct cache *, MDB_txn *), size_t need, size_t limit)
+static uint64_t
+cache_tenant_most(struct cache *c, MDB_txn *txn, char *name, size_t *len,
+    uint64_t *second, int *rc)
 {
 	MDB_cursor	*cur;
-	MDB_val		 ak, key;
-	int		 rc;
+	MDB_cursor_op	 op;
+	MDB_val		 k, v;
+	uint64_t	 n, most = 0;
 
-	if ((rc = mdb_cursor_open(txn, age, &cur)) != 0)
-		return (rc);
-	while (used(c, txn) + need > limit) {
-		if ((rc = mdb_cursor_get(cur, &ak, &key, MDB_FIRST)) != 0)
-			break;
-		if ((rc = mdb_del(txn, data, &key, NULL)) != 0 &&
-		    rc != MDB_NOTFOUND)
-			break;
-		if ((rc = mdb_cursor_del(cur, 0)) != 0)
-			break;
-		CACHE_COUNT(c, evictions);
+	*second = 0;
+	if ((*rc = mdb_cursor_open(txn, c->tenants, &cur)) != 0)
+		return (0);
+	for (op = MDB_FIRST; (*rc = mdb_cursor_get(cur, &k, &v, op)) == 0;
+	    op = MDB_NEXT) {
+		if (v.mv_size != sizeof n || k.mv_size > CACHE_TENANT_MAX ||
+		    (k.mv_size > 0 && *(const char *)k.mv_data == '\0'))
+			continue;
+		memcpy(&n, v.mv_data, sizeof n);
+		if (n > most) {
+			*second = most;
+			most = n;
+			memcpy(name, k.mv_data, k.mv_size);
+			*len = k.mv_size;
+		} else if (n > *second)
+			*second = n;
 	}
 	mdb_cursor_close(cur);
-	return (rc == MDB_NOTFOUND ? 0 : rc);
+	if (*rc == MDB_NOTFOUND)
+		*rc = 0;
+	return (most);
 }
 
-/* Evict oldest entries until need more bytes fit under the budget. */
+/*
+ * Evict until need more bytes fit under the budget: the oldest entries
+ * of the tenant that holds the most, so that a tenant filling the cache
+ * evicts its own entries and never those of one holding less.  With one
+ * tenant this is FIFO.
+ */
 static int
 cache_evict(struct cache *c, MDB_txn *txn, size_t need, size_t budget)
 {
-	return (cache_evict_oldest(c, txn, c->age, c->entries, cache_used,
-	    need, budget));
+	MDB_cursor	*cur;
+	MDB_val		 ak, key, v;
+	char		 name[CACHE_TENANT_MAX + 9], kbuf[512];
+	size_t		 tl = 0;
+	uint64_t	 most, second, n;
+	int		 rc = 0;
+
+	while (cache_used(c, txn) + need > budget) {
+		most = cache_tenant_most(c, txn, name, &tl, &second, &rc);
+		if (rc != 0 || most == 0)
+			return (rc);
+		/* Its oldest entries, while it still holds the most. */
+		do {
+			if ((rc = mdb_cursor_open(txn, c->age, &cur)) != 0)
+				return (rc);
+			memset(name + tl, 0, 9);
+			ak.mv_size = tl + 9;
+			ak.mv_data = name;
+			rc = mdb_cursor_get(cur, &ak, &key, MDB_SET_RANGE);
+			mdb_cursor_close(cur);
+			if (rc == 0 && (ak.mv_size != tl + 9 ||
+			    memcmp(ak.mv_data, name, tl + 1) != 0))
+				rc = MDB_NOTFOUND;
+			if (rc == MDB_NOTFOUND) {
+				/* Bytes counted, no entry left: forget them. */
+				if ((rc = cache_tenant_set(c, txn, name, tl,
+				    0)) != 0)
+					return (rc);
+				break;
+			}
+			if (rc != 0 || key.mv_size > sizeof kbuf)
+				return (rc != 0 ? rc : MDB_BAD_VALSIZE);
+			memcpy(kbuf, key.mv_data, key.mv_size);
+			key.mv_data = kbuf;
+			if ((rc = mdb_get(txn, c->entries, &key, &v)) == 0)
+				rc = cache_del_entry(c, txn, &key, &v);
+			else if (rc == MDB_NOTFOUND)	/* a stray age record */
+				rc = mdb_del(txn, c->age, &ak, NULL);
+			if (rc != 0)
+				return (rc);
+			CACHE_COUNT(c, evictions);
+			n = cache_tenant_get(c, txn, name, tl, &rc);
+		} while (rc == 0 && n >= second && n > 0 &&
+		    cache_used(c, txn) + need > budget);
+		if (rc != 0)
+			return (rc);
+	}
+	return (0);
 }
 
 static int
@@ -1239,22 +1427,17 @@ cache_evict_commit(struct cache *c, size_t need, size_t budget)
 	return (mdb_txn_commit(txn));
 }
 
+/* The next sequence number, counted in "tenants" under "\0seq". */
 static uint64_t
 cache_next_seq(struct cache *c, MDB_txn *txn, int *rc)
 {
-	MDB_cursor	*cur;
-	MDB_val		 k, v;
-	uint64_t	 seq = 0;
+	static const char	key[] = "\0seq";
+	uint64_t		seq;
 
-	if ((*rc = mdb_cursor_open(txn, c->age, &cur)) != 0)
-		return (0);
-	if ((*rc = mdb_cursor_get(cur, &k, &v, MDB_LAST)) == 0 &&
-	    k.mv_size == sizeof seq)
-		memcpy(&seq, k.mv_data, sizeof seq);
-	if (*rc == MDB_NOTFOUND)
-		*rc = 0;
-	mdb_cursor_close(cur);
-	return (seq + 1);
+	seq = cache_tenant_get(c, txn, key, sizeof key - 1, rc) + 1;
+	if (*rc == 0)
+		*rc = cache_tenant_set(c, txn, key, sizeof key - 1, seq);
+	return (seq);
 }
 
 static int	cache_guard_blocks(struct cache *, MDB_txn *, const char *,
@@ -1267,7 +1450,7 @@ cache_put_once(struct cache *c, const MDB_val *k,
     size_t budget)
 {
 	MDB_txn			*txn;
-	MDB_val			 key = *k, v, old, ak;
+	MDB_val			 key = *k, v, old;
 	struct cache_rec	 rec = *tpl;
 	char			*p;
 	int			 rc = 0;
@@ -1308,9 +1491,7 @@ cache_put_once(struct cache *c, const MDB_val *k,
 		memcpy(p, body, rec.body_len);
 		rec.sum = cache_rec_sum(&key, &v);
 		memcpy(v.mv_data, &rec.sum, sizeof rec.sum);
-		ak.mv_size = sizeof rec.seq;
-		ak.mv_data = &rec.seq;
-		rc = mdb_put(txn, c->age, &ak, &key, 0);
+		rc = cache_index_add(c, txn, &key, v.mv_size, rec.seq);
 	}
 	if (rc != 0) {
 		mdb_txn_abort(txn);
@@ -1382,20 +1563,21 @@ static int
 cache_del_prefix(struct cache *c, MDB_txn *txn, MDB_cursor *cur,
     const void *prefix, size_t plen, int *n)
 {
-	MDB_val			 k = { plen, (void *)prefix }, v, ak;
+	MDB_val			 k = { plen, (void *)prefix }, v, kc;
 	struct cache_rec	 rec;
+	char			 kbuf[512];
 	int			 rc;
 
 	rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
 	while (rc == 0 && k.mv_size >= plen &&
 	    memcmp(k.mv_data, prefix, plen) == 0) {
-		if (cache_rec_parse(&v, &rec) == 0) {
-			ak.mv_size = sizeof rec.seq;
-			ak.mv_data = &rec.seq;
-			rc = mdb_del(txn, c->age, &ak, NULL);
-			if (rc != 0 && rc != MDB_NOTFOUND)
-				return (rc);
-		}
+		/* What LMDB lends lasts until the next write: copied. */
+		kc.mv_size = k.mv_size < sizeof kbuf ? k.mv_size : sizeof kbuf;
+		kc.mv_data = kbuf;
+		memcpy(kbuf, k.mv_data, kc.mv_size);
+		if (cache_rec_parse(&v, &rec) == 0 &&
+		    (rc = cache_index_del(c, txn, &kc, &v, rec.seq)) != 0)
+			return (rc);
 		if ((rc = mdb_cursor_del(cur, 0)) != 0)
 			return (rc);
 		(*n)++;

@@ -358,6 +358,7 @@ test_old_format(const char *dir)
 	MDB_val		 ownk = { 8, "t\0o\0old\0" }, ov, sk;
 	struct cache	*c;
 	struct cache_stats st;
+	char		 want[128];
 	char		 cmd[128], name[16], oval[8 + 5];
 	uint64_t	 seq = 1;
 
@@ -386,8 +387,9 @@ test_old_format(const char *dir)
 	mdb_env_close(env);
 
 	c = reopen(dir, "a format 1 cache");
-	ok(count(captured, "written in record format 1, not 2; dropping its "
-	    "1 entries") == 1 && count(captured, "empty cache") == 0,
+	snprintf(want, sizeof want, "written in record format 1, not %d; "
+	    "dropping its 1 entries", CACHE_FORMAT);
+	ok(count(captured, want) == 1 && count(captured, "empty cache") == 0,
 	    "one line says its entries go");
 	cache_stats(c, &st);
 	ok(cache_get(c, k.mv_data, k.mv_size, time(NULL), visit,
@@ -578,6 +580,44 @@ main(void)
 	    "a pending delete guard is never evicted by newer entries");
 	ok(c->st.evictions > 100, "evictions counted (%llu)",
 	    (unsigned long long)c->st.evictions);
+	cache_close(c);
+
+	/* A tenant filling the cache evicts its own entries, not others'. */
+	snprintf(cmd, sizeof cmd, "rm -rf %s/*", dir);
+	if (system(cmd) != 0)
+		abort();
+	c = cache_open(dir, 128 * 1024, 0, &cause);
+	for (i = 0; i < 5; i++) {
+		snprintf(key, sizeof key, "a%cr%cid_%03d", 0, 0, i);
+		put(c, key, 11, big);
+	}
+	for (i = 0; i < 400; i++) {
+		snprintf(key, sizeof key, "bb%cr%cid_%03d", 0, 0, i);
+		put(c, key, 12, big);
+	}
+	hits = 0;
+	for (i = 0; i < 5; i++) {
+		snprintf(key, sizeof key, "a%cr%cid_%03d", 0, 0, i);
+		hits += cache_get(c, key, 11, time(NULL), visit, &g);
+	}
+	ok(hits == 5, "a tenant within its share keeps every entry (%d of 5)",
+	    hits);
+	snprintf(key, sizeof key, "bb%cr%cid_%03d", 0, 0, 0);
+	ok(cache_get(c, key, 12, time(NULL), visit, &g) == 0,
+	    "the flooding tenant's oldest went");
+	snprintf(key, sizeof key, "bb%cr%cid_%03d", 0, 0, 399);
+	ok(cache_get(c, key, 12, time(NULL), visit, &g) == 1,
+	    "its newest stayed");
+	for (i = 0; i < 400; i++) {
+		snprintf(key, sizeof key, "a%cr%cid_%03d", 0, 0, 100 + i);
+		put(c, key, 11, big);
+	}
+	snprintf(key, sizeof key, "a%cr%cid_%03d", 0, 0, 0);
+	ok(cache_get(c, key, 11, time(NULL), visit, &g) == 0,
+	    "once it holds the most, a tenant's own oldest go");
+	ok(cache_invalidate(c, "a\0r\0id_499\0", 11) == 1 &&
+	    cache_get(c, "a\0r\0id_499\0", 11, time(NULL), visit, &g) == 0,
+	    "an invalidated entry goes from the tenant's index too");
 	cache_close(c);
 
 	/* Past their share, guards go, and the floor keeps every id safe. */
