@@ -298,17 +298,18 @@ out:
 }
 
 /*
- * 1 if a raw query holds no control character and no encoded NUL, CR or
- * LF: checked on every route, forwarded or not, so none can be smuggled
- * into the request line the upstream reads.
+ * 1 if a raw path or query holds only visible ASCII (no space, control or
+ * non-ASCII byte) and no encoded NUL, CR or LF: checked on every route,
+ * forwarded or not, so that no such target ever reaches the upstream's
+ * request line.
  */
 static int
-route_query_clean(const char *q)
+route_clean(const char *q)
 {
 	const unsigned char	*p;
 
 	for (p = (const unsigned char *)q; p != NULL && *p != '\0'; p++) {
-		if (*p < 0x20 || *p == 0x7f)
+		if (*p <= 0x20 || *p >= 0x7f)
 			return (0);
 		if (*p == '%' && p[1] == '0' && (p[2] == '0' || p[2] == 'a' ||
 		    p[2] == 'A' || p[2] == 'd' || p[2] == 'D'))
@@ -327,9 +328,14 @@ route_parse(enum route_method m, const char *path, const char *query,
 	memset(r, 0, sizeof *r);
 	memset(err, 0, sizeof *err);
 	r->method = m;
-	if (!route_query_clean(query))
+	if (!route_clean(query))
 		return (route_fail(err, 400, "invalid_query", NULL,
-		    "Query parameters must not contain NUL, CR or LF%s.", ""));
+		    "The query must hold visible ASCII characters only, and "
+		    "no encoded NUL, CR or LF%s.", ""));
+	if (!route_clean(path))
+		return (route_fail(err, 400, "invalid_path", NULL,
+		    "The path must hold visible ASCII characters only, and "
+		    "no encoded NUL, CR or LF%s.", ""));
 	if (strncmp(path, ROUTE_PREFIX, sizeof ROUTE_PREFIX - 1) != 0 ||
 	    (path[sizeof ROUTE_PREFIX - 1] != '\0' &&
 	    path[sizeof ROUTE_PREFIX - 1] != '/'))

@@ -44,7 +44,8 @@ struct route_error {
 
 /*
  * Parse a request.  path is the raw (still percent-encoded) path, query the
- * raw query string or NULL.  Returns 0 and fills *r (free r->norm with
+ * raw query string or NULL; either holding a byte that is not visible
+ * ASCII is refused.  Returns 0 and fills *r (free r->norm with
  * route_clear()), or -1 and fills *err.
  */
 int	route_parse(enum route_method, const char *path, const char *query,

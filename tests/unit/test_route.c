@@ -125,6 +125,33 @@ main(void)
 	    e.status == 400, "CR in a query value is 400");
 	ok(parse(RM_GET, "/v1/responses/r", "x=a%00b") == -1 &&
 	    e.status == 400, "NUL in a query value is 400");
+
+	/* Raw bytes that are not visible ASCII, in the query or the path. */
+	ok(parse(RM_GET, "/v1/responses/r", "a=b c") == -1 &&
+	    e.status == 400 && strcmp(e.code, "invalid_query") == 0,
+	    "a raw space in the query is 400");
+	ok(parse(RM_GET, "/v1/responses/r", " ") == -1 && e.status == 400,
+	    "a query of one space is 400");
+	ok(parse(RM_GET, "/v1/responses/r", "a=\tb") == -1 && e.status == 400,
+	    "a raw tab in the query is 400");
+	ok(parse(RM_GET, "/v1/responses/r", "a=\x01") == -1 &&
+	    e.status == 400, "a raw control byte in the query is 400");
+	ok(parse(RM_GET, "/v1/responses/r", "a=\x7f") == -1 &&
+	    e.status == 400, "a raw DEL in the query is 400");
+	ok(parse(RM_GET, "/v1/responses/r", "a=caf\xc3\xa9") == -1 &&
+	    e.status == 400, "raw UTF-8 in the query is 400");
+	ok(parse(RM_POST, "/v1/responses", "a=b c") == -1 && e.status == 400,
+	    "a raw space in a create's query is 400");
+	ok(parse(RM_DELETE, "/v1/responses/r", "a=\x80") == -1 &&
+	    e.status == 400, "a raw non-ASCII byte in a DELETE's query is 400");
+	ok(parse(RM_GET, "/v1/responses/r", "a=caf%C3%A9%20x") == 0,
+	    "the same bytes percent-encoded are fine");
+	ok(parse(RM_GET, "/v1/responses/r b", NULL) == -1 && e.status == 400,
+	    "a raw space in the path is 400");
+	ok(parse(RM_GET, "/v1/responses/r\xc3\xa9", NULL) == -1 &&
+	    e.status == 400, "raw UTF-8 in the path is 400");
+	ok(parse(RM_GET, "/v1/models x", NULL) == -1 && e.status == 400,
+	    "a raw space in any path is 400, not 404");
 	is_str(norm(RM_GET, "/v1/responses/r", "a=x%26y"), "a=x%26y",
 	    "an encoded & stays encoded");
 	k = strdup(norm(RM_GET, "/v1/responses/r", "a=x%26y"));
