@@ -4,7 +4,9 @@
  * The normalized query is the cache key's last part: only the parameters
  * that change the body, sorted, include[] values sorted and de-duplicated,
  * defaults made explicit, every name and value re-encoded, so two queries
- * share a key exactly when the upstream answers them alike.
+ * share a key exactly when the upstream answers them alike.  Only the
+ * parameters a route knows make keys: a query with any other is
+ * forwarded but never cached.
  */
 #include "config.h"
 
@@ -178,7 +180,37 @@ route_is_include(const char *name)
 	return (strcmp(name, "include[]") == 0 || strcmp(name, "include") == 0);
 }
 
-/* Build r->norm from the query; decides r->stream and r->cacheable. */
+/*
+ * 1 if the upstream knows the query parameter name on r's route.  Any
+ * other makes the request uncacheable: keys are made of known parameters
+ * only, so that a client cannot mint keys (and evict others' entries)
+ * by adding parameters of its own.
+ */
+static int
+route_known_param(const struct route *r, const char *name)
+{
+	static const char *const response[] = {
+		"include_obfuscation", "starting_after", "stream", NULL
+	};
+	static const char *const input_items[] = {
+		"after", "limit", "order", NULL
+	};
+	const char *const	*k;
+
+	if (route_is_include(name))
+		return (1);
+	for (k = r->kind == ROUTE_INPUT_ITEMS ? input_items : response;
+	    *k != NULL; k++)
+		if (strcmp(name, *k) == 0)
+			return (1);
+	return (0);
+}
+
+/*
+ * Build r->norm from the query; decides r->stream and r->cacheable.  A
+ * request with a parameter the route does not know stays valid and is
+ * forwarded as it came, but is not cacheable.
+ */
 static int
 route_normalize(struct route *r, const char *query, struct route_error *err)
 {
@@ -187,7 +219,7 @@ route_normalize(struct route *r, const char *query, struct route_error *err)
 	const char		*stream = NULL;
 	char			*buf = NULL, *end;
 	size_t			 len = 0, cap = 0;
-	int			 n, i, ret = -1;
+	int			 n, i, ret = -1, unknown = 0;
 	long			 lim = 20;
 
 	if ((n = route_split_query(query, p, err)) == -1)
@@ -195,6 +227,10 @@ route_normalize(struct route *r, const char *query, struct route_error *err)
 	for (i = 0; i < n; i++) {
 		const char **one = NULL;
 
+		if (!route_known_param(r, p[i].name)) {
+			unknown = 1;
+			continue;
+		}
 		if (r->kind == ROUTE_INPUT_ITEMS) {
 			if (strcmp(p[i].name, "limit") == 0)
 				one = &limit;
@@ -240,6 +276,11 @@ route_normalize(struct route *r, const char *query, struct route_error *err)
 			goto out;
 		}
 	}
+	if (unknown) {
+		r->cacheable = 0;
+		ret = 0;
+		goto out;
+	}
 
 	qsort(p, (size_t)n, sizeof p[0], route_param_cmp);
 	{
@@ -272,19 +313,11 @@ route_normalize(struct route *r, const char *query, struct route_error *err)
 			    order != NULL ? order : "desc");
 		}
 	}
-	/* Everything else that might change the body, sorted as it is. */
-	for (i = 0; i < n; i++) {
-		const char *nm = p[i].name;
-
-		if (route_is_include(nm) ||
-		    strcmp(nm, "stream") == 0 ||
-		    strcmp(nm, "include_obfuscation") == 0)
-			continue;
-		if (r->kind == ROUTE_INPUT_ITEMS && (strcmp(nm, "limit") == 0 ||
-		    strcmp(nm, "order") == 0 || strcmp(nm, "after") == 0))
-			continue;
-		route_append(&buf, &len, &cap, nm, p[i].value);
-	}
+	/* starting_after, sorted as it is; include_obfuscation is not kept. */
+	for (i = 0; i < n; i++)
+		if (r->kind == ROUTE_RESPONSE &&
+		    strcmp(p[i].name, "starting_after") == 0)
+			route_append(&buf, &len, &cap, p[i].name, p[i].value);
 	if (buf == NULL && (buf = strdup("")) == NULL)
 		fatalx("out of memory");
 	r->norm = buf;

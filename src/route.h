@@ -30,7 +30,9 @@ struct route {
 	enum route_method method;
 	char		 id[ROUTE_ID_MAX + 1];	/* "" for CREATE */
 	int		 stream;	/* GET with stream=true */
-	int		 cacheable;	/* the answer may come from the cache */
+	int		 cacheable;	/* the answer may come from the cache:
+					   a GET whose query names only the
+					   parameters its route knows */
 	char		*norm;		/* normalized query; set if cacheable */
 };
 
