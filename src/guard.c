@@ -352,6 +352,12 @@ guard_head_feed(struct guard_head *h, const char *buf, size_t n)
 				i++;
 			if (i == n)
 				break;
+		} else if (h->state == GH_NAME && h->names == 0) {
+			/* A name no checked field's: only its syntax counts. */
+			while (i < n && (guard_class[p[i]] & GC_TCHAR))
+				i++;
+			if (i == n)
+				break;
 		}
 		if (h->state < GH_DONE) {
 			if ((r = guard_step(h, p[i])) == 0)
