@@ -332,47 +332,60 @@ guard_step(struct guard_head *h, unsigned char c)
 }
 
 size_t
-guard_head_feed(struct guard_head *h, const char *buf, size_t n)
+guard_head_feed(struct guard_head *hp, const char *buf, size_t n)
 {
 	const unsigned char	*p = (const unsigned char *)buf;
-	size_t			 i;
+	struct guard_head	 h = *hp;
+	size_t			 i, end = 0;
+	uint8_t			 cl;
 	int			 r;
 
-	if (h->state == GH_DONE)
+	if (h.state == GH_DONE)
 		return (0);
 	for (i = 0; i < n; i++) {
-		/* Most bytes are a value's or the target's: run over them. */
-		if (h->state == GH_VALUE && h->field < GF_CL) {
-			while (i < n && (guard_class[p[i]] & GC_VALUE))
-				i++;
-			if (i == n)
-				break;
-		} else if (h->state == GH_TARGET && h->len > 0) {
-			while (i < n && (guard_class[p[i]] & GC_TARGET))
-				i++;
-			if (i == n)
-				break;
-		} else if (h->state == GH_NAME && h->names == 0) {
-			/* A name no checked field's: only its syntax counts. */
-			while (i < n && (guard_class[p[i]] & GC_TCHAR))
+		/*
+		 * Most bytes are a value's, the target's or a name's that no
+		 * checked field has (only its syntax counts): run over them.
+		 */
+		cl = 0;
+		switch (h.state) {
+		case GH_VALUE:
+			if (h.field < GF_CL)
+				cl = GC_VALUE;
+			break;
+		case GH_TARGET:
+			if (h.len > 0)
+				cl = GC_TARGET;
+			break;
+		case GH_NAME:
+			if (h.names == 0)
+				cl = GC_TCHAR;
+			break;
+		}
+		if (cl != 0) {
+			while (i < n && (guard_class[p[i]] & cl))
 				i++;
 			if (i == n)
 				break;
 		}
-		if (h->state < GH_DONE) {
-			if ((r = guard_step(h, p[i])) == 0)
+		if (h.state < GH_DONE) {
+			if ((r = guard_step(&h, p[i])) == 0)
 				continue;
-			if (r == 1)
-				goto end;
+			if (r == 1) {
+				end = i + 1;
+				break;
+			}
 		}
 		/* Bad, now or before: p[i] is read for the end alone. */
-		if (guard_skip(h, p[i]))
-			goto end;
+		if (guard_skip(&h, p[i])) {
+			end = i + 1;
+			break;
+		}
 	}
-	return (0);
-end:
-	h->state = GH_DONE;
-	return (i + 1);
+	if (end != 0)
+		h.state = GH_DONE;
+	*hp = h;
+	return (end);
 }
 
 /* Where a connection's current request stands. */
