@@ -1,14 +1,20 @@
 /*
- * guard.c - NUL bytes and a deadline for request headers; see guard.h.
+ * guard.c - strict request heads, NUL bytes, and a deadline for request
+ * headers; see guard.h.
  *
  * Each accepted connection gets a bufferevent of ours (evhttp_set_bevcb)
  * with a callback on its input buffer, called as bytes are read and
- * before evhttp parses them.  No state is freed with a connection: the
- * table (one per worker thread) is indexed by descriptor, and a connection's first read makes
- * its descriptor's entry new.
+ * before evhttp parses them.  A request's head is fed to the validator
+ * below as it comes; what follows the head (a body, pipelined requests)
+ * is left alone until the request is answered, when guard_done() reads
+ * on from the next request's first byte.  No state is freed with a
+ * connection: the table (one per worker thread) is indexed by
+ * descriptor, and a connection's first read makes its descriptor's entry
+ * new.
  */
 #include "config.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -22,13 +28,378 @@
 #include "guard.h"
 #include "log.h"
 
+/*
+ * The head validator: a state machine over bytes.  A head that breaks a
+ * rule gets its cause and is then only read on for its end (the states
+ * GH_SKIP*), which is found as evhttp finds it: a line is ended by LF,
+ * and a line that is empty but for a CR ends the head.
+ */
+enum {
+	GH_METHOD, GH_TARGET, GH_VERSION, GH_RL_CR,	/* request line */
+	GH_BOL,			/* a header line's first byte, or the end */
+	GH_NAME, GH_OWS, GH_VALUE, GH_CR,
+	GH_END_CR,		/* the blank line's CR */
+	GH_DONE,
+	GH_SKIP, GH_SKIP_BOL, GH_SKIP_CR	/* bad: looking for the end */
+};
+
+/* The fields whose values are checked, and whose count is. */
+enum { GF_OTHER, GF_HOST, GF_CL, GF_TE, GF_N };
+static const struct {
+	const char	*name;		/* lower case */
+	size_t		 len;
+} guard_fields[GF_N] = {
+	[GF_HOST] = { "host", 4 },
+	[GF_CL] = { "content-length", 14 },
+	[GF_TE] = { "transfer-encoding", 17 },
+};
+#define GF_ALL		((1 << GF_HOST) | (1 << GF_CL) | (1 << GF_TE))
+#define GUARD_CL_DIGITS	18	/* significant digits: fits an int64 */
+
+/* Byte classes (RFC 9110 5.6.2 tchar, 5.5 field-vchar; RFC 3986). */
+#define GC_TCHAR	0x01	/* in a method or a field name */
+#define GC_TARGET	0x02	/* in a request-target: visible ASCII */
+#define GC_VALUE	0x04	/* in a field value: SP, HTAB, VCHAR, obs-text */
+#define GC_T		(GC_TCHAR | GC_TARGET | GC_VALUE)
+#define GC_V		(GC_TARGET | GC_VALUE)
+static const uint8_t guard_class[256] = {
+	['\t'] = GC_VALUE, [' '] = GC_VALUE,
+	['!'] = GC_T, ['"'] = GC_V, ['#' ... '\''] = GC_T, ['('] = GC_V,
+	[')'] = GC_V, ['*' ... '+'] = GC_T, [','] = GC_V, ['-' ... '.'] = GC_T,
+	['/'] = GC_V, ['0' ... '9'] = GC_T, [':' ... '@'] = GC_V,
+	['A' ... 'Z'] = GC_T, ['[' ... ']'] = GC_V, ['^' ... 'z'] = GC_T,
+	['{'] = GC_V, ['|'] = GC_T, ['}'] = GC_V, ['~'] = GC_T,
+	[0x80 ... 0xff] = GC_VALUE,
+};
+
+static const char guard_bad_line[] = "Malformed request line: expected "
+    "'METHOD target HTTP/1.x' with single spaces, and a target of visible "
+    "ASCII characters only (no raw space, control or non-ASCII byte).";
+static const char guard_bad_name[] = "Malformed header line: expected a "
+    "field name of token characters, then ':' with no space before it.";
+static const char guard_bad_fold[] = "Obsolete line folding (a header "
+    "line that starts with a space or tab) is not accepted.";
+static const char guard_bad_value[] = "A header value holds a control "
+    "character such as NUL.";
+static const char guard_bad_cr[] = "The request head holds a CR that is "
+    "not followed by LF.";
+static const char guard_bad_cl[] = "Invalid Content-Length: expected one "
+    "decimal number, in one Content-Length header.";
+static const char guard_bad_te[] = "Invalid Transfer-Encoding: only "
+    "'chunked' is accepted, in one header, without Content-Length, on "
+    "HTTP/1.1.";
+static const char guard_bad_host[] = "An HTTP/1.1 request needs exactly "
+    "one Host header (an HTTP/1.0 request at most one).";
+static const char guard_bad_nul[] = "The request body holds a NUL byte.";
+static const char guard_bad_unseen[] = "The request head was not seen "
+    "whole by the proxy's checks.";
+
+void
+guard_head_init(struct guard_head *h)
+{
+	memset(h, 0, sizeof *h);
+	h->state = GH_METHOD;
+}
+
+int
+guard_head_done(const struct guard_head *h)
+{
+	return (h->state == GH_DONE);
+}
+
+/*
+ * The head is bad for cause: from now on only its end is looked for,
+ * from where the line being read stands.  Returns -1.
+ */
+static int
+guard_fail(struct guard_head *h, const char *cause)
+{
+	h->cause = cause;
+	if (h->state == GH_BOL)
+		h->state = GH_SKIP_BOL;
+	else if (h->state == GH_END_CR)
+		h->state = GH_SKIP_CR;
+	else
+		h->state = GH_SKIP;
+	return (-1);
+}
+
+/* One byte of a bad head; 1 if it ends the head. */
+static inline int
+guard_skip(struct guard_head *h, unsigned char c)
+{
+	switch (h->state) {
+	case GH_SKIP_BOL:
+	case GH_SKIP_CR:
+		if (c == '\n')
+			return (1);
+		h->state = c == '\r' && h->state == GH_SKIP_BOL ?
+		    GH_SKIP_CR : GH_SKIP;
+		return (0);
+	default:
+		if (c == '\n')
+			h->state = GH_SKIP_BOL;
+		return (0);
+	}
+}
+
+/* The blank line: the counts a whole head must have.  Returns 1. */
+static int
+guard_end(struct guard_head *h)
+{
+	if (h->minor >= 1 ? h->nhost != 1 : h->nhost > 1)
+		h->cause = guard_bad_host;
+	return (1);
+}
+
+/* A field name's colon: which field it is, and may it be here. */
+static int
+guard_field(struct guard_head *h)
+{
+	int	f;
+
+	for (f = GF_N - 1; f > GF_OTHER; f--)
+		if ((h->names & (1 << f)) && h->len == guard_fields[f].len)
+			break;
+	switch (f) {
+	case GF_HOST:
+		if (h->nhost++ > 0)
+			return (guard_fail(h, guard_bad_host));
+		break;
+	case GF_CL:
+		if (h->ncl++ > 0)
+			return (guard_fail(h, guard_bad_cl));
+		if (h->nte > 0)
+			return (guard_fail(h, guard_bad_te));
+		break;
+	case GF_TE:
+		if (h->nte++ > 0 || h->ncl > 0 || h->minor == 0)
+			return (guard_fail(h, guard_bad_te));
+		break;
+	}
+	h->field = (uint8_t)f;
+	h->vstate = 0;
+	h->len = 0;
+	h->state = GH_OWS;
+	return (0);
+}
+
+/* A value byte (not CR or LF) of a checked field. */
+static inline int
+guard_value(struct guard_head *h, unsigned char c)
+{
+	int	ws = c == ' ' || c == '\t';
+
+	switch (h->field) {
+	case GF_CL:
+		/* 1*DIGIT OWS: vstate 1 in the digits, 2 after them. */
+		if (c >= '0' && c <= '9' && h->vstate <= 1) {
+			if ((h->len > 0 || c != '0') &&
+			    ++h->len > GUARD_CL_DIGITS)
+				return (guard_fail(h, guard_bad_cl));
+			h->vstate = 1;
+		} else if (ws && h->vstate >= 1)
+			h->vstate = 2;
+		else
+			return (guard_fail(h, guard_bad_cl));
+		break;
+	case GF_TE:
+		/* "chunked" in any case, OWS: vstate 7 at its end, 8 after. */
+		if (h->vstate < 7 && (c | 0x20) == "chunked"[h->vstate])
+			h->vstate++;
+		else if (ws && h->vstate >= 7)
+			h->vstate = 8;
+		else
+			return (guard_fail(h, guard_bad_te));
+		break;
+	}
+	return (0);
+}
+
+/* A header line's end: is its value whole? */
+static int
+guard_line_end(struct guard_head *h)
+{
+	if (h->field == GF_CL && h->vstate == 0)
+		return (guard_fail(h, guard_bad_cl));
+	if (h->field == GF_TE && h->vstate < 7)
+		return (guard_fail(h, guard_bad_te));
+	h->state = GH_BOL;
+	return (0);
+}
+
+/* One byte of a head still good: 0, 1 if it ends the head, -1 if bad. */
+static inline int
+guard_step(struct guard_head *h, unsigned char c)
+{
+	uint8_t	cl = guard_class[c];
+	int	f;
+
+	switch (h->state) {
+	case GH_METHOD:
+		if (cl & GC_TCHAR) {
+			h->len++;
+			return (0);
+		}
+		if (c != ' ' || h->len == 0)
+			return (guard_fail(h, guard_bad_line));
+		h->state = GH_TARGET;
+		h->len = 0;
+		return (0);
+	case GH_TARGET:
+		if (cl & GC_TARGET) {
+			h->len++;
+			return (0);
+		}
+		if (c != ' ' || h->len == 0)
+			return (guard_fail(h, guard_bad_line));
+		h->state = GH_VERSION;
+		h->len = 0;
+		return (0);
+	case GH_VERSION:
+		if (h->len < 7) {
+			if (c != (unsigned char)"HTTP/1."[h->len])
+				return (guard_fail(h, guard_bad_line));
+		} else if (h->len == 7) {
+			if (c < '0' || c > '9')
+				return (guard_fail(h, guard_bad_line));
+			h->minor = (uint8_t)(c - '0');
+		} else if (c == '\r')
+			h->state = GH_RL_CR;
+		else if (c == '\n')
+			h->state = GH_BOL;
+		else
+			return (guard_fail(h, guard_bad_line));
+		h->len++;
+		return (0);
+	case GH_RL_CR:
+	case GH_CR:
+	case GH_END_CR:
+		if (c != '\n')
+			return (guard_fail(h, guard_bad_cr));
+		if (h->state == GH_END_CR)
+			return (guard_end(h));
+		if (h->state == GH_CR)
+			return (guard_line_end(h));
+		h->state = GH_BOL;
+		return (0);
+	case GH_BOL:
+		if (c == '\r') {
+			h->state = GH_END_CR;
+			return (0);
+		}
+		if (c == '\n')
+			return (guard_end(h));
+		if (c == ' ' || c == '\t')
+			return (guard_fail(h, guard_bad_fold));
+		if (!(cl & GC_TCHAR))
+			return (guard_fail(h, guard_bad_name));
+		h->state = GH_NAME;
+		h->names = GF_ALL;
+		h->len = 0;
+		/* FALLTHROUGH */
+	case GH_NAME:
+		if (cl & GC_TCHAR) {
+			/* Which checked fields the name may still be. */
+			for (f = GF_OTHER + 1; f < GF_N; f++)
+				if ((h->names & (1 << f)) &&
+				    (h->len >= guard_fields[f].len ||
+				    (c | 0x20) != guard_fields[f].name[h->len]))
+					h->names &= ~(1 << f);
+			h->len++;
+			return (0);
+		}
+		if (c != ':')
+			return (guard_fail(h, guard_bad_name));
+		return (guard_field(h));
+	case GH_OWS:
+		if (c == ' ' || c == '\t')
+			return (0);
+		h->state = GH_VALUE;
+		/* FALLTHROUGH */
+	case GH_VALUE:
+		if (c == '\r') {
+			h->state = GH_CR;
+			return (0);
+		}
+		if (c == '\n')
+			return (guard_line_end(h));
+		if (!(cl & GC_VALUE))
+			return (guard_fail(h, guard_bad_value));
+		return (guard_value(h, c));
+	}
+	return (0);
+}
+
+size_t
+guard_head_feed(struct guard_head *hp, const char *buf, size_t n)
+{
+	const unsigned char	*p = (const unsigned char *)buf;
+	struct guard_head	 h = *hp;
+	size_t			 i, end = 0;
+	uint8_t			 cl;
+	int			 r;
+
+	if (h.state == GH_DONE)
+		return (0);
+	for (i = 0; i < n; i++) {
+		/*
+		 * Most bytes are a value's, the target's or a name's that no
+		 * checked field has (only its syntax counts): run over them.
+		 */
+		cl = 0;
+		switch (h.state) {
+		case GH_VALUE:
+			if (h.field < GF_CL)
+				cl = GC_VALUE;
+			break;
+		case GH_TARGET:
+			if (h.len > 0)
+				cl = GC_TARGET;
+			break;
+		case GH_NAME:
+			if (h.names == 0)
+				cl = GC_TCHAR;
+			break;
+		}
+		if (cl != 0) {
+			while (i < n && (guard_class[p[i]] & cl))
+				i++;
+			if (i == n)
+				break;
+		}
+		if (h.state < GH_DONE) {
+			if ((r = guard_step(&h, p[i])) == 0)
+				continue;
+			if (r == 1) {
+				end = i + 1;
+				break;
+			}
+		}
+		/* Bad, now or before: p[i] is read for the end alone. */
+		if (guard_skip(&h, p[i])) {
+			end = i + 1;
+			break;
+		}
+	}
+	if (end != 0)
+		h.state = GH_DONE;
+	*hp = h;
+	return (end);
+}
+
+/* Where a connection's current request stands. */
+enum guard_phase {
+	GUARD_IDLE,		/* no byte of it yet */
+	GUARD_HEAD,		/* its head is coming: validated, timed */
+	GUARD_BODY,		/* its head is in: what follows is not read */
+	GUARD_SERVICE,		/* in the proxy's hands, until guard_done() */
+};
+
 struct guard_conn {
 	struct timeval		 started;	/* a request's first byte */
-	int			 waiting;	/* its headers still coming */
-	int			 in_service;	/* handed to the proxy */
-	int			 bad;		/* a NUL byte in its headers */
-	char			 tail[3];	/* last bytes, for CRLFCRLF */
-	size_t			 ntail;
+	enum guard_phase	 phase;
+	struct guard_head	 head;
 };
 
 static __thread struct guard_conn *guard_tab;
@@ -62,59 +433,9 @@ guard_get(evutil_socket_t fd, int fresh)
 }
 
 /*
- * The end (exclusive) of the first blank line in p[0..n) ("\n\n" or
- * "\n\r\n", as evhttp reads them), or 0.
- */
-static size_t
-guard_blank_line(const char *p, size_t n)
-{
-	const char	*q = p, *e = p + n, *nl;
-
-	/* A blank line: a '\n' followed by '\n', or by "\r\n". */
-	while ((nl = memchr(q, '\n', (size_t)(e - q))) != NULL) {
-		if (nl + 1 < e && nl[1] == '\n')
-			return ((size_t)(nl - p) + 2);
-		if (nl + 2 < e && nl[1] == '\r' && nl[2] == '\n')
-			return ((size_t)(nl - p) + 3);
-		q = nl + 1;
-	}
-	return (0);
-}
-
-/*
- * Look for the blank line that ends the headers in the bytes p[0..n),
- * which follow the last bytes seen (g->tail).  Returns how many of p's
- * bytes the headers take, or 0 if they go on.
- */
-static size_t
-guard_headers_end(struct guard_conn *g, const char *p, size_t n)
-{
-	char	w[6];
-	size_t	tl = g->ntail, k = n < 3 ? n : 3, end, e, used;
-
-	/* Across the seam: what the tail and p's first bytes hold. */
-	memcpy(w, g->tail + 3 - tl, tl);
-	memcpy(w + tl, p, k);
-	e = guard_blank_line(w, tl + k);
-	end = e > tl ? e - tl : 0;
-	if (end == 0)
-		end = guard_blank_line(p, n);
-	/* Keep the last three bytes seen, for the next call. */
-	used = end != 0 ? end : n;
-	memcpy(w, g->tail, 3);
-	if (used >= 3)
-		memcpy(g->tail, p + used - 3, 3);
-	else {
-		memcpy(g->tail, w + used, 3 - used);
-		memcpy(g->tail + 3 - used, p, used);
-	}
-	g->ntail = tl + used > 3 ? 3 : tl + used;
-	return (end);
-}
-
-/*
  * Look at the bytes of buf from offset on, as they arrive for a request
- * not yet handed to the proxy: NUL bytes in its headers, and its deadline.
+ * whose head is not all in: feed them to its validator, and keep its
+ * deadline.
  */
 static void
 guard_scan(struct guard_conn *g, struct bufferevent *bev,
@@ -123,30 +444,36 @@ guard_scan(struct guard_conn *g, struct bufferevent *bev,
 	struct evbuffer_ptr	 at;
 	struct evbuffer_iovec	 v[16];
 	struct timeval		 now, since;
-	size_t			 len, n, end;
+	size_t			 len;
 	int			 i, nv;
 
 	len = evbuffer_get_length(buf);
-	if (g->in_service || offset >= len ||
-	    evbuffer_ptr_set(buf, &at, offset, EVBUFFER_PTR_SET) == -1)
+	if (g->phase >= GUARD_BODY || offset >= len)
 		return;
 	event_base_gettimeofday_cached(bufferevent_get_base(bev), &now);
-	if (!g->waiting && g->ntail == 0) {
-		g->waiting = 1;
+	if (g->phase == GUARD_IDLE) {
+		g->phase = GUARD_HEAD;
 		g->started = now;
+		guard_head_init(&g->head);
 	}
-	nv = evbuffer_peek(buf, (ev_ssize_t)(len - offset), &at, v, 16);
-	for (i = 0; i < nv && i < 16 && g->waiting; i++) {
-		n = v[i].iov_len;
-		if ((end = guard_headers_end(g, v[i].iov_base, n)) != 0) {
-			n = end;
-			g->waiting = 0;
+	while (g->phase == GUARD_HEAD && offset < len) {
+		if (evbuffer_ptr_set(buf, &at, offset, EVBUFFER_PTR_SET) == -1)
+			break;
+		nv = evbuffer_peek(buf, (ev_ssize_t)(len - offset), &at, v, 16);
+		if (nv <= 0)
+			break;
+		/* More than 16 pieces: the next turn peeks at the rest. */
+		for (i = 0; i < nv && i < 16; i++) {
+			if (guard_head_feed(&g->head, v[i].iov_base,
+			    v[i].iov_len) != 0) {
+				/* A pipelined request is read in its turn. */
+				g->phase = GUARD_BODY;
+				break;
+			}
+			offset += v[i].iov_len;
 		}
-		/* Only the headers: a pipelined request is its own. */
-		if (memchr(v[i].iov_base, '\0', n) != NULL)
-			g->bad = 1;
 	}
-	if (!g->waiting)
+	if (g->phase != GUARD_HEAD)
 		return;
 	timersub(&now, &g->started, &since);
 	if (timercmp(&since, &guard_timeout, >)) {
@@ -237,24 +564,29 @@ guard_of(struct evhttp_request *req)
 }
 
 int
-guard_request(struct evhttp_request *req)
+guard_request(struct evhttp_request *req, const char **cause)
 {
-	struct guard_conn	*g;
-	int			 bad;
-
 	struct evbuffer		*body = evhttp_request_get_input_buffer(req);
+	struct guard_conn	*g;
 
+	*cause = NULL;
 	if ((g = guard_of(req)) == NULL)
 		return (0);
-	bad = g->bad;
-	g->in_service = 1;
-	g->waiting = 0;
-	g->bad = 0;
+	/*
+	 * evhttp found a head the guard did not see end (or, the last
+	 * request not done, did not see at all): refused, not trusted.
+	 */
+	if (g->phase != GUARD_BODY)
+		*cause = g->phase == GUARD_HEAD && g->head.cause != NULL ?
+		    g->head.cause : guard_bad_unseen;
+	else
+		*cause = g->head.cause;
+	g->phase = GUARD_SERVICE;
 	/* No JSON body holds a raw NUL either. */
-	if (evbuffer_get_length(body) > 0 &&
+	if (*cause == NULL && evbuffer_get_length(body) > 0 &&
 	    evbuffer_search(body, "", 1, NULL).pos != -1)
-		bad = 1;
-	return (bad ? -1 : 0);
+		*cause = guard_bad_nul;
+	return (*cause != NULL ? -1 : 0);
 }
 
 void

@@ -1420,31 +1420,6 @@ proxy_forward(struct proxy_req *pr)
 }
 
 /*
- * 1 if the request's framing is unambiguous: at most one Content-Length,
- * and a Transfer-Encoding only alone and only "chunked".  A request that
- * two parsers could read two ways (smuggling) is refused, and its
- * connection closed.  (libevent itself refuses Content-Length together
- * with Transfer-Encoding.)
- */
-static int
-proxy_framing_ok(const struct evkeyvalq *in)
-{
-	struct evkeyval	*h;
-	int		 ncl = 0, nte = 0;
-
-	TAILQ_FOREACH(h, in, next) {
-		if (strcasecmp(h->key, "Content-Length") == 0)
-			ncl++;
-		else if (strcasecmp(h->key, "Transfer-Encoding") == 0) {
-			nte++;
-			if (strcasecmp(h->value, "chunked") != 0)
-				return (0);
-		}
-	}
-	return (ncl <= 1 && nte <= 1 && !(ncl && nte));
-}
-
-/*
  * A pass-through tenant: the SHA-256 of the client's key.  The last key
  * and its hash are remembered (a sidecar sees one key), compared in
  * constant time for keys of the same length.
@@ -1526,7 +1501,7 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	struct coalesce_fetch	*f;
 	struct route_error	 err;
 	struct proxy_hit	 hit;
-	const char		*upgrade, *key, *what = "";
+	const char		*upgrade, *key, *what = "", *cause;
 	char			 why[200];
 
 	px->t0 = proxy_clock();
@@ -1538,20 +1513,12 @@ proxy_handle(struct evhttp_request *req, void *arg)
 		    "shutting_down", "respcache is shutting down.", NULL);
 		return;
 	}
-	if (guard_request(req) == -1) {
+	if (guard_request(req, &cause) == -1) {
+		/* Closed: what came after it on the connection is not run. */
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		    "Connection", "close");
 		proxy_reply_error(px, req, NULL, 400, NULL, "bad_request",
-		    "The request holds a NUL byte.", NULL);
-		return;
-	}
-	if (!proxy_framing_ok(in)) {
-		evhttp_add_header(evhttp_request_get_output_headers(req),
-		    "Connection", "close");
-		proxy_reply_error(px, req, NULL, 400, NULL, "bad_request",
-		    "Conflicting or unsupported message framing: one "
-		    "Content-Length, or Transfer-Encoding: chunked alone.",
-		    NULL);
+		    cause, NULL);
 		return;
 	}
 	upgrade = evhttp_find_header(in, "Upgrade");

@@ -4,7 +4,9 @@
  * The normalized query is the cache key's last part: only the parameters
  * that change the body, sorted, include[] values sorted and de-duplicated,
  * defaults made explicit, every name and value re-encoded, so two queries
- * share a key exactly when the upstream answers them alike.
+ * share a key exactly when the upstream answers them alike.  Only the
+ * parameters a route knows make keys: a query with any other is
+ * forwarded but never cached.
  */
 #include "config.h"
 
@@ -178,7 +180,37 @@ route_is_include(const char *name)
 	return (strcmp(name, "include[]") == 0 || strcmp(name, "include") == 0);
 }
 
-/* Build r->norm from the query; decides r->stream and r->cacheable. */
+/*
+ * 1 if the upstream knows the query parameter name on r's route.  Any
+ * other makes the request uncacheable: keys are made of known parameters
+ * only, so that a client cannot mint keys (and evict others' entries)
+ * by adding parameters of its own.
+ */
+static int
+route_known_param(const struct route *r, const char *name)
+{
+	static const char *const response[] = {
+		"include_obfuscation", "starting_after", "stream", NULL
+	};
+	static const char *const input_items[] = {
+		"after", "limit", "order", NULL
+	};
+	const char *const	*k;
+
+	if (route_is_include(name))
+		return (1);
+	for (k = r->kind == ROUTE_INPUT_ITEMS ? input_items : response;
+	    *k != NULL; k++)
+		if (strcmp(name, *k) == 0)
+			return (1);
+	return (0);
+}
+
+/*
+ * Build r->norm from the query; decides r->stream and r->cacheable.  A
+ * request with a parameter the route does not know stays valid and is
+ * forwarded as it came, but is not cacheable.
+ */
 static int
 route_normalize(struct route *r, const char *query, struct route_error *err)
 {
@@ -187,7 +219,7 @@ route_normalize(struct route *r, const char *query, struct route_error *err)
 	const char		*stream = NULL;
 	char			*buf = NULL, *end;
 	size_t			 len = 0, cap = 0;
-	int			 n, i, ret = -1;
+	int			 n, i, ret = -1, unknown = 0;
 	long			 lim = 20;
 
 	if ((n = route_split_query(query, p, err)) == -1)
@@ -195,6 +227,10 @@ route_normalize(struct route *r, const char *query, struct route_error *err)
 	for (i = 0; i < n; i++) {
 		const char **one = NULL;
 
+		if (!route_known_param(r, p[i].name)) {
+			unknown = 1;
+			continue;
+		}
 		if (r->kind == ROUTE_INPUT_ITEMS) {
 			if (strcmp(p[i].name, "limit") == 0)
 				one = &limit;
@@ -240,6 +276,11 @@ route_normalize(struct route *r, const char *query, struct route_error *err)
 			goto out;
 		}
 	}
+	if (unknown) {
+		r->cacheable = 0;
+		ret = 0;
+		goto out;
+	}
 
 	qsort(p, (size_t)n, sizeof p[0], route_param_cmp);
 	{
@@ -272,19 +313,11 @@ route_normalize(struct route *r, const char *query, struct route_error *err)
 			    order != NULL ? order : "desc");
 		}
 	}
-	/* Everything else that might change the body, sorted as it is. */
-	for (i = 0; i < n; i++) {
-		const char *nm = p[i].name;
-
-		if (route_is_include(nm) ||
-		    strcmp(nm, "stream") == 0 ||
-		    strcmp(nm, "include_obfuscation") == 0)
-			continue;
-		if (r->kind == ROUTE_INPUT_ITEMS && (strcmp(nm, "limit") == 0 ||
-		    strcmp(nm, "order") == 0 || strcmp(nm, "after") == 0))
-			continue;
-		route_append(&buf, &len, &cap, nm, p[i].value);
-	}
+	/* starting_after, sorted as it is; include_obfuscation is not kept. */
+	for (i = 0; i < n; i++)
+		if (r->kind == ROUTE_RESPONSE &&
+		    strcmp(p[i].name, "starting_after") == 0)
+			route_append(&buf, &len, &cap, p[i].name, p[i].value);
 	if (buf == NULL && (buf = strdup("")) == NULL)
 		fatalx("out of memory");
 	r->norm = buf;
@@ -298,17 +331,18 @@ out:
 }
 
 /*
- * 1 if a raw query holds no control character and no encoded NUL, CR or
- * LF: checked on every route, forwarded or not, so none can be smuggled
- * into the request line the upstream reads.
+ * 1 if a raw path or query holds only visible ASCII (no space, control or
+ * non-ASCII byte) and no encoded NUL, CR or LF: checked on every route,
+ * forwarded or not, so that no such target ever reaches the upstream's
+ * request line.
  */
 static int
-route_query_clean(const char *q)
+route_clean(const char *q)
 {
 	const unsigned char	*p;
 
 	for (p = (const unsigned char *)q; p != NULL && *p != '\0'; p++) {
-		if (*p < 0x20 || *p == 0x7f)
+		if (*p <= 0x20 || *p >= 0x7f)
 			return (0);
 		if (*p == '%' && p[1] == '0' && (p[2] == '0' || p[2] == 'a' ||
 		    p[2] == 'A' || p[2] == 'd' || p[2] == 'D'))
@@ -327,9 +361,14 @@ route_parse(enum route_method m, const char *path, const char *query,
 	memset(r, 0, sizeof *r);
 	memset(err, 0, sizeof *err);
 	r->method = m;
-	if (!route_query_clean(query))
+	if (!route_clean(query))
 		return (route_fail(err, 400, "invalid_query", NULL,
-		    "Query parameters must not contain NUL, CR or LF%s.", ""));
+		    "The query must hold visible ASCII characters only, and "
+		    "no encoded NUL, CR or LF%s.", ""));
+	if (!route_clean(path))
+		return (route_fail(err, 400, "invalid_path", NULL,
+		    "The path must hold visible ASCII characters only, and "
+		    "no encoded NUL, CR or LF%s.", ""));
 	if (strncmp(path, ROUTE_PREFIX, sizeof ROUTE_PREFIX - 1) != 0 ||
 	    (path[sizeof ROUTE_PREFIX - 1] != '\0' &&
 	    path[sizeof ROUTE_PREFIX - 1] != '/'))

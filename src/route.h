@@ -30,7 +30,9 @@ struct route {
 	enum route_method method;
 	char		 id[ROUTE_ID_MAX + 1];	/* "" for CREATE */
 	int		 stream;	/* GET with stream=true */
-	int		 cacheable;	/* the answer may come from the cache */
+	int		 cacheable;	/* the answer may come from the cache:
+					   a GET whose query names only the
+					   parameters its route knows */
 	char		*norm;		/* normalized query; set if cacheable */
 };
 
@@ -44,7 +46,8 @@ struct route_error {
 
 /*
  * Parse a request.  path is the raw (still percent-encoded) path, query the
- * raw query string or NULL.  Returns 0 and fills *r (free r->norm with
+ * raw query string or NULL; either holding a byte that is not visible
+ * ASCII is refused.  Returns 0 and fills *r (free r->norm with
  * route_clear()), or -1 and fills *err.
  */
 int	route_parse(enum route_method, const char *path, const char *query,

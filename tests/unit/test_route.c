@@ -95,8 +95,42 @@ main(void)
 	    "include%5B%5D=a&include%5B%5D=b", "repeated include= alike, dedup");
 	is_str(norm(RM_GET, "/v1/responses/r", "include_obfuscation=false"),
 	    "", "include_obfuscation is not in the key");
-	is_str(norm(RM_GET, "/v1/responses/r", "zeta=1&alpha=2"),
-	    "alpha=2&zeta=1", "unknown parameters are kept, sorted");
+	is_str(norm(RM_GET, "/v1/responses/r", "starting_after=3&include[]=a"),
+	    "include%5B%5D=a&starting_after=3", "starting_after is in the key");
+	is_str(norm(RM_GET, "/v1/responses/r",
+	    "include=a&include_obfuscation=true&stream=false&starting_after=1"),
+	    "include%5B%5D=a&starting_after=1",
+	    "every known parameter at once is cacheable");
+
+	/* Unknown parameters: valid, forwarded, never cached. */
+	ok(parse(RM_GET, "/v1/responses/r", "zeta=1&alpha=2") == 0 &&
+	    !r.cacheable && r.norm == NULL && !r.stream,
+	    "unknown parameters: not cacheable, no key");
+	ok(parse(RM_GET, "/v1/responses/r", "include[]=a&v=1") == 0 &&
+	    !r.cacheable && r.norm == NULL,
+	    "one unknown among known ones: not cacheable");
+	ok(parse(RM_GET, "/v1/responses/r", "v") == 0 && !r.cacheable,
+	    "an unknown parameter without a value: not cacheable");
+	ok(parse(RM_GET, "/v1/responses/r", "Include[]=a") == 0 &&
+	    !r.cacheable, "names are case-sensitive: Include[] is unknown");
+	ok(parse(RM_GET, "/v1/responses/r", "limit=5") == 0 && !r.cacheable,
+	    "limit is input_items', unknown on a response");
+	ok(parse(RM_GET, "/v1/responses/r/input_items", "limit=5&x=1") == 0 &&
+	    r.kind == ROUTE_INPUT_ITEMS && !r.cacheable && r.norm == NULL,
+	    "input_items with an unknown parameter: not cacheable");
+	ok(parse(RM_GET, "/v1/responses/r/input_items", "stream=false") ==
+	    0 && !r.cacheable, "stream is unknown on input_items");
+	ok(parse(RM_GET, "/v1/responses/r/input_items",
+	    "starting_after=2") == 0 && !r.cacheable,
+	    "starting_after is unknown on input_items");
+	ok(parse(RM_GET, "/v1/responses/r/input_items", "limit=0&x=1") == -1 &&
+	    e.status == 400, "a bad limit is 400 even with an unknown one");
+	ok(parse(RM_GET, "/v1/responses/r", "stream=true&x=1") == 0 &&
+	    r.stream && !r.cacheable, "a stream with an unknown parameter");
+	ok(parse(RM_GET, "/v1/responses/r", "x=1&x=2") == 0 && !r.cacheable,
+	    "an unknown parameter twice is forwarded, not refused");
+	ok(parse(RM_GET, "/v1/responses/r", "include[]=a&&&") == 0 &&
+	    r.cacheable, "empty pieces of a query are no parameters");
 	ok(parse(RM_GET, "/v1/responses/r", "stream=true") == 0 && r.stream &&
 	    !r.cacheable, "stream=true passes through");
 	ok(parse(RM_GET, "/v1/responses/r", "stream=true&starting_after=3")
@@ -125,11 +159,39 @@ main(void)
 	    e.status == 400, "CR in a query value is 400");
 	ok(parse(RM_GET, "/v1/responses/r", "x=a%00b") == -1 &&
 	    e.status == 400, "NUL in a query value is 400");
-	is_str(norm(RM_GET, "/v1/responses/r", "a=x%26y"), "a=x%26y",
-	    "an encoded & stays encoded");
-	k = strdup(norm(RM_GET, "/v1/responses/r", "a=x%26y"));
-	ok(strcmp(k, norm(RM_GET, "/v1/responses/r", "a=x&y")) != 0,
-	    "a=x%%26y and a=x&y differ");
+
+	/* Raw bytes that are not visible ASCII, in the query or the path. */
+	ok(parse(RM_GET, "/v1/responses/r", "a=b c") == -1 &&
+	    e.status == 400 && strcmp(e.code, "invalid_query") == 0,
+	    "a raw space in the query is 400");
+	ok(parse(RM_GET, "/v1/responses/r", " ") == -1 && e.status == 400,
+	    "a query of one space is 400");
+	ok(parse(RM_GET, "/v1/responses/r", "a=\tb") == -1 && e.status == 400,
+	    "a raw tab in the query is 400");
+	ok(parse(RM_GET, "/v1/responses/r", "a=\x01") == -1 &&
+	    e.status == 400, "a raw control byte in the query is 400");
+	ok(parse(RM_GET, "/v1/responses/r", "a=\x7f") == -1 &&
+	    e.status == 400, "a raw DEL in the query is 400");
+	ok(parse(RM_GET, "/v1/responses/r", "a=caf\xc3\xa9") == -1 &&
+	    e.status == 400, "raw UTF-8 in the query is 400");
+	ok(parse(RM_POST, "/v1/responses", "a=b c") == -1 && e.status == 400,
+	    "a raw space in a create's query is 400");
+	ok(parse(RM_DELETE, "/v1/responses/r", "a=\x80") == -1 &&
+	    e.status == 400, "a raw non-ASCII byte in a DELETE's query is 400");
+	ok(parse(RM_GET, "/v1/responses/r", "a=caf%C3%A9%20x") == 0,
+	    "the same bytes percent-encoded are fine");
+	ok(parse(RM_GET, "/v1/responses/r b", NULL) == -1 && e.status == 400,
+	    "a raw space in the path is 400");
+	ok(parse(RM_GET, "/v1/responses/r\xc3\xa9", NULL) == -1 &&
+	    e.status == 400, "raw UTF-8 in the path is 400");
+	ok(parse(RM_GET, "/v1/models x", NULL) == -1 && e.status == 400,
+	    "a raw space in any path is 400, not 404");
+	is_str(norm(RM_GET, "/v1/responses/r", "include[]=x%26y"),
+	    "include%5B%5D=x%26y", "an encoded & stays encoded");
+	k = strdup(norm(RM_GET, "/v1/responses/r", "include[]=x%26y"));
+	ok(strcmp(k, norm(RM_GET, "/v1/responses/r",
+	    "include[]=x&include[]=y")) != 0,
+	    "include[]=x%%26y and include[]=x&include[]=y differ");
 	free(k);
 
 	/* Keys. */
