@@ -1113,6 +1113,8 @@ proxy_store(struct proxy_req *pr, const struct response_info *ip,
 			return (0);
 		/* FALLTHROUGH */
 	case ROUTE_INPUT_ITEMS:		/* a response's input never changes */
+		if (!pr->route.cacheable)	/* a stream, an unknown query */
+			return (0);
 		return (proxy_put(pr, pr->key, pr->klen, pr->route.id, body,
 		    len, 0, etag));
 	case ROUTE_CREATE:
