@@ -264,7 +264,7 @@ test('CR, LF or NUL inside a header value: 400, never forwarded', async () => {
 	});
 });
 
-test('an obs-folded header value: 400, or forwarded with no CR or LF in it', async () => {
+test('an obs-folded header value: 400 (RFC 9112 5.2), never forwarded', async () => {
 	await h.withStack({}, async ({ up, px }) => {
 		const w = watchUpstream(up);
 		const r = await exchange(px.port, head(px.port, 'POST', '/v1/responses', [
@@ -273,15 +273,8 @@ test('an obs-folded header value: 400, or forwarded with no CR or LF in it', asy
 		]) + CREATE_BODY);
 		assert.ok(r.answers.length >= 1, 'no answer');
 		assert.deepEqual(w.clientErrors, [], 'the upstream refused what it was sent');
-		if (r.answers[0].status === 400) {
-			h.assertOpenAIError(r.answers[0], 400, 'obs-fold');
-			assert.equal(up.requests.length, 0);
-		} else {
-			assert.equal(r.answers[0].status, 200, r.answers[0].body);
-			for (const rh of w.raw) {
-				for (const v of rh) assert.doesNotMatch(v, /[\r\n\0]/, `upstream header ${JSON.stringify(v)}`);
-			}
-		}
+		h.assertOpenAIError(r.answers[0], 400, 'obs-fold');
+		assert.equal(up.requests.length, 0);
 	});
 });
 
