@@ -17,63 +17,6 @@ const h = require('../lib/harness');
 /* ------------------------------------------------------------------ */
 
 /*
- * Parse every complete HTTP answer in buf (Content-Length or chunked
- * framing; an answer with neither ends at the end of buf).
- */
-function parseAnswers(buf) {
-	const s = buf.toString('latin1');
-	const out = [];
-	let at = 0;
-	while (at < s.length) {
-		const he = s.indexOf('\r\n\r\n', at);
-		if (he < 0) break;
-		const lines = s.slice(at, he).split('\r\n');
-		const sm = /^HTTP\/\d\.\d (\d{3})/.exec(lines[0]);
-		if (!sm) break;
-		const headers = {};
-		for (const l of lines.slice(1)) {
-			const i = l.indexOf(':');
-			if (i > 0) headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
-		}
-		const status = Number(sm[1]);
-		let p = he + 4;
-		let body = '';
-		if (status === 304 || status === 204 || status < 200) {
-			/* no body */
-		} else if (headers['content-length'] !== undefined) {
-			const n = Number(headers['content-length']);
-			if (s.length - p < n) break;
-			body = s.slice(p, p + n);
-			p += n;
-		} else if (/chunked/i.test(headers['transfer-encoding'] || '')) {
-			let ok = false;
-			for (;;) {
-				const i = s.indexOf('\r\n', p);
-				if (i < 0) break;
-				const n = parseInt(s.slice(p, i), 16);
-				if (Number.isNaN(n)) break;
-				if (n === 0) {
-					const e = s.indexOf('\r\n\r\n', i);
-					if (e < 0) break;
-					p = e + 4;
-					ok = true;
-					break;
-				}
-				body += s.slice(i + 2, i + 2 + n);
-				p = i + 2 + n + 2;
-			}
-			if (!ok) break;
-		} else {
-			body = s.slice(p);
-			p = s.length;
-		}
-		out.push({ status, headers, body: Buffer.from(body, 'latin1').toString('utf8') });
-		at = p;
-	}
-	return out;
-}
-
-/*
  * Write bytes to the proxy and read until it closes the connection or
  * waitMs passes.  Resolves {answers, closed, raw, ms}.
  */
@@ -88,7 +31,7 @@ function exchange(port, bytes, { waitMs = 3000 } = {}) {
 			done = true;
 			clearTimeout(timer);
 			sock.destroy();
-			resolve({ answers: parseAnswers(buf), closed, raw: buf.toString('latin1'), ms: Date.now() - t0 });
+			resolve({ answers: h.parseAnswers(buf), closed, raw: buf.toString('latin1'), ms: Date.now() - t0 });
 		};
 		const timer = setTimeout(() => finish(false), waitMs);
 		sock.on('data', (d) => { buf = Buffer.concat([buf, d]); });

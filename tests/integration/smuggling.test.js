@@ -20,59 +20,6 @@ const h = require('../lib/harness');
 /* ------------------------------------------------------------------ */
 
 /*
- * Every complete HTTP answer in s (Content-Length or chunked framing; an
- * answer with neither ends at the end of s).
- */
-function parseAnswers(s) {
-	const out = [];
-	let at = 0;
-	while (at < s.length) {
-		const he = s.indexOf('\r\n\r\n', at);
-		if (he < 0) break;
-		const lines = s.slice(at, he).split('\r\n');
-		const sm = /^HTTP\/\d\.\d (\d{3})/.exec(lines[0]);
-		if (!sm) break;
-		const headers = {};
-		for (const l of lines.slice(1)) {
-			const i = l.indexOf(':');
-			if (i > 0) headers[l.slice(0, i).trim().toLowerCase()] = l.slice(i + 1).trim();
-		}
-		const status = Number(sm[1]);
-		let p = he + 4;
-		let body = '';
-		if (headers['content-length'] !== undefined) {
-			const n = Number(headers['content-length']);
-			if (s.length - p < n) break;
-			body = s.slice(p, p + n);
-			p += n;
-		} else if (/chunked/i.test(headers['transfer-encoding'] || '')) {
-			let done = false;
-			for (;;) {
-				const i = s.indexOf('\r\n', p);
-				if (i < 0) break;
-				const n = parseInt(s.slice(p, i), 16);
-				if (Number.isNaN(n)) break;
-				if (n === 0) {
-					p = i + 4;
-					done = true;
-					break;
-				}
-				body += s.slice(i + 2, i + 2 + n);
-				p = i + 2 + n + 2;
-			}
-			if (!done) break;
-		} else {
-			/* Neither (an HTTP/1.0 answer): it ends with the connection. */
-			body = s.slice(p);
-			p = s.length;
-		}
-		out.push({ status, headers, body: Buffer.from(body, 'latin1').toString('utf8') });
-		at = p;
-	}
-	return out;
-}
-
-/*
  * Write pieces (strings, each written as its own segment once the last one
  * is acknowledged by the kernel) and read until the proxy closes the
  * connection, or until `want` answers are in (then the socket is left open
@@ -89,12 +36,12 @@ function exchange(port, pieces, { waitMs = 4000, want = Infinity } = {}) {
 			done = true;
 			clearTimeout(timer);
 			sock.destroy();
-			resolve({ answers: parseAnswers(buf), closed, raw: buf });
+			resolve({ answers: h.parseAnswers(buf), closed, raw: buf });
 		};
 		const timer = setTimeout(() => finish(false), waitMs);
 		sock.on('data', (d) => {
 			buf += d.toString('latin1');
-			if (parseAnswers(buf).length >= want) finish(false);
+			if (h.parseAnswers(buf).length >= want) finish(false);
 		});
 		sock.on('close', () => finish(true));
 		sock.on('error', () => { /* a reset after the answer: close follows */ });
