@@ -95,34 +95,10 @@ function rawUpstream(plan) {
  * connection), both always stopped.
  */
 async function withRaw(plan, fn) {
-	const up = await rawUpstream(plan);
-	let px;
-	try {
-		px = await h.startProxy({
-			upstream: up.url,
-			config: '[server]\nworkers = 1\n[upstream]\ntimeout = 5\nconnect_timeout = 2\n' +
-				(process.env.RESPCACHE_VERBOSE ? '[log]\nlevel = debug\n' : ''),
-		});
-	} catch (e) {
-		await up.close();
-		throw e;
-	}
-	let err = null;
-	try {
-		await fn({ up, px });
-	} catch (e) {
-		err = e;
-	}
-	try {
-		await px.stop();
-	} catch (e) {
-		if (!err) err = e;
-	}
-	await up.close();
-	if (err) {
-		if (process.env.RESPCACHE_VERBOSE) console.error(px.stderr());
-		throw err;
-	}
+	return h.withProxy(await rawUpstream(plan), {
+		config: '[server]\nworkers = 1\n[upstream]\ntimeout = 5\nconnect_timeout = 2\n' +
+			(process.env.RESPCACHE_VERBOSE ? '[log]\nlevel = debug\n' : ''),
+	}, fn);
 }
 
 /* The second request on any connection: read whole, then the close. */

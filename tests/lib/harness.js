@@ -5,6 +5,7 @@
  *   startUpstream(opts)  a stateful fake of the OpenAI Responses API
  *   startProxy(opts)     spawns the real daemon and waits until it listens
  *   withStack(opts, fn)  both of the above, always stopped afterwards
+ *   withProxy(up, o, fn) a proxy in front of a test's own upstream, likewise
  *   holdGets(up)         hold the mock's GETs until the test answers them
  *   request(url, opts)   one HTTP request (keep-alive agent, bounded time)
  *   openSSE(url, opts)   an SSE request read event by event
@@ -647,7 +648,14 @@ function startProxy(opts = {}) {
  * kept, with any stop error appended to it.
  */
 async function withStack({ upstream = {}, proxy = {} } = {}, fn) {
-	const up = await startUpstream(upstream);
+	return withProxy(await startUpstream(upstream), proxy, fn);
+}
+
+/*
+ * The same with an upstream of the test's own (anything with url and
+ * close()): a proxy in front of it, fn({up, px}), both always stopped.
+ */
+async function withProxy(up, proxy, fn) {
 	let px;
 	try {
 		px = await startProxy({ upstream: up.url, ...proxy });
@@ -1007,6 +1015,7 @@ module.exports = {
 	holdGets,
 	startProxy,
 	withStack,
+	withProxy,
 	request,
 	openSSE,
 	rawRequest,
