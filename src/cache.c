@@ -1052,6 +1052,38 @@ cache_read_begin(struct cache *c)
 }
 
 /*
+ * A counter: a uint64_t under key in dbi, 0 when absent (and removed
+ * when set to 0).  Owner records count per client, entries per tenant.
+ */
+static uint64_t
+cache_count_get(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen,
+    int *rc)
+{
+	MDB_val		k = { klen, (void *)key }, v;
+	uint64_t	n = 0;
+
+	if ((*rc = mdb_get(txn, dbi, &k, &v)) == 0 && v.mv_size == sizeof n)
+		memcpy(&n, v.mv_data, sizeof n);
+	if (*rc == MDB_NOTFOUND)
+		*rc = 0;
+	return (n);
+}
+
+static int
+cache_count_set(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen,
+    uint64_t n)
+{
+	MDB_val	k = { klen, (void *)key }, v = { sizeof n, &n };
+	int	rc;
+
+	if (n == 0) {
+		rc = mdb_del(txn, dbi, &k, NULL);
+		return (rc == MDB_NOTFOUND ? 0 : rc);
+	}
+	return (mdb_put(txn, dbi, &k, &v, 0));
+}
+
+/*
  * The age index, per tenant: "<tenant>\0<seq, big-endian>" -> key, so a
  * tenant's oldest entry is the first under its name; "tenants" holds
  * each tenant's bytes (keys and values) and, under "\0seq", the last seq.
@@ -1068,51 +1100,36 @@ cache_tenant_len(const MDB_val *k)
 	    k->mv_size);
 }
 
+/* "<name>\0<seq, big-endian>" into buf (nlen + 9 bytes); its length. */
+static size_t
+cache_index_key(char *buf, const char *name, size_t nlen, uint64_t seq)
+{
+	int	i;
+
+	if (buf != name)
+		memcpy(buf, name, nlen);
+	buf[nlen] = '\0';
+	for (i = 0; i < 8; i++)
+		buf[nlen + 1 + i] = (char)(seq >> (56 - 8 * i));
+	return (nlen + 9);
+}
+
 /* key's age key for seq into buf; its length, 0 if the tenant is long. */
 static size_t
 cache_age_key(char *buf, const MDB_val *key, uint64_t seq)
 {
 	size_t	tl = cache_tenant_len(key);
-	int	i;
 
 	if (tl > CACHE_TENANT_MAX)
 		return (0);
-	memcpy(buf, key->mv_data, tl);
-	buf[tl] = '\0';
-	for (i = 0; i < 8; i++)
-		buf[tl + 1 + i] = (char)(seq >> (56 - 8 * i));
-	return (tl + 9);
+	return (cache_index_key(buf, key->mv_data, tl, seq));
 }
 
 /* A tenant's bytes (or the last seq, for "\0seq"), and setting them. */
-static uint64_t
-cache_tenant_get(struct cache *c, MDB_txn *txn, const void *t, size_t tl,
-    int *rc)
-{
-	MDB_val		k = { tl, (void *)t }, v;
-	uint64_t	n = 0;
-
-	if ((*rc = mdb_get(txn, c->tenants, &k, &v)) == 0 &&
-	    v.mv_size == sizeof n)
-		memcpy(&n, v.mv_data, sizeof n);
-	if (*rc == MDB_NOTFOUND)
-		*rc = 0;
-	return (n);
-}
-
-static int
-cache_tenant_set(struct cache *c, MDB_txn *txn, const void *t, size_t tl,
-    uint64_t n)
-{
-	MDB_val	k = { tl, (void *)t }, v = { sizeof n, &n };
-	int	rc;
-
-	if (n == 0) {
-		rc = mdb_del(txn, c->tenants, &k, NULL);
-		return (rc == MDB_NOTFOUND ? 0 : rc);
-	}
-	return (mdb_put(txn, c->tenants, &k, &v, 0));
-}
+#define cache_tenant_get(c, txn, t, tl, rc)				\
+	cache_count_get((txn), (c)->tenants, (t), (tl), (rc))
+#define cache_tenant_set(c, txn, t, tl, n)				\
+	cache_count_set((txn), (c)->tenants, (t), (tl), (n))
 
 /* Add delta (signed) to the bytes of key's tenant. */
 static int
@@ -2100,47 +2117,11 @@ cache_bloom(struct cache *c, MDB_txn *txn, const void *key, size_t klen,
 }
 
 /* A client's record count (or the last seq, for CACHE_SEQ_KEY). */
-static uint64_t
-cache_client_get(struct cache *c, MDB_txn *txn, const char *name,
-    size_t nlen, int *rc)
-{
-	MDB_val		k = { nlen, (void *)name }, v;
-	uint64_t	n = 0;
+#define cache_client_get(c, txn, name, nlen, rc)			\
+	cache_count_get((txn), (c)->owner_clients, (name), (nlen), (rc))
+#define cache_client_set(c, txn, name, nlen, n)				\
+	cache_count_set((txn), (c)->owner_clients, (name), (nlen), (n))
 
-	if ((*rc = mdb_get(txn, c->owner_clients, &k, &v)) == 0 &&
-	    v.mv_size == sizeof n)
-		memcpy(&n, v.mv_data, sizeof n);
-	if (*rc == MDB_NOTFOUND)
-		*rc = 0;
-	return (n);
-}
-
-static int
-cache_client_set(struct cache *c, MDB_txn *txn, const char *name,
-    size_t nlen, uint64_t n)
-{
-	MDB_val	k = { nlen, (void *)name }, v = { sizeof n, &n };
-
-	if (n == 0) {
-		int rc = mdb_del(txn, c->owner_clients, &k, NULL);
-		return (rc == MDB_NOTFOUND ? 0 : rc);
-	}
-	return (mdb_put(txn, c->owner_clients, &k, &v, 0));
-}
-
-/* "<name>\0<seq, big-endian>" into buf (nlen + 9 bytes); its length. */
-static size_t
-cache_index_key(char *buf, const char *name, size_t nlen, uint64_t seq)
-{
-	int	i;
-
-	if (buf != name)
-		memcpy(buf, name, nlen);
-	buf[nlen] = '\0';
-	for (i = 0; i < 8; i++)
-		buf[nlen + 1 + i] = (char)(seq >> (56 - 8 * i));
-	return (nlen + 9);
-}
 
 /* Remove the owner record under key (value v) and its index entry. */
 static int
