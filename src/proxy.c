@@ -26,6 +26,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <event2/buffer.h>
@@ -263,10 +264,18 @@ proxy_check_drained(struct proxy *px)
 static void
 proxy_written(struct evhttp_request *req, void *arg)
 {
-	struct proxy	*px = arg;
+	struct proxy			*px = arg;
+	struct evhttp_connection	*evcon = evhttp_request_get_connection(req);
 
-	evhttp_connection_set_closecb(evhttp_request_get_connection(req),
-	    NULL, NULL);
+	evhttp_connection_set_closecb(evcon, NULL, NULL);
+	/*
+	 * libevent keeps a CONNECT's connection open whatever the answer says
+	 * (a tunnel): once its refusal is written, it is shut, and evhttp
+	 * lets it go when it reads the end.
+	 */
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_CONNECT)
+		shutdown(bufferevent_getfd(evhttp_connection_get_bufferevent(
+		    evcon)), SHUT_RDWR);
 	guard_done(req);
 	px->writing--;
 	log_debug("reply written (%d being written)", px->writing);
@@ -1508,6 +1517,12 @@ proxy_handle(struct evhttp_request *req, void *arg)
 
 	px->t0 = proxy_clock();
 	metrics_inflight(px->metrics, 1);
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_CONNECT) {
+		proxy_reply_error(px, req, NULL, 405, NULL, "method_not_allowed",
+		    "respcache is not a forward proxy: CONNECT is not "
+		    "supported.", "GET, POST, DELETE");
+		return;
+	}
 	if (px->draining) {
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		    "Connection", "close");

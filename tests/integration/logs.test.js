@@ -126,6 +126,20 @@ test('text access log escapes quotes and backslashes in the path: one line, fiel
 	});
 });
 
+test('every method is logged as itself, those the router refuses too', async () => {
+	await h.withStack({}, async ({ px }) => {
+		for (const m of ['TRACE', 'CONNECT', 'OPTIONS', 'PUT', 'PATCH']) {
+			const r = await h.rawRequest(px.port, `${m} /v1/responses/resp_1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`);
+			assert.ok(r.status >= 400, `${m}: ${r.status}`);
+		}
+		const lines = await h.until(() => {
+			const l = textLines(px.stderr());
+			return l.length >= 5 && l;
+		}, { what: 'five lines' });
+		assert.deepEqual(lines.map((l) => l.method), ['TRACE', 'CONNECT', 'OPTIONS', 'PUT', 'PATCH']);
+	});
+});
+
 test('json access log: one JSON object per line with the same facts', async () => {
 	await h.withStack({ proxy: { config: '[log]\nlog_format = json\n' } }, async ({ up, px }) => {
 		const id = up.seed();

@@ -375,3 +375,18 @@ test('an uncacheable GET is not even tried for storing (no cache warning per req
 		assert.doesNotMatch(px.stderr(), /cache: store/, 'a failed store was logged');
 	});
 });
+
+test('CONNECT is refused with 405 and its connection closed: no tunnel, nothing after it runs', async () => {
+	await h.withStack({}, async ({ up, px }) => {
+		const id = up.seed();
+		for (const target of ['example.com:443', `/v1/responses/${id}`]) {
+			const r = await exchange(px.port, `CONNECT ${target} HTTP/1.1\r\nHost: example.com:443\r\n\r\n` +
+				`GET /v1/responses/${id} HTTP/1.1\r\nHost: x\r\n\r\n`);
+			assert.ok(r.closed, `CONNECT ${target}: the proxy closed the connection`);
+			assert.equal(r.answers.length, 1, `one answer: ${r.raw.slice(0, 300)}`);
+			const j = h.assertOpenAIError(r.answers[0], 405, `CONNECT ${target}`);
+			assert.equal(j.error.code, 'method_not_allowed');
+		}
+		assert.equal(up.requests.length, 0, 'nothing reached the upstream');
+	});
+});
