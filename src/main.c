@@ -425,14 +425,15 @@ main(int argc, char **argv)
 	 */
 	if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == -1)
 		log_warnx("prctl(PR_SET_DUMPABLE): %s", strerror(errno));
+	/* First, while no other thread runs: it checks the file in a child. */
+	if ((cache = cache_open(conf.cache_dir, conf.cache_max_size,
+	    conf.cache_ttl, &cause)) == NULL)
+		fatalx("%s", cause);
 	if (log_open(conf.error_log, &cause) == -1 ||
 	    accesslog_open(conf.access_log, conf.log_json, &cause) == -1)
 		fatalx("%s", cause);
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
 		fatalx("curl_global_init failed");
-	if ((cache = cache_open(conf.cache_dir, conf.cache_max_size,
-	    conf.cache_ttl, &cause)) == NULL)
-		fatalx("%s", cause);
 
 	memset(&sv, 0, sizeof sv);
 	sv.src = &src;
