@@ -1169,29 +1169,32 @@ cache_index_add(struct cache *c, MDB_txn *txn, MDB_val *key, size_t vsize,
 }
 
 /*
- * Forget the entry under key (value v, sequence seq) in the index and
- * its tenant's bytes.  The age record goes only if it still names key: a
- * damaged value's seq cannot be trusted.
+ * Forget the entry under key (value v) in its tenant's bytes, and in the
+ * age index if its record can be read (its seq).  The age record goes
+ * only if it still names key: a damaged value's seq cannot be trusted.
  */
 static int
 cache_index_del(struct cache *c, MDB_txn *txn, const MDB_val *key,
-    const MDB_val *v, uint64_t seq)
+    const MDB_val *v)
 {
-	char	buf[CACHE_TENANT_MAX + 9];
-	MDB_val	ak, av;
-	int	rc;
+	struct cache_rec	rec;
+	char			buf[CACHE_TENANT_MAX + 9];
+	MDB_val			ak, av;
+	size_t			vsize = v->mv_size;
+	int			rc = 0;
 
-	if ((ak.mv_size = cache_age_key(buf, key, seq)) == 0)
-		return (0);
-	ak.mv_data = buf;
-	if ((rc = mdb_get(txn, c->age, &ak, &av)) == 0 &&
-	    av.mv_size == key->mv_size &&
-	    memcmp(av.mv_data, key->mv_data, key->mv_size) == 0)
-		rc = mdb_del(txn, c->age, &ak, NULL);
-	if (rc != 0 && rc != MDB_NOTFOUND)
-		return (rc);
+	if (cache_rec_parse(v, &rec) == 0 &&
+	    (ak.mv_size = cache_age_key(buf, key, rec.seq)) != 0) {
+		ak.mv_data = buf;
+		if ((rc = mdb_get(txn, c->age, &ak, &av)) == 0 &&
+		    av.mv_size == key->mv_size &&
+		    memcmp(av.mv_data, key->mv_data, key->mv_size) == 0)
+			rc = mdb_del(txn, c->age, &ak, NULL);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			return (rc);
+	}
 	return (cache_tenant_add(c, txn, key, -(int64_t)(key->mv_size +
-	    v->mv_size)));
+	    vsize)));
 }
 
 /*
@@ -1214,8 +1217,7 @@ cache_drop_damaged(struct cache *c, const void *key, size_t klen)
 		goto done;
 	rc = mdb_get(txn, c->entries, &k, &v);
 	if (rc == 0 && cache_rec_check(&k, &v, &rec) == -1) {
-		if (cache_rec_parse(&v, &rec) == 0)
-			rc = cache_index_del(c, txn, &k, &v, rec.seq);
+		rc = cache_index_del(c, txn, &k, &v);
 		if (rc == 0)
 			rc = mdb_del(txn, c->entries, &k, NULL);
 	} else if (rc == 0 || rc == MDB_NOTFOUND) {
@@ -1292,11 +1294,9 @@ cache_get(struct cache *c, const void *key, size_t klen, time_t now,
 static int
 cache_del_entry(struct cache *c, MDB_txn *txn, MDB_val *k, MDB_val *v)
 {
-	struct cache_rec	rec;
-	int			rc;
+	int	rc;
 
-	if (cache_rec_parse(v, &rec) == 0 &&
-	    (rc = cache_index_del(c, txn, k, v, rec.seq)) != 0)
+	if ((rc = cache_index_del(c, txn, k, v)) != 0)
 		return (rc);
 	rc = mdb_del(txn, c->entries, k, NULL);
 	return (rc == MDB_NOTFOUND ? 0 : rc);
@@ -1384,12 +1384,14 @@ cache_evict(struct cache *c, MDB_txn *txn, size_t need, size_t budget)
 	char		 name[CACHE_TENANT_MAX + 9], kbuf[512];
 	size_t		 tl = 0;
 	uint64_t	 most, second, n;
-	int		 rc = 0;
+	int		 rc = 0, batch;
 
 	while (cache_used(c, txn) + need > budget) {
+		/* A scan of the tenants, then up to 8 entries at least. */
 		most = cache_tenant_most(c, txn, name, &tl, &second, &rc);
 		if (rc != 0 || most == 0)
 			return (rc);
+		batch = 0;
 		/* Its oldest entries, while it still holds the most. */
 		do {
 			if ((rc = mdb_cursor_open(txn, c->age, &cur)) != 0)
@@ -1421,7 +1423,8 @@ cache_evict(struct cache *c, MDB_txn *txn, size_t need, size_t budget)
 				return (rc);
 			CACHE_COUNT(c, evictions);
 			n = cache_tenant_get(c, txn, name, tl, &rc);
-		} while (rc == 0 && n >= second && n > 0 &&
+			batch++;
+		} while (rc == 0 && n > 0 && (n >= second || batch < 8) &&
 		    cache_used(c, txn) + need > budget);
 		if (rc != 0)
 			return (rc);
@@ -1581,7 +1584,6 @@ cache_del_prefix(struct cache *c, MDB_txn *txn, MDB_cursor *cur,
     const void *prefix, size_t plen, int *n)
 {
 	MDB_val			 k = { plen, (void *)prefix }, v, kc;
-	struct cache_rec	 rec;
 	char			 kbuf[512];
 	int			 rc;
 
@@ -1592,8 +1594,7 @@ cache_del_prefix(struct cache *c, MDB_txn *txn, MDB_cursor *cur,
 		kc.mv_size = k.mv_size < sizeof kbuf ? k.mv_size : sizeof kbuf;
 		kc.mv_data = kbuf;
 		memcpy(kbuf, k.mv_data, kc.mv_size);
-		if (cache_rec_parse(&v, &rec) == 0 &&
-		    (rc = cache_index_del(c, txn, &kc, &v, rec.seq)) != 0)
+		if ((rc = cache_index_del(c, txn, &kc, &v)) != 0)
 			return (rc);
 		if ((rc = mdb_cursor_del(cur, 0)) != 0)
 			return (rc);
@@ -1717,8 +1718,15 @@ cache_del_id_guards(struct cache *c, MDB_txn *txn, MDB_cursor *cur,
 int
 cache_purge_id(struct cache *c, const char *id, int guards)
 {
-	return (cache_delete(c, "purge", guards ? cache_del_id_guards :
-	    cache_del_id, id, strlen(id)));
+	int	n;
+
+	n = cache_delete(c, "purge", guards ? cache_del_id_guards :
+	    cache_del_id, id, strlen(id));
+	/* A full map has no page for the change: eviction makes some. */
+	if (n == -1 && cache_evict_commit(c, 64 * 1024, c->max_size / 2) == 0)
+		n = cache_delete(c, "purge", guards ? cache_del_id_guards :
+		    cache_del_id, id, strlen(id));
+	return (n);
 }
 
 /* A guard's end: the last time it forbids a store for. */
@@ -1902,7 +1910,8 @@ cache_guard_update(struct cache *c, const char *id, int deleted,
 		if (g.count > 0)
 			g.count--;
 		if (deleted) {
-			g.deleted_at = now;
+			if ((int64_t)now > g.deleted_at)
+				g.deleted_at = now;
 			if (secs > g.keep)
 				g.keep = secs > UINT32_MAX ? UINT32_MAX :
 				    (uint32_t)secs;
@@ -1942,7 +1951,13 @@ int
 cache_delete_begin(struct cache *c, const char *id, double window,
     time_t now)
 {
-	return (cache_guard_update(c, id, -1, window, now));
+	int	rc;
+
+	/* No room: entries make some (a guard matters more than they do). */
+	if ((rc = cache_guard_update(c, id, -1, window, now)) == -1 &&
+	    cache_evict_commit(c, 64 * 1024, c->max_size / 2) == 0)
+		rc = cache_guard_update(c, id, -1, window, now);
+	return (rc);
 }
 
 int

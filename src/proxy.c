@@ -128,7 +128,7 @@ struct proxy_req {
  * many requests fail alike (an upstream down, a key revoked).
  */
 static struct log_limit	proxy_lim_watch, proxy_lim_refused, proxy_lim_stream,
-			proxy_lim_upstream, proxy_lim_invalid;
+			proxy_lim_upstream, proxy_lim_invalid, proxy_lim_cache;
 
 /* Client request headers that go upstream (besides Authorization). */
 static const char *const proxy_fwd_req[] = {
@@ -271,12 +271,14 @@ proxy_written(struct evhttp_request *req, void *arg)
 	/*
 	 * libevent keeps a CONNECT's connection open whatever the answer says
 	 * (a tunnel): once its refusal is written, it is shut, and evhttp
-	 * lets it go when it reads the end.
+	 * lets it go when it reads the end.  With no guard_done(), the guard
+	 * refuses anything that came behind it (see guard.h).
 	 */
 	if (evhttp_request_get_command(req) == EVHTTP_REQ_CONNECT)
 		shutdown(bufferevent_getfd(evhttp_connection_get_bufferevent(
 		    evcon)), SHUT_RDWR);
-	guard_done(req);
+	else
+		guard_done(req);
 	px->writing--;
 	log_debug("reply written (%d being written)", px->writing);
 	proxy_check_drained(px);
@@ -663,21 +665,26 @@ proxy_not_found_body(const char *what, const char *id)
  * delete can take effect is stored or shared, whatever becomes of the
  * DELETE: an outcome that never comes back (a timeout, a cut connection,
  * the proxy killed) leaves the guard in place for delete_window.
+ * Returns -1 if the cache could not record it: the DELETE must not go,
+ * or the cache would go on serving what the upstream deleted.
  */
-static void
+static int
 proxy_delete_begin(struct proxy_req *pr)
 {
-	cache_delete_begin(pr->px->cache, pr->route.id, pr->px->delete_window,
-	    time(NULL));
-	cache_purge_id(pr->px->cache, pr->route.id, 0);
 	coalesce_detach_id(pr->px->flights, pr->route.id);
+	if (cache_delete_begin(pr->px->cache, pr->route.id,
+	    pr->px->delete_window, time(NULL)) == -1 ||
+	    cache_purge_id(pr->px->cache, pr->route.id, 0) == -1)
+		return (-1);
+	return (0);
 }
 
 /*
- * The upstream answered the DELETE with status: 200 deleted it (a
+ * The upstream answered the DELETE with status: a 2xx deleted it (a
  * tombstone for every tenant); 404 did not, for this tenant (a tombstone
  * of its own); any other 4xx was refused (the guard counts one DELETE
- * less); a 5xx or 408 may or may not have deleted it (the guard stays).
+ * less); a 1xx, 3xx, 5xx or 408 may or may not have deleted it (the
+ * guard stays).  Fetches of the id begun meanwhile take no new waiters.
  */
 static void
 proxy_delete_end(struct proxy_req *pr, int status)
@@ -688,11 +695,13 @@ proxy_delete_end(struct proxy_req *pr, int status)
 	size_t			 klen;
 	time_t			 now = time(NULL);
 
-	if (status >= 500 || status == 408 || status < 200)
+	coalesce_detach_id(px->flights, pr->route.id);
+	if (status >= 500 || status == 408 || status < 200 ||
+	    (status >= 300 && status < 400))
 		return;
-	cache_delete_end(px->cache, pr->route.id, status == 200,
+	cache_delete_end(px->cache, pr->route.id, status < 300,
 	    px->tombstone_ttl, now);
-	if (status == 200)	/* the guard kept any new one out: a backstop */
+	if (status < 300)	/* the guard kept any new one out: a backstop */
 		cache_purge_id(px->cache, pr->route.id, 0);
 	if (status == 404 && px->tombstone_ttl > 0) {
 		body = proxy_not_found_body("Response", pr->route.id);
@@ -1415,9 +1424,17 @@ proxy_forward(struct proxy_req *pr)
 	if ((pr->route.kind == ROUTE_CREATE || pr->route.kind ==
 	    ROUTE_CANCEL) && query != NULL && *query != '\0')
 		pr->no_store = 1;
-	if (pr->route.kind == ROUTE_RESPONSE && pr->route.method == RM_DELETE)
-		proxy_delete_begin(pr);
-	else if (pr->route.kind == ROUTE_CANCEL)
+	if (pr->route.kind == ROUTE_RESPONSE && pr->route.method == RM_DELETE &&
+	    proxy_delete_begin(pr) == -1) {
+		log_warnx_limited(&proxy_lim_cache, "DELETE of %s not sent: "
+		    "the cache could not record it", pr->route.id);
+		proxy_answer_error(pr, 503, "cache_unavailable", "respcache "
+		    "could not record this DELETE in its cache, so it was not "
+		    "sent: the cache would have gone on serving the response. "
+		    "See the proxy's error log; retry later.", 0);
+		return;
+	}
+	if (pr->route.kind == ROUTE_CANCEL)
 		proxy_invalidate(pr);
 	proxy_build_headers(pr, evhttp_find_header(
 	    evhttp_request_get_input_headers(req), "Authorization"));
@@ -1513,11 +1530,19 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	struct route_error	 err;
 	struct proxy_hit	 hit;
 	const char		*upgrade, *key, *what = "", *cause;
+	struct bufferevent	*bev;
 	char			 why[200];
 
 	px->t0 = proxy_clock();
 	metrics_inflight(px->metrics, 1);
 	if (evhttp_request_get_command(req) == EVHTTP_REQ_CONNECT) {
+		/* Nothing behind it on this connection is ever run. */
+		bev = evhttp_connection_get_bufferevent(
+		    evhttp_request_get_connection(req));
+		bufferevent_disable(bev, EV_READ);
+		evbuffer_drain(bufferevent_get_input(bev),
+		    evbuffer_get_length(bufferevent_get_input(bev)));
+		shutdown(bufferevent_getfd(bev), SHUT_RD);
 		proxy_reply_error(px, req, NULL, 405, NULL, "method_not_allowed",
 		    "respcache is not a forward proxy: CONNECT is not "
 		    "supported.", "GET, POST, DELETE");

@@ -276,3 +276,29 @@ test('a DELETE whose client leaves still runs to its outcome', async () => {
 		});
 	}
 });
+
+test('a DELETE answered 202 or 204 counts as deleted; a 3xx keeps the id guarded', async () => {
+	for (const status of [202, 204, 302]) {
+		await h.withStack({}, async ({ up, px }) => {
+			const id = up.seed();
+			const p = `/v1/responses/${id}`;
+			const old = JSON.stringify(up.responseObject(up.get(id)));
+			h.assertXCache(await h.request(px.url + p), 'MISS', `${status}: first GET`);
+			up.override = (req, res) => {
+				if (req.method !== 'DELETE') return false;
+				res.writeHead(status, status === 302 ? { location: '/elsewhere', 'content-length': '0' } : { 'content-length': '0' });
+				res.end();
+				return true;
+			};
+			assert.equal((await h.request(px.url + p, { method: 'DELETE' })).status, status);
+			staleGets(up, id, old);
+			if (status === 302) {
+				await neverHit(px, up, p);
+			} else {
+				const g = await h.request(px.url + p);
+				h.assertOpenAIError(g, 404, `${status}: the tombstone`);
+				h.assertXCache(g, 'HIT', `${status}: answered by the tombstone`);
+			}
+		});
+	}
+});

@@ -380,13 +380,22 @@ test('CONNECT is refused with 405 and its connection closed: no tunnel, nothing 
 	await h.withStack({}, async ({ up, px }) => {
 		const id = up.seed();
 		for (const target of ['example.com:443', `/v1/responses/${id}`]) {
-			const r = await exchange(px.port, `CONNECT ${target} HTTP/1.1\r\nHost: example.com:443\r\n\r\n` +
-				`GET /v1/responses/${id} HTTP/1.1\r\nHost: x\r\n\r\n`);
-			assert.ok(r.closed, `CONNECT ${target}: the proxy closed the connection`);
-			assert.equal(r.answers.length, 1, `one answer: ${r.raw.slice(0, 300)}`);
-			const j = h.assertOpenAIError(r.answers[0], 405, `CONNECT ${target}`);
-			assert.equal(j.error.code, 'method_not_allowed');
+			for (const behind of [`DELETE /v1/responses/${id}`, `GET /v1/responses/${id}`]) {
+				const r = await exchange(px.port, `CONNECT ${target} HTTP/1.1\r\nHost: example.com:443\r\n\r\n` +
+					`${behind} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-test\r\n\r\n`);
+				assert.ok(r.closed, `CONNECT ${target}: the proxy closed the connection`);
+				assert.equal(r.answers.length, 1, `one answer: ${r.raw.slice(0, 300)}`);
+				const j = h.assertOpenAIError(r.answers[0], 405, `CONNECT ${target}`);
+				assert.equal(j.error.code, 'method_not_allowed');
+			}
 		}
+		// A request read behind a CONNECT would be handled after the
+		// close the client saw: a quiet second for it to show, if it can
+		// (an absence is checked here, not a readiness).
+		await h.delay(1000);
+		const methods = px.stderr().split('\n').map((l) => / method=(\S+) /.exec(l)).filter(Boolean).map((m) => m[1]);
+		assert.deepEqual([...new Set(methods)], ['CONNECT'], 'only the CONNECTs were handled');
 		assert.equal(up.requests.length, 0, 'nothing reached the upstream');
+		assert.equal((await h.request(`${px.url}/v1/responses/${id}`)).status, 200, 'the id was not deleted');
 	});
 });

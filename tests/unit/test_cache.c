@@ -620,6 +620,40 @@ main(void)
 	    "an invalidated entry goes from the tenant's index too");
 	cache_close(c);
 
+	/* A damaged record's bytes still leave its tenant's count. */
+	c = cache_open(dir, 128 * 1024, 0, &cause);
+	put(c, "q\0r\0dmg\0", 9, "{\"x\":1}");
+	{
+		MDB_txn		*txn;
+		MDB_val		 k = { 9, "q\0r\0dmg\0" }, v, nv;
+		char		 copy[512];
+		uint64_t	 before, after;
+		int		 rc;
+
+		if (mdb_txn_begin(c->env, NULL, 0, &txn) != 0 ||
+		    mdb_get(txn, c->entries, &k, &v) != 0 ||
+		    v.mv_size > sizeof copy)
+			abort();
+		before = cache_count_get(txn, c->tenants, "q", 1, &rc);
+		memcpy(copy, v.mv_data, v.mv_size);
+		copy[8] ^= 0x55;		/* the magic, after the sum */
+		nv.mv_size = v.mv_size;
+		nv.mv_data = copy;
+		if (mdb_put(txn, c->entries, &k, &nv, 0) != 0 ||
+		    mdb_txn_commit(txn) != 0)
+			abort();
+		ok(cache_get(c, "q\0r\0dmg\0", 9, time(NULL), visit, &g) == 0,
+		    "a record with a damaged magic misses");
+		if (mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn) != 0)
+			abort();
+		after = cache_count_get(txn, c->tenants, "q", 1, &rc);
+		mdb_txn_abort(txn);
+		ok(before > 0 && after == 0, "and its bytes leave its tenant's "
+		    "count (%llu then %llu)", (unsigned long long)before,
+		    (unsigned long long)after);
+	}
+	cache_close(c);
+
 	/* Past their share, guards go, and the floor keeps every id safe. */
 	snprintf(cmd, sizeof cmd, "rm -rf %s/*", dir);
 	if (system(cmd) != 0)
