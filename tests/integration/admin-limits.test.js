@@ -4,35 +4,7 @@
 // connection that stalls is closed after client_timeout, as a client's is.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const net = require('node:net');
 const h = require('../lib/harness');
-
-/*
- * Send bytes on a new connection; resolve, once it closes or waitMs
- * passed, with what came back: the first status (0 if none), whether the
- * connection was closed, and when.
- */
-function exchange(port, bytes, { waitMs = 4000 } = {}) {
-	return new Promise((resolve) => {
-		const t0 = Date.now();
-		const sock = net.connect(port, '127.0.0.1');
-		let buf = '';
-		let done = false;
-		const finish = (closed) => {
-			if (done) return;
-			done = true;
-			clearTimeout(timer);
-			sock.destroy();
-			const m = /^HTTP\/1\.\d (\d{3})/.exec(buf);
-			resolve({ status: m ? Number(m[1]) : 0, closed, raw: buf, ms: Date.now() - t0 });
-		};
-		const timer = setTimeout(() => finish(false), waitMs);
-		sock.on('data', (d) => { buf += d.toString('latin1'); });
-		sock.on('close', () => finish(true));
-		sock.on('error', () => { /* a reset after the answer: close follows */ });
-		sock.write(bytes);
-	});
-}
 
 const get = (p, lines = []) =>
 	`GET ${p} HTTP/1.1\r\nHost: admin\r\n${lines.map((l) => l + '\r\n').join('')}Connection: close\r\n\r\n`;
@@ -40,16 +12,16 @@ const get = (p, lines = []) =>
 test('admin: headers over 8 KiB and a body over 4 KiB are refused; within them, served', async () => {
 	await h.withStack({}, async ({ px }) => {
 		const port = Number(new URL(px.adminUrl).port);
-		const small = await exchange(port, get('/healthz', [`X-Filler: ${'a'.repeat(4 * 1024)}`]));
+		const small = await h.exchange(port, get('/healthz', [`X-Filler: ${'a'.repeat(4 * 1024)}`]));
 		assert.equal(small.status, 200, `4 KiB of headers: ${small.raw.slice(0, 200)}`);
 
-		const big = await exchange(port, get('/healthz', [`X-Filler: ${'a'.repeat(16 * 1024)}`]));
+		const big = await h.exchange(port, get('/healthz', [`X-Filler: ${'a'.repeat(16 * 1024)}`]));
 		// Refused with an answer, or a reset that beat it: never served.
 		assert.ok([0, 400, 413, 431].includes(big.status), `16 KiB of headers: status ${big.status}`);
 		assert.ok(big.closed, '16 KiB of headers: the connection is closed');
 
 		const body = 'x'.repeat(8 * 1024);
-		const del = await exchange(port, `DELETE /cache/resp_1 HTTP/1.1\r\nHost: admin\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+		const del = await h.exchange(port, `DELETE /cache/resp_1 HTTP/1.1\r\nHost: admin\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
 		assert.ok([0, 413].includes(del.status), `an 8 KiB body: status ${del.status}: ${del.raw.slice(0, 200)}`);
 		assert.ok(del.closed, 'an 8 KiB body: the connection is closed');
 
@@ -61,11 +33,11 @@ test('admin: headers over 8 KiB and a body over 4 KiB are refused; within them, 
 test('admin: a connection that stops mid-request is closed after client_timeout (1 s), not evhttp\'s 50 s', async () => {
 	await h.withStack({ proxy: { config: '[server]\nclient_timeout = 1\n' } }, async ({ px }) => {
 		const port = Number(new URL(px.adminUrl).port);
-		const stalled = await exchange(port, 'GET /metrics HTTP/1.1\r\nHost: adm', { waitMs: 6000 });
+		const stalled = await h.exchange(port, 'GET /metrics HTTP/1.1\r\nHost: adm', { waitMs: 6000 });
 		assert.ok(stalled.closed, `a stalled request's connection is still open after ${stalled.ms} ms`);
 		assert.ok(stalled.ms >= 500, `closed after ${stalled.ms} ms: before its timeout`);
 
-		const idle = await exchange(port, '', { waitMs: 6000 });
+		const idle = await h.exchange(port, '', { waitMs: 6000 });
 		assert.ok(idle.closed, `an idle connection is still open after ${idle.ms} ms`);
 		assert.equal(idle.status, 0);
 	});

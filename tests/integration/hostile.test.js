@@ -16,31 +16,6 @@ const h = require('../lib/harness');
 /* Helpers                                                             */
 /* ------------------------------------------------------------------ */
 
-/*
- * Write bytes to the proxy and read until it closes the connection or
- * waitMs passes.  Resolves {answers, closed, raw, ms}.
- */
-function exchange(port, bytes, { waitMs = 3000 } = {}) {
-	return new Promise((resolve) => {
-		const t0 = Date.now();
-		const sock = net.connect(port, '127.0.0.1');
-		let buf = Buffer.alloc(0);
-		let done = false;
-		const finish = (closed) => {
-			if (done) return;
-			done = true;
-			clearTimeout(timer);
-			sock.destroy();
-			resolve({ answers: h.parseAnswers(buf), closed, raw: buf.toString('latin1'), ms: Date.now() - t0 });
-		};
-		const timer = setTimeout(() => finish(false), waitMs);
-		sock.on('data', (d) => { buf = Buffer.concat([buf, d]); });
-		sock.on('close', () => finish(true));
-		sock.on('error', () => { /* a reset after the answer: close follows */ });
-		sock.write(Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes, 'latin1'));
-	});
-}
-
 /* A socket to the proxy that records when it is closed. */
 function openSocket(port) {
 	const sock = net.connect(port, '127.0.0.1');
@@ -113,7 +88,7 @@ test('Content-Length and Transfer-Encoding: chunked together: 400, connection cl
 			['Content-Type: application/json', `Content-Length: ${body.length}`, 'Transfer-Encoding: Chunked'],
 		];
 		for (const v of variants) {
-			const r = await exchange(px.port,
+			const r = await h.exchange(px.port,
 				head(px.port, 'POST', '/v1/responses', ['Authorization: Bearer sk-test', ...v]) + body + second);
 			const what = v.slice(1).join(' + ');
 			assert.ok(r.answers.length >= 1, `${what}: no answer; got ${JSON.stringify(r.raw.slice(0, 300))}`);
@@ -131,7 +106,7 @@ test('two Content-Length headers (equal or different): 400, nothing forwarded', 
 		const n = CREATE_BODY.length;
 		const second = head(px.port, 'GET', SMUGGLE_PROBE, ['Authorization: Bearer sk-test']);
 		for (const [a, b] of [[n, n], [n, 4], [n, n + 40]]) {
-			const r = await exchange(px.port, head(px.port, 'POST', '/v1/responses', [
+			const r = await h.exchange(px.port, head(px.port, 'POST', '/v1/responses', [
 				'Authorization: Bearer sk-test', 'Content-Type: application/json',
 				`Content-Length: ${a}`, `Content-Length: ${b}`,
 			]) + CREATE_BODY + second);
@@ -141,7 +116,7 @@ test('two Content-Length headers (equal or different): 400, nothing forwarded', 
 			assert.equal(r.answers.length, 1, `${what}: the pipelined request was answered too`);
 		}
 		// One header with a list value is the same thing.
-		const r = await exchange(px.port, head(px.port, 'POST', '/v1/responses', [
+		const r = await h.exchange(px.port, head(px.port, 'POST', '/v1/responses', [
 			'Authorization: Bearer sk-test', 'Content-Type: application/json', `Content-Length: ${n}, ${n}`,
 		]) + CREATE_BODY);
 		assert.ok(r.answers.length >= 1, `Content-Length: n, n: no answer`);
@@ -154,7 +129,7 @@ test('a Transfer-Encoding other than plain chunked: 400 or 501, never forwarded'
 	await h.withStack({}, async ({ up, px }) => {
 		const second = head(px.port, 'GET', SMUGGLE_PROBE, ['Authorization: Bearer sk-test']);
 		for (const te of ['gzip, chunked', 'gzip', 'identity', 'chunked, identity', 'deflate']) {
-			const r = await exchange(px.port, head(px.port, 'POST', '/v1/responses', [
+			const r = await h.exchange(px.port, head(px.port, 'POST', '/v1/responses', [
 				'Authorization: Bearer sk-test', 'Content-Type: application/json', `Transfer-Encoding: ${te}`,
 			]) + chunked(CREATE_BODY) + second);
 			assert.ok(r.answers.length >= 1, `TE ${te}: no answer; got ${JSON.stringify(r.raw.slice(0, 300))}`);
@@ -189,13 +164,13 @@ test('CR, LF or NUL inside a header value: 400, never forwarded', async () => {
 			const what = JSON.stringify(line);
 			const before = up.requests.length;
 			const errs = w.clientErrors.length;
-			const c = await exchange(px.port, head(px.port, 'POST', '/v1/responses', [
+			const c = await h.exchange(px.port, head(px.port, 'POST', '/v1/responses', [
 				'Authorization: Bearer sk-test', 'Content-Type: application/json',
 				`Content-Length: ${CREATE_BODY.length}`, line,
 			]) + CREATE_BODY);
 			assert.ok(c.answers.length >= 1, `POST with ${what}: no answer; got ${JSON.stringify(c.raw.slice(0, 300))}`);
 			h.assertOpenAIError(c.answers[0], 400, `POST with ${what}`);
-			const g = await exchange(px.port, head(px.port, 'GET', `/v1/responses/${id}`, [
+			const g = await h.exchange(px.port, head(px.port, 'GET', `/v1/responses/${id}`, [
 				'Authorization: Bearer sk-test', line, 'Connection: close',
 			]));
 			assert.ok(g.answers.length >= 1, `GET with ${what}: no answer`);
@@ -210,7 +185,7 @@ test('CR, LF or NUL inside a header value: 400, never forwarded', async () => {
 test('an obs-folded header value: 400 (RFC 9112 5.2), never forwarded', async () => {
 	await h.withStack({}, async ({ up, px }) => {
 		const w = watchUpstream(up);
-		const r = await exchange(px.port, head(px.port, 'POST', '/v1/responses', [
+		const r = await h.exchange(px.port, head(px.port, 'POST', '/v1/responses', [
 			'Authorization: Bearer sk-test', 'Content-Type: application/json',
 			`Content-Length: ${CREATE_BODY.length}`, 'User-Agent: abc\r\n def', 'Connection: close',
 		]) + CREATE_BODY);
@@ -307,7 +282,7 @@ test('a header block over max_header_size (64k): 431 or 400 in the OpenAI shape,
 			'2000 small headers': Array.from({ length: 2000 }, (_, i) => `X-Stainless-H${i}: ${'b'.repeat(30)}`),
 		};
 		for (const [what, lines] of Object.entries(cases)) {
-			const r = await exchange(px.port, head(px.port, 'GET', `/v1/responses/${id}`, ['Authorization: Bearer sk-test', ...lines]), { waitMs: 5000 });
+			const r = await h.exchange(px.port, head(px.port, 'GET', `/v1/responses/${id}`, ['Authorization: Bearer sk-test', ...lines]), { waitMs: 5000 });
 			assert.ok(r.answers.length >= 1, `${what}: no answer (closed: ${r.closed}); got ${JSON.stringify(r.raw.slice(0, 300))}`);
 			const a = r.answers[0];
 			assert.ok(a.status === 431 || a.status === 400, `${what}: status ${a.status}`);
@@ -315,7 +290,7 @@ test('a header block over max_header_size (64k): 431 or 400 in the OpenAI shape,
 		}
 		assert.equal(up.requests.length, 0, `upstream saw: ${upSaw(up)}`);
 		// A 60 KB header block is within the limit and served.
-		const ok = await exchange(px.port, head(px.port, 'GET', `/v1/responses/${id}`,
+		const ok = await h.exchange(px.port, head(px.port, 'GET', `/v1/responses/${id}`,
 			['Authorization: Bearer sk-test', `X-Filler: ${'c'.repeat(60 * 1024)}`, 'Connection: close']));
 		assert.equal(ok.answers[0]?.status, 200, `60 KB of headers: ${ok.raw.slice(0, 200)}`);
 	});
@@ -325,14 +300,14 @@ test('a body over max_body_size: 413 in the OpenAI shape, not forwarded (Content
 	await h.withStack({ proxy: { config: '[server]\nmax_body_size = 1024\n' } }, async ({ up, px }) => {
 		const big = JSON.stringify({ model: 'gpt-4o', input: 'x'.repeat(4096) });
 		const base = ['Authorization: Bearer sk-test', 'Content-Type: application/json'];
-		const cl = await exchange(px.port, head(px.port, 'POST', '/v1/responses', [...base, `Content-Length: ${big.length}`]) + big);
+		const cl = await h.exchange(px.port, head(px.port, 'POST', '/v1/responses', [...base, `Content-Length: ${big.length}`]) + big);
 		assert.ok(cl.answers.length >= 1, `Content-Length: no answer; got ${JSON.stringify(cl.raw.slice(0, 300))}`);
 		h.assertOpenAIError(cl.answers[0], 413, 'Content-Length body of 4 KB');
-		const ch = await exchange(px.port, head(px.port, 'POST', '/v1/responses', [...base, 'Transfer-Encoding: chunked']) + chunked(big));
+		const ch = await h.exchange(px.port, head(px.port, 'POST', '/v1/responses', [...base, 'Transfer-Encoding: chunked']) + chunked(big));
 		assert.ok(ch.answers.length >= 1, `chunked: no answer; got ${JSON.stringify(ch.raw.slice(0, 300))}`);
 		h.assertOpenAIError(ch.answers[0], 413, 'chunked body of 4 KB');
 		// Expect: 100-continue with a huge length: refused before any body is sent.
-		const ex = await exchange(px.port, head(px.port, 'POST', '/v1/responses', [...base, 'Content-Length: 10485760', 'Expect: 100-continue']));
+		const ex = await h.exchange(px.port, head(px.port, 'POST', '/v1/responses', [...base, 'Content-Length: 10485760', 'Expect: 100-continue']));
 		assert.ok(ex.answers.length >= 1, `Expect: no answer; got ${JSON.stringify(ex.raw.slice(0, 300))}`);
 		h.assertOpenAIError(ex.answers[ex.answers.length - 1], 413, 'Expect: 100-continue with 10 MB');
 		assert.ok(ex.ms < 2000, `the 413 to Expect took ${ex.ms} ms`);
@@ -343,7 +318,7 @@ test('a body over max_body_size: 413 in the OpenAI shape, not forwarded (Content
 test('a Content-Length that is negative, not a number, or overflows: 400/413, not forwarded', async () => {
 	await h.withStack({}, async ({ up, px }) => {
 		for (const v of ['-1', 'abc', '12abc', '0x10', '99999999999999999999999']) {
-			const r = await exchange(px.port, head(px.port, 'POST', '/v1/responses', [
+			const r = await h.exchange(px.port, head(px.port, 'POST', '/v1/responses', [
 				'Authorization: Bearer sk-test', 'Content-Type: application/json', `Content-Length: ${v}`,
 			]) + CREATE_BODY);
 			assert.ok(r.answers.length >= 1, `Content-Length: ${v}: no answer (closed: ${r.closed})`);
@@ -717,7 +692,7 @@ test('a NUL in a pipelined second request fails that request, not the first', as
 	await h.withStack({}, async ({ up, px }) => {
 		const id = up.seed();
 		const get = head(px.port, 'GET', `/v1/responses/${id}`, ['Authorization: Bearer sk-test']);
-		const r = await exchange(px.port, get + head(px.port, 'GET', `/v1/responses/${id}`, ['Authorization: Bearer sk-test', 'X-Note: a\0b']));
+		const r = await h.exchange(px.port, get + head(px.port, 'GET', `/v1/responses/${id}`, ['Authorization: Bearer sk-test', 'X-Note: a\0b']));
 		assert.ok(r.answers.length >= 1, JSON.stringify(r.raw.slice(0, 300)));
 		assert.equal(r.answers[0].status, 200, 'the first request is served');
 		if (r.answers.length > 1) h.assertOpenAIError(r.answers[1], 400, 'the second, with the NUL');

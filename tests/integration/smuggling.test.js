@@ -12,50 +12,11 @@
 // byte for byte and never stored.
 const test = require('node:test');
 const assert = require('node:assert/strict');
-const net = require('node:net');
 const h = require('../lib/harness');
 
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
 /* ------------------------------------------------------------------ */
-
-/*
- * Write pieces (strings, each written as its own segment once the last one
- * is acknowledged by the kernel) and read until the proxy closes the
- * connection, or until `want` answers are in (then the socket is left open
- * and closed: `closed` false), or waitMs passes.
- */
-function exchange(port, pieces, { waitMs = 4000, want = Infinity } = {}) {
-	return new Promise((resolve) => {
-		const sock = net.connect(port, '127.0.0.1');
-		sock.setNoDelay(true);
-		let buf = '';
-		let done = false;
-		const finish = (closed) => {
-			if (done) return;
-			done = true;
-			clearTimeout(timer);
-			sock.destroy();
-			resolve({ answers: h.parseAnswers(buf), closed, raw: buf });
-		};
-		const timer = setTimeout(() => finish(false), waitMs);
-		sock.on('data', (d) => {
-			buf += d.toString('latin1');
-			if (h.parseAnswers(buf).length >= want) finish(false);
-		});
-		sock.on('close', () => finish(true));
-		sock.on('error', () => { /* a reset after the answer: close follows */ });
-		const list = Array.isArray(pieces) ? pieces : [pieces];
-		sock.once('connect', async () => {
-			for (const [i, p] of list.entries()) {
-				if (done) return;
-				await new Promise((r) => sock.write(Buffer.from(p, 'latin1'), r));
-				/* Separate reads on the proxy's side: a pause, not a readiness wait. */
-				if (i < list.length - 1) await h.delay(15);
-			}
-		});
-	});
-}
 
 const PROBE = '/v1/responses/resp_smuggled_probe';
 
@@ -128,7 +89,7 @@ test('each smuggling form: 400 in the OpenAI shape, connection closed, the reque
 		// Every form is tried, and every failure named at once.
 		const failed = [];
 		for (const [what, bytes] of Object.entries(forms(px.port))) {
-			const r = await exchange(px.port, bytes);
+			const r = await h.exchange(px.port, bytes);
 			try {
 				assertRefused(r, up, what);
 			} catch (e) {
@@ -156,7 +117,7 @@ test('the guard says why: its cause is the 400\'s message', async () => {
 			['Transfer-Encoding: identity', /Transfer-Encoding/],
 		];
 		for (const [what, re] of cases) {
-			const r = await exchange(px.port, f[what]);
+			const r = await h.exchange(px.port, f[what]);
 			const j = assertRefused(r, up, what);
 			assert.match(j.error.message, re, `${what}: message`);
 		}
@@ -188,7 +149,7 @@ test('the smuggling forms split across reads, at the tricky bytes: refused alike
 				at = i + m.length;
 			}
 			pieces.push(bytes.slice(at));
-			const r = await exchange(px.port, pieces);
+			const r = await h.exchange(px.port, pieces);
 			assertRefused(r, up, `${what}, in ${pieces.length} pieces`);
 		}
 	});
@@ -199,7 +160,7 @@ test('a bad request pipelined after a good one: the good one is served, then 400
 		const id = up.seed();
 		const good = `GET /v1/responses/${id} HTTP/1.1\r\nHost: 127.0.0.1:${px.port}\r\nAuthorization: Bearer sk-test\r\n\r\n`;
 		const bad = `POST /v1/responses HTTP/1.1\r\nHost: 127.0.0.1:${px.port}\r\nContent-Length : ${smuggled(px.port).length}\r\n\r\n${smuggled(px.port)}`;
-		const r = await exchange(px.port, good + bad);
+		const r = await h.exchange(px.port, good + bad);
 		assert.equal(r.answers.length, 2, `answers: ${JSON.stringify(r.raw.slice(0, 400))}`);
 		assert.equal(r.answers[0].status, 200, 'the first request is served');
 		h.assertOpenAIError(r.answers[1], 400, 'the second, with the bad head');
@@ -232,11 +193,11 @@ test('a raw space in the query: 400 from the proxy, not a 502 blamed on the upst
 		];
 		for (const t of targets) {
 			for (const m of ['GET', 'DELETE']) {
-				const r = await exchange(px.port, `${m} ${t} HTTP/1.1\r\n${host}\r\nAuthorization: Bearer sk-test\r\n\r\n`);
+				const r = await h.exchange(px.port, `${m} ${t} HTTP/1.1\r\n${host}\r\nAuthorization: Bearer sk-test\r\n\r\n`);
 				assertRefused(r, up, `${m} ${JSON.stringify(t)}`);
 			}
 		}
-		const c = await exchange(px.port, `POST /v1/responses?a=b c HTTP/1.1\r\n${host}\r\nAuthorization: Bearer sk-test\r\n` +
+		const c = await h.exchange(px.port, `POST /v1/responses?a=b c HTTP/1.1\r\n${host}\r\nAuthorization: Bearer sk-test\r\n` +
 			`Content-Type: application/json\r\nContent-Length: ${CREATE_BODY.length}\r\n\r\n${CREATE_BODY}`);
 		assertRefused(c, up, 'POST with a raw space in the query');
 		assert.equal(await protocolErrors(px), before, 'an upstream protocol error was counted');
@@ -281,20 +242,20 @@ test('SDK-like requests, keep-alive and pipelined: all served, the connection ke
 		const id = up.seed();
 		// One at a time on one connection.
 		const create = sdkHead(px.port, 'POST', '/v1/responses', [`Content-Length: ${CREATE_BODY.length}`]) + CREATE_BODY;
-		const r1 = await exchange(px.port, create, { want: 1 });
+		const r1 = await h.exchange(px.port, create, { want: 1 });
 		assert.equal(r1.answers[0]?.status, 200, JSON.stringify(r1.raw.slice(0, 300)));
 		assert.ok(!r1.closed, 'a good request closed its connection');
 		// Pipelined in one write: a create, two GETs (the second a hit), a chunked create.
 		const get = sdkHead(px.port, 'GET', `/v1/responses/${id}?include[]=message.output_text.logprobs`);
 		const chunked = sdkHead(px.port, 'POST', '/v1/responses', ['Transfer-Encoding: chunked']) +
 			`${CREATE_BODY.length.toString(16)}\r\n${CREATE_BODY}\r\n0\r\n\r\n`;
-		const r2 = await exchange(px.port, create + get + get + chunked, { want: 4 });
+		const r2 = await h.exchange(px.port, create + get + get + chunked, { want: 4 });
 		assert.deepEqual(r2.answers.map((a) => a.status), [200, 200, 200, 200], JSON.stringify(r2.raw.slice(0, 300)));
 		assert.deepEqual(r2.answers.slice(1, 3).map((a) => a.headers['x-cache']), ['MISS', 'HIT']);
 		assert.ok(!r2.closed, 'pipelined good requests closed the connection');
 		// The same pipeline byte by byte... in three reads, cut inside heads.
 		const all = create + get + chunked;
-		const r3 = await exchange(px.port, [all.slice(0, 37), all.slice(37, create.length + 50), all.slice(create.length + 50)], { want: 3 });
+		const r3 = await h.exchange(px.port, [all.slice(0, 37), all.slice(37, create.length + 50), all.slice(create.length + 50)], { want: 3 });
 		assert.deepEqual(r3.answers.map((a) => a.status), [200, 200, 200], JSON.stringify(r3.raw.slice(0, 300)));
 		assert.equal(up.count('POST', '/v1/responses'), 5);
 		assert.equal(up.count('GET', `/v1/responses/${id}`), 1, 'the GETs after the first were hits');
@@ -309,11 +270,11 @@ test('SDK-like requests, keep-alive and pipelined: all served, the connection ke
 test('bare-LF lines, HTTP/1.0 without Host, odd but valid spacing: served', async () => {
 	await h.withStack({}, async ({ up, px }) => {
 		const id = up.seed();
-		const lf = await exchange(px.port, `GET /v1/responses/${id} HTTP/1.1\nHost: x\nAuthorization: Bearer sk-test\n\n`, { want: 1 });
+		const lf = await h.exchange(px.port, `GET /v1/responses/${id} HTTP/1.1\nHost: x\nAuthorization: Bearer sk-test\n\n`, { want: 1 });
 		assert.equal(lf.answers[0]?.status, 200, JSON.stringify(lf.raw.slice(0, 300)));
-		const h10 = await exchange(px.port, `GET /v1/responses/${id} HTTP/1.0\r\nAuthorization: Bearer sk-test\r\n\r\n`, { want: 1 });
+		const h10 = await h.exchange(px.port, `GET /v1/responses/${id} HTTP/1.0\r\nAuthorization: Bearer sk-test\r\n\r\n`, { want: 1 });
 		assert.equal(h10.answers[0]?.status, 200, JSON.stringify(h10.raw.slice(0, 300)));
-		const ows = await exchange(px.port, `POST /v1/responses HTTP/1.1\r\nhost:127.0.0.1\r\nAuthorization:\tBearer sk-test \r\n` +
+		const ows = await h.exchange(px.port, `POST /v1/responses HTTP/1.1\r\nhost:127.0.0.1\r\nAuthorization:\tBearer sk-test \r\n` +
 			`content-length:  ${CREATE_BODY.length}\t\r\nX-Empty:\r\nUser-Agent: caf\xc3\xa9\r\n\r\n${CREATE_BODY}`, { want: 1 });
 		assert.equal(ows.answers[0]?.status, 200, JSON.stringify(ows.raw.slice(0, 300)));
 	});
@@ -381,7 +342,7 @@ test('CONNECT is refused with 405 and its connection closed: no tunnel, nothing 
 		const id = up.seed();
 		for (const target of ['example.com:443', `/v1/responses/${id}`]) {
 			for (const behind of [`DELETE /v1/responses/${id}`, `GET /v1/responses/${id}`]) {
-				const r = await exchange(px.port, `CONNECT ${target} HTTP/1.1\r\nHost: example.com:443\r\n\r\n` +
+				const r = await h.exchange(px.port, `CONNECT ${target} HTTP/1.1\r\nHost: example.com:443\r\n\r\n` +
 					`${behind} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer sk-test\r\n\r\n`);
 				assert.ok(r.closed, `CONNECT ${target}: the proxy closed the connection`);
 				assert.equal(r.answers.length, 1, `one answer: ${r.raw.slice(0, 300)}`);

@@ -12,6 +12,7 @@
  *   rawRequest(port, s)  bytes over a plain socket (for paths a client would
  *                        normalise, and for Upgrade requests)
  *   parseAnswers(buf)    every complete HTTP answer in what a raw socket read
+ *   exchange(port, b)    raw bytes in, every answer out, and whether it closed
  *   tmpdir(), freePort(), assertOpenAIError(), until()
  *
  * Nothing here sleeps to wait for readiness: the proxy is ready when it says
@@ -967,6 +968,48 @@ function parseAnswers(buf) {
 	return out;
 }
 
+/*
+ * Write bytes (a string or Buffer, or a list of them, each written as its
+ * own segment once the last is acknowledged, for separate reads on the
+ * proxy's side) and read until the proxy closes the connection, or want
+ * answers are in (closed: false), or waitMs passes.  Resolves {answers,
+ * status (of the first, 0 if none), closed, raw, ms}.
+ */
+function exchange(port, pieces, { waitMs = 4000, want = Infinity } = {}) {
+	return new Promise((resolve) => {
+		const t0 = Date.now();
+		const sock = net.connect(port, '127.0.0.1');
+		sock.setNoDelay(true);
+		let buf = '';
+		let done = false;
+		const finish = (closed) => {
+			if (done) return;
+			done = true;
+			clearTimeout(timer);
+			sock.destroy();
+			const answers = parseAnswers(buf);
+			const m = /^HTTP\/1\.\d (\d{3})/.exec(buf);
+			resolve({ answers, status: m ? Number(m[1]) : 0, closed, raw: buf, ms: Date.now() - t0 });
+		};
+		const timer = setTimeout(() => finish(false), waitMs);
+		sock.on('data', (d) => {
+			buf += d.toString('latin1');
+			if (parseAnswers(buf).length >= want) finish(false);
+		});
+		sock.on('close', () => finish(true));
+		sock.on('error', () => { /* a reset after the answer: close follows */ });
+		const list = Array.isArray(pieces) ? pieces : [pieces];
+		sock.once('connect', async () => {
+			for (const [i, p] of list.entries()) {
+				if (done) return;
+				await new Promise((r) => sock.write(Buffer.isBuffer(p) ? p : Buffer.from(p, 'latin1'), r));
+				/* Separate reads on the proxy's side: a pause, not a readiness wait. */
+				if (i < list.length - 1) await delay(15);
+			}
+		});
+	});
+}
+
 /* ------------------------------------------------------------------ */
 /* Assertions                                                          */
 /* ------------------------------------------------------------------ */
@@ -1020,6 +1063,7 @@ module.exports = {
 	openSSE,
 	rawRequest,
 	parseAnswers,
+	exchange,
 	parseSSEChunk,
 	parseQuery,
 	tmpdir,
