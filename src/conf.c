@@ -23,7 +23,7 @@
 #include "log.h"
 
 enum conf_type { CT_STRING, CT_OPTSTRING, CT_SIZE, CT_SECONDS, CT_LEVEL,
-	CT_OWNERSHIP, CT_UNKNOWN_OWNER, CT_COUNT, CT_FORMAT };
+	CT_OWNERSHIP, CT_UNKNOWN_OWNER, CT_COUNT, CT_FORMAT, CT_FORWARD };
 
 struct conf_key {
 	const char	*section;
@@ -40,6 +40,7 @@ static const struct conf_key conf_keys[] = {
 	K("server", "client_timeout", CT_SECONDS, client_timeout),
 	K("server", "ownership", CT_OWNERSHIP, ownership),
 	K("server", "unknown_owner", CT_UNKNOWN_OWNER, unknown_owner_deny),
+	K("server", "forward", CT_FORWARD, forward_responses),
 	K("server", "workers", CT_COUNT, workers),
 	K("server", "shutdown_timeout", CT_SECONDS, shutdown_timeout),
 	K("server", "admin_listen", CT_OPTSTRING, admin_listen),
@@ -129,6 +130,7 @@ conf_free(struct conf *c)
 		free(c->clients[i].name);
 		free(c->clients[i].token_sha256);
 		free(c->clients[i].credential);
+		free(c->clients[i].allow);
 	}
 	free(c->clients);
 	free(c->listen);
@@ -333,9 +335,12 @@ conf_set_section(struct conf *c, const char *section, const char *key,
 			conf_set_named(&cl->token_sha256, value);
 		else if (strcmp(key, "credential") == 0)
 			conf_set_named(&cl->credential, value);
+		else if (strcmp(key, "allow") == 0)
+			conf_set_named(&cl->allow, value);
 		else {
 			*cause = conf_fmt("unknown key \"%s\" in [%s] (a client "
-			    "has token_sha256 and credential)", key, section);
+			    "has token_sha256, credential and allow)", key,
+			    section);
 			return (-1);
 		}
 		return (0);
@@ -455,6 +460,15 @@ conf_set(struct conf *c, const char *section, const char *key,
 		}
 		*(int *)field = (int)n;
 		return (0);
+	case CT_FORWARD:
+		if (strcmp(value, "all") != 0 &&
+		    strcmp(value, "responses") != 0) {
+			*cause = conf_fmt("[%s] %s: \"%s\" is not all or "
+			    "responses", section, key, value);
+			return (-1);
+		}
+		*(int *)field = strcmp(value, "responses") == 0;
+		return (0);
 	case CT_FORMAT:
 		if (strcmp(value, "text") != 0 && strcmp(value, "json") != 0) {
 			*cause = conf_fmt("[%s] %s: \"%s\" is not text or json",
@@ -562,6 +576,43 @@ conf_check(struct conf *c, char **cause)
 	return (conf_check_keys(c, cause));
 }
 
+/*
+ * 0 if s is a list of path prefixes, each under /v1/ (no "." or ".."
+ * segment, no '%'), separated by spaces or commas: at least one, at
+ * most 32.
+ */
+static int
+conf_check_allow(const char *s)
+{
+	const char	*p, *e;
+	size_t		 n = 0, len;
+
+	for (p = s; *p != '\0'; p = e) {
+		p += strspn(p, " ,\t");
+		if (*p == '\0')
+			break;
+		e = p + strcspn(p, " ,\t");
+		len = (size_t)(e - p);
+		if (len <= 4 || strncmp(p, "/v1/", 4) != 0 ||
+		    memchr(p, '%', len) != NULL || memchr(p, '\\', len) != NULL)
+			return (-1);
+		if ((len >= 3 && memcmp(e - 3, "/..", 3) == 0) ||
+		    (len >= 2 && memcmp(e - 2, "/.", 2) == 0))
+			return (-1);
+		{
+			const char *d;
+
+			for (d = p; d < e - 1; d++)
+				if (d[0] == '/' && d[1] == '.' &&
+				    (d + 2 == e || d[2] == '/' ||
+				    (d[2] == '.' && (d + 3 == e || d[3] == '/'))))
+					return (-1);
+		}
+		n++;
+	}
+	return (n >= 1 && n <= 32 ? 0 : -1);
+}
+
 /* Credentials and clients: complete, and naming each other correctly. */
 static int
 conf_check_keys(struct conf *c, char **cause)
@@ -617,6 +668,12 @@ conf_check_keys(struct conf *c, char **cause)
 				    cl->name);
 				return (-1);
 			}
+		if (cl->allow != NULL && conf_check_allow(cl->allow) == -1) {
+			*cause = conf_fmt("[client %s] allow: \"%s\" is not a "
+			    "list of path prefixes under /v1/ (at most 32)",
+			    cl->name, cl->allow);
+			return (-1);
+		}
 		if (c->ncreds == 0) {
 			*cause = conf_fmt("[client %s]: clients need a "
 			    "[credential] (or [upstream] key_file) to use",

@@ -24,6 +24,7 @@ struct conf_client {
 	char	*name;
 	char	*token_sha256;		/* 64 hex digits, lower case */
 	char	*credential;		/* NULL: the default credential */
+	char	*allow;			/* path prefixes; NULL: any */
 };
 
 enum conf_ownership { OWNERSHIP_DEFAULT, OWNERSHIP_STRICT, OWNERSHIP_OFF };
@@ -38,6 +39,7 @@ struct conf {
 	double	 client_timeout;	/* seconds */
 	int	 ownership;		/* enum conf_ownership */
 	int	 unknown_owner_deny;	/* ids created elsewhere: 404 */
+	int	 forward_responses;	/* forward = responses: no other path */
 	int	 workers;		/* event loops; 0: one per CPU */
 	double	 shutdown_timeout;	/* for what is in flight at SIGTERM */
 	char	*admin_listen;		/* NULL: no admin listener */

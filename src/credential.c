@@ -148,6 +148,53 @@ keyring_hex(const char *hex, unsigned char out[32])
 	return (0);
 }
 
+/* A client's allow list, from "/v1/a /v1/b,/v1/c" (checked by conf.c). */
+static void
+keyring_allow(struct client *cl, const char *s)
+{
+	const char	*p, *e;
+
+	for (p = s; p != NULL && *p != '\0'; p = e) {
+		p += strspn(p, " ,\t");
+		if (*p == '\0')
+			break;
+		e = p + strcspn(p, " ,\t");
+		if ((cl->allow = reallocarray(cl->allow, cl->nallow + 1,
+		    sizeof *cl->allow)) == NULL ||
+		    (cl->allow[cl->nallow] = strndup(p, (size_t)(e - p))) ==
+		    NULL)
+			fatalx("out of memory");
+		/* "/v1/files/" and "/v1/files" are one prefix. */
+		while (strlen(cl->allow[cl->nallow]) > 4 &&
+		    cl->allow[cl->nallow][strlen(cl->allow[cl->nallow]) - 1] ==
+		    '/')
+			cl->allow[cl->nallow][strlen(cl->allow[cl->nallow]) -
+			    1] = '\0';
+		cl->nallow++;
+	}
+}
+
+/*
+ * 1 if cl may use path: no list, or one of its prefixes ends at a
+ * segment boundary of path ("/v1/files" allows /v1/files and
+ * /v1/files/x, not /v1/filesx).
+ */
+int
+keyring_allows(const struct client *cl, const char *path)
+{
+	size_t	i, n;
+
+	if (cl == NULL || cl->nallow == 0)
+		return (1);
+	for (i = 0; i < cl->nallow; i++) {
+		n = strlen(cl->allow[i]);
+		if (strncmp(path, cl->allow[i], n) == 0 &&
+		    (path[n] == '\0' || path[n] == '/'))
+			return (1);
+	}
+	return (0);
+}
+
 struct keyring *
 keyring_load(const struct conf *c, char **cause)
 {
@@ -188,7 +235,9 @@ keyring_load(const struct conf *c, char **cause)
 				kr->clients[i].cred = &kr->creds[j];
 		if (kr->clients[i].cred == NULL)
 			fatalx("keyring_load: unchecked credential");
+		keyring_allow(&kr->clients[i], c->clients[i].allow);
 	}
+	kr->forward_all = !c->forward_responses;
 	kr->ownership = c->nclients > 0 && c->ownership == OWNERSHIP_STRICT;
 	kr->unknown_owner_deny = c->unknown_owner_deny;
 	return (kr);
@@ -204,7 +253,7 @@ keyring_ref(struct keyring *kr)
 void
 keyring_unref(struct keyring *kr)
 {
-	size_t	i;
+	size_t	i, j;
 
 	/* Workers let go of a keyring on their own threads. */
 	if (kr == NULL || __atomic_sub_fetch(&kr->refs, 1, __ATOMIC_ACQ_REL) > 0)
@@ -222,6 +271,9 @@ keyring_unref(struct keyring *kr)
 	for (i = 0; i < kr->nclients; i++) {
 		OPENSSL_cleanse(kr->clients[i].token_sha256, 32);
 		free(kr->clients[i].name);
+		for (j = 0; j < kr->clients[i].nallow; j++)
+			free(kr->clients[i].allow[j]);
+		free(kr->clients[i].allow);
 	}
 	free(kr->creds);
 	free(kr->clients);

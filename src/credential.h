@@ -30,6 +30,8 @@ struct client {
 	char				*name;
 	unsigned char			 token_sha256[32];
 	const struct credential		*cred;
+	char				**allow;	/* path prefixes */
+	size_t				 nallow;	/* 0: any path */
 };
 
 struct keyring {
@@ -40,6 +42,8 @@ struct keyring {
 	size_t			 nclients;
 	const struct credential	*dflt;		/* without clients; or NULL */
 	int			 ownership;	/* strict, with clients */
+	int			 forward_all;	/* every /v1/ path, not only
+						   /v1/responses */
 	int			 unknown_owner_deny;
 };
 
@@ -64,5 +68,8 @@ const struct client *keyring_client(const struct keyring *,
 void	sha256_hex(const void *p, size_t len, char out[SHA256_HEX_LEN + 1]);
 /* out gets the raw SHA-256 of p[0..len). */
 void	sha256_raw(const void *p, size_t len, unsigned char out[32]);
+
+/* 1 if the client (NULL: no client auth) may use path; see allow. */
+int	keyring_allows(const struct client *, const char *path);
 
 #endif

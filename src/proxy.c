@@ -74,6 +74,7 @@ struct proxy {
 	struct timeval		 client_tv;
 	double			 tombstone_ttl;
 	double			 delete_window;
+	double			 forward_idle;
 	char			 date[40];	/* see proxy_date() */
 	time_t			 date_at;
 	/* The last pass-through key and its tenant, wiped on change. */
@@ -114,6 +115,7 @@ struct proxy_req {
 	const struct evkeyvalq	*uhdrs;		/* upstream's, until done */
 	struct evbuffer		*body;
 	int			 streaming;
+	int			 raw;		/* relayed as bytes, not events */
 	int			 paused;	/* the client is behind */
 	size_t			 relayed;	/* stream bytes sent on */
 	char			 tail[4];	/* the last of them */
@@ -140,7 +142,8 @@ static const char *const proxy_fwd_req[] = {
 static const char *const proxy_fwd_resp[] = {
 	"content-type", "x-request-id", "openai-processing-ms",
 	"openai-version", "openai-organization", "openai-project",
-	"retry-after", "retry-after-ms", "x-should-retry", NULL
+	"retry-after", "retry-after-ms", "x-should-retry",
+	"content-disposition", "openai-model", NULL
 };
 
 /* Of those, the ones a cached entry keeps for its replay. */
@@ -231,7 +234,8 @@ proxy_account(struct proxy *px, struct evhttp_request *req,
 	method = rm == RM_GET ? MM_GET : rm == RM_POST ? MM_POST :
 	    rm == RM_DELETE ? MM_DELETE : MM_OTHER;
 	if (pr != NULL && pr->route.method != RM_OTHER)
-		route = (enum metrics_route)pr->route.kind;
+		route = pr->route.kind == ROUTE_FORWARD ? MR_OTHER :
+		    (enum metrics_route)pr->route.kind;
 	e.secs = now - (pr != NULL ? pr->t0 : px->t0);
 	metrics_request(px->metrics, route, method, status, result, e.secs);
 	metrics_inflight(px->metrics, -1);
@@ -353,7 +357,7 @@ proxy_req_free(struct proxy_req *pr)
 		pr->next->prev = pr->prev;
 	if (pr->gone != NULL)
 		event_free(pr->gone);
-	if (pr->streaming)
+	if (pr->streaming && !pr->raw)
 		metrics_streams(px->metrics, -1);
 	coalesce_leave(&pr->waiter);
 	/* Those waiting on a fetch that ends with nothing fetch their own. */
@@ -966,8 +970,10 @@ proxy_stream_end(struct proxy_req *pr, const char *type, const char *code,
 	struct evbuffer		 *ev;
 
 	proxy_req_detach(pr);
-	if (code != NULL && !proxy_stream_at_boundary(pr)) {
-		proxy_account(pr->px, req, pr, 200, pr->result, pr->relayed);
+	/* Bytes, not events, have no error event to end with. */
+	if (code != NULL && (pr->raw || !proxy_stream_at_boundary(pr))) {
+		proxy_account(pr->px, req, pr, pr->status, pr->result,
+		    pr->relayed);
 		proxy_req_free(pr);
 		evhttp_connection_free(evcon);
 		return;
@@ -984,7 +990,7 @@ proxy_stream_end(struct proxy_req *pr, const char *type, const char *code,
 	 * not chunked, that took every byte), evhttp_send_reply_end() ends
 	 * the request at once and frees req.
 	 */
-	proxy_account(pr->px, req, pr, 200, pr->result, pr->relayed);
+	proxy_account(pr->px, req, pr, pr->status, pr->result, pr->relayed);
 	proxy_track_reply(pr->px, req);
 	evhttp_request_set_on_complete_cb(req, proxy_stream_written, pr->px);
 	evhttp_send_reply_end(req);
@@ -999,16 +1005,25 @@ proxy_up_headers(void *arg, int status, const struct evkeyvalq *hdrs)
 	struct proxy_req	*pr = arg;
 	struct evkeyvalq	*out;
 	const char		*ct;
+	int			 sse;
 
 	pr->status = status;
 	pr->uhdrs = hdrs;
 	ct = evhttp_find_header(hdrs, "Content-Type");
-	if (status != 200 || ct == NULL ||
-	    strncasecmp(ct, "text/event-stream", 17) != 0)
+	sse = ct != NULL && strncasecmp(ct, "text/event-stream", 17) == 0;
+	/*
+	 * A forwarded path's answer goes through as it comes, whatever it
+	 * is, but for the upstream refusing the proxy's own key (see
+	 * proxy_key_refused()).
+	 */
+	if (!(pr->route.kind == ROUTE_FORWARD && !(status == 401 &&
+	    pr->cred != NULL)) && !(status == 200 && sse))
 		return;
 	/* An event stream goes through as it comes, never held whole. */
 	pr->streaming = 1;
-	metrics_streams(pr->px->metrics, 1);
+	pr->raw = !sse;
+	if (!pr->raw)
+		metrics_streams(pr->px->metrics, 1);
 	/* A stream is one client's: anyone waiting fetches their own. */
 	proxy_end_fetch(pr, NULL);
 	if (pr->req == NULL) {
@@ -1024,7 +1039,7 @@ proxy_up_headers(void *arg, int status, const struct evkeyvalq *hdrs)
 	proxy_copy_resp_headers(pr, out);
 	evhttp_add_header(out, "Cache-Control", "no-cache");
 	proxy_xcache(out, "BYPASS");
-	evhttp_send_reply_start(pr->req, status, "OK");
+	evhttp_send_reply_start(pr->req, status, NULL);
 	/* A stream may be quiet for minutes: only a stalled write times out. */
 	bufferevent_set_timeouts(evhttp_connection_get_bufferevent(
 	    evhttp_request_get_connection(pr->req)), NULL, &pr->px->client_tv);
@@ -1417,6 +1432,11 @@ proxy_forward(struct proxy_req *pr)
 		pr->no_store = pr->rq.include;
 	} else
 		o.stream = pr->route.stream;
+	/* Relayed as it comes, however long: only silence ends it. */
+	if (pr->route.kind == ROUTE_FORWARD) {
+		o.stream = 1;
+		o.idle = pr->px->forward_idle;
+	}
 	/*
 	 * A create's or cancel's answer is stored as the plain GET's: not
 	 * when a query string (include[], say) may have shaped it.
@@ -1612,6 +1632,21 @@ proxy_handle(struct evhttp_request *req, void *arg)
 		snprintf(pr->tenant, sizeof pr->tenant, "%s", pr->cred->name);
 	else
 		proxy_key_tenant(px, key, pr->tenant);
+	/* Which paths this door lets through, for everyone and this client. */
+	if (pr->route.kind == ROUTE_FORWARD && !pr->keys->forward_all) {
+		proxy_reply_error(px, req, pr, 404, NULL, "unknown_route",
+		    "Unknown route: respcache serves /v1/responses only "
+		    "(forward = responses).", NULL);
+		proxy_req_free(pr);
+		return;
+	}
+	if (!keyring_allows(pr->client, evhttp_uri_get_path(uri))) {
+		proxy_reply_error(px, req, pr, 403, NULL, "route_not_allowed",
+		    "This client may not use this path: it is outside the "
+		    "client's allow list.", NULL);
+		proxy_req_free(pr);
+		return;
+	}
 	if (proxy_reads_body(pr) && response_request_read((const char *)
 	    evbuffer_pullup(evhttp_request_get_input_buffer(req), -1),
 	    evbuffer_get_length(evhttp_request_get_input_buffer(req)),
@@ -1679,6 +1714,7 @@ proxy_new(struct evhttp *http, const struct proxy_env *env)
 	px->client_tv = env->client_tv;
 	px->tombstone_ttl = env->tombstone_ttl;
 	px->delete_window = env->delete_window;
+	px->forward_idle = env->forward_idle;
 	evhttp_set_gencb(http, proxy_handle, px);
 	return (px);
 }

@@ -28,6 +28,8 @@ struct proxy_env {
 	struct timeval		 client_tv;	/* clients' read/write timeout */
 	double			 tombstone_ttl;	/* 0: no tombstones */
 	double			 delete_window;	/* a DELETE may take effect in */
+	double			 forward_idle;	/* silence a forwarded answer
+						   may keep */
 };
 
 /*

@@ -351,6 +351,73 @@ route_clean(const char *q)
 	return (1);
 }
 
+/*
+ * 1 if a path segment is plain: not empty, "." or "..", and no encoded
+ * '/', '\\' or '.', so that the upstream reads the path the proxy read
+ * (and a client's allow-list prefix cannot be walked out of).
+ */
+static int
+route_plain_segment(const char *s, size_t len)
+{
+	size_t	i;
+	char	c;
+
+	if (len == 0 || (len == 1 && s[0] == '.') ||
+	    (len == 2 && s[0] == '.' && s[1] == '.'))
+		return (0);
+	for (i = 0; i < len; i++) {
+		c = s[i];
+		if (c == '\\')
+			return (0);
+		if (c != '%')
+			continue;
+		if (i + 2 >= len)
+			return (0);
+		if (s[i + 1] == '2' && (s[i + 2] == 'e' || s[i + 2] == 'E' ||
+		    s[i + 2] == 'f' || s[i + 2] == 'F'))
+			return (0);
+		if (s[i + 1] == '5' && (s[i + 2] == 'c' || s[i + 2] == 'C'))
+			return (0);
+	}
+	return (1);
+}
+
+/*
+ * Any other path under /v1/: forwarded as it came, never cached.  Paths
+ * outside /v1/, and /v1/ itself, are unknown.
+ */
+static int
+route_forward(enum route_method m, const char *path, struct route *r,
+    struct route_error *err)
+{
+	const char	*s, *slash;
+	size_t		 len;
+
+	if (strncmp(path, "/v1/", 4) != 0 || path[4] == '\0')
+		return (route_fail(err, 404, "unknown_route", NULL,
+		    "Unknown route: respcache serves the API's /v1/ paths "
+		    "only%s.", ""));
+	for (s = path + 4; *s != '\0'; s = slash != NULL ? slash + 1 :
+	    s + len) {
+		slash = strchr(s, '/');
+		len = slash != NULL ? (size_t)(slash - s) : strlen(s);
+		if (!route_plain_segment(s, len) && !(slash == NULL &&
+		    len == 0))
+			return (route_fail(err, 400, "invalid_path", NULL,
+			    "Invalid path: empty, '.' or '..' segments and "
+			    "encoded '/', '\\' or '.' are refused%s.", ""));
+		if (slash == NULL)
+			break;
+	}
+	if (m != RM_GET && m != RM_POST && m != RM_PUT && m != RM_PATCH &&
+	    m != RM_DELETE)
+		return (route_fail(err, 405, "method_not_allowed",
+		    "GET, POST, PUT, PATCH, DELETE", "Method not allowed%s.",
+		    ""));
+	r->kind = ROUTE_FORWARD;
+	return (0);
+}
+
 int
 route_parse(enum route_method m, const char *path, const char *query,
     struct route *r, struct route_error *err)
@@ -372,9 +439,7 @@ route_parse(enum route_method m, const char *path, const char *query,
 	if (strncmp(path, ROUTE_PREFIX, sizeof ROUTE_PREFIX - 1) != 0 ||
 	    (path[sizeof ROUTE_PREFIX - 1] != '\0' &&
 	    path[sizeof ROUTE_PREFIX - 1] != '/'))
-		return (route_fail(err, 404, "unknown_route", NULL,
-		    "Unknown route: respcache serves /v1/responses only%s.",
-		    ""));
+		return (route_forward(m, path, r, err));
 	s = path + sizeof ROUTE_PREFIX - 1;
 	if (*s == '\0') {
 		if (m != RM_POST)

@@ -23,6 +23,7 @@ enum route_kind {
 	ROUTE_INPUT_ITEMS,	/* GET /v1/responses/{id}/input_items */
 	ROUTE_CANCEL,		/* POST /v1/responses/{id}/cancel */
 	ROUTE_OTHER,		/* any other /v1/responses/...: forwarded */
+	ROUTE_FORWARD,		/* any other path under /v1/: forwarded */
 };
 
 struct route {

@@ -62,6 +62,7 @@ struct upstream_req {
 	int			 refused;	/* a retry was refused: conn lost */
 	int			 doomed;	/* to fail: the multi is broken */
 	struct event		*idle;		/* a stream's silence timer */
+	struct timeval		 idle_tv;	/* the silence it allows */
 	struct timeval		 last;		/* when its last bytes came */
 	const struct upstream_hooks *hooks;
 	void			*arg;
@@ -580,11 +581,11 @@ upstream_idle_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	event_base_gettimeofday_cached(up->base, &now);
 	timersub(&now, &r->last, &since);
-	if (r->paused || timercmp(&since, &up->idle, <)) {
+	if (r->paused || timercmp(&since, &r->idle_tv, <)) {
 		if (r->paused)
-			left = up->idle;
+			left = r->idle_tv;
 		else
-			timersub(&up->idle, &since, &left);
+			timersub(&r->idle_tv, &since, &left);
 		evtimer_add(r->idle, &left);
 		return;
 	}
@@ -652,7 +653,13 @@ upstream_start(struct upstream *up, const struct upstream_opts *o,
 		    NULL)
 			fatalx("out of memory");
 		event_base_gettimeofday_cached(up->base, &r->last);
-		evtimer_add(r->idle, &up->idle);
+		r->idle_tv = up->idle;
+		if (o->idle > 0) {
+			r->idle_tv.tv_sec = (time_t)o->idle;
+			r->idle_tv.tv_usec = (suseconds_t)((o->idle -
+			    (double)r->idle_tv.tv_sec) * 1e6);
+		}
+		evtimer_add(r->idle, &r->idle_tv);
 	} else
 		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, up->timeout_ms);
 	if (strcmp(o->method, "POST") == 0) {

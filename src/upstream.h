@@ -72,6 +72,8 @@ struct upstream_opts {
 	size_t			 body_len;
 	int			 has_body;
 	int			 stream;	/* idle timeout, not total */
+	double			 idle;		/* that timeout; 0: the
+						   stream_idle_timeout */
 };
 
 struct upstream	*upstream_new(struct event_base *, const char *base_url,

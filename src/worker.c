@@ -124,6 +124,9 @@ worker_new(int id, const struct conf *c, struct cache *cache,
 	env.tombstone_ttl = c->tombstone_ttl;
 	/* A DELETE given up on may still take effect upstream meanwhile. */
 	env.delete_window = 2 * (c->connect_timeout + c->timeout);
+	/* A forwarded answer is relayed as it comes: silence ends it. */
+	env.forward_idle = c->timeout > c->stream_idle_timeout ? c->timeout :
+	    c->stream_idle_timeout;
 	w->px = proxy_new(w->http, &env);
 	snprintf(who, sizeof who, "worker %d", id);
 	if ((w->la = listener_accept(w->http, listen_fd, ML_CLIENT, who)) ==

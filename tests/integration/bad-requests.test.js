@@ -41,7 +41,7 @@ test('an id of exactly 128 characters is accepted and forwarded', async () => {
 
 test('unknown routes: 404; wrong methods: 405; all OpenAI-shaped, none forwarded', async () => {
 	await h.withStack({}, async ({ up, px }) => {
-		for (const p of ['/v1/models', '/foo', '/', '/v1', '/v1/responsesX', '/v2/responses/resp_1']) {
+		for (const p of ['/foo', '/', '/v1', '/v1/', '/v2/responses/resp_1', '/v10/models']) {
 			const r = await h.request(px.url + p);
 			h.assertOpenAIError(r, 404, `GET ${p}`);
 		}

@@ -223,7 +223,7 @@ test('no key or token appears in anything the proxy writes, at any log level', a
 		const reqs = [
 			[`/v1/responses/${id}`, 'GET', 'tok-alice'], [`/v1/responses/${id}`, 'GET', 'tok-eve'],
 			[`/v1/responses/${id}`, 'GET', 'tok-anna'], ['/v1/responses/bad%2Fid', 'GET', 'tok-bob'],
-			['/v1/nothing', 'GET', 'tok-bob'], ['/v1/responses', 'POST', 'tok-bob'],
+			['/nothing', 'GET', 'tok-bob'], ['/v1/responses', 'POST', 'tok-bob'],
 		];
 		for (const [p, method, tok] of reqs) {
 			const r = await h.request(px.url + p, { method, headers: bearer(tok), body: method === 'POST' ? { model: 'gpt-4o', input: 'x', stream: false } : undefined });

@@ -66,7 +66,7 @@ test('text access log: a miss then a hit of one id, with upstream status, bytes 
 		h.assertXCache(miss, 'MISS', 'first GET');
 		const hit = await h.request(px.url + p);
 		h.assertXCache(hit, 'HIT', 'second GET');
-		const nf = await h.request(`${px.url}/v1/nothing`);
+		const nf = await h.request(`${px.url}/nothing`);
 		assert.equal(nf.status, 404);
 		const lines = await h.until(() => {
 			const l = textLines(px.stderr());
@@ -97,7 +97,7 @@ test('text access log: a miss then a hit of one id, with upstream status, bytes 
 		assert.equal(k.bytes, hit.raw.length);
 		assert.equal(k.request_id, hit.headers['x-request-id']);
 
-		assert.equal(b.path, '/v1/nothing');
+		assert.equal(b.path, '/nothing');
 		assert.equal(b.status, 404);
 		assert.equal(b.upstream_status, '-');
 		assert.equal(b.bytes, nf.raw.length);
@@ -118,10 +118,10 @@ test('text access log: a miss then a hit of one id, with upstream status, bytes 
 
 test('text access log escapes quotes and backslashes in the path: one line, fields intact', async () => {
 	await h.withStack({}, async ({ px }) => {
-		const r = await h.rawRequest(px.port, 'GET /v1/a"b\\c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+		const r = await h.rawRequest(px.port, 'GET /a"b\\c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
 		assert.equal(r.status, 404);
 		const l = await h.until(() => textLines(px.stderr())[0], { what: 'the line' });
-		assert.equal(l.path, '/v1/a\\x22b\\x5cc');
+		assert.equal(l.path, '/a\\x22b\\x5cc');
 		assert.equal(l.status, 404);
 	});
 });
@@ -253,7 +253,7 @@ test('access_log = off: no access log line at all; the error log still works', a
 		const id = up.seed();
 		await h.request(`${px.url}/v1/responses/${id}`);
 		await h.request(`${px.url}/v1/responses/${id}`);
-		await h.request(`${px.url}/v1/nothing`);
+		await h.request(`${px.url}/nothing`);
 		process.kill(px.pid, 'SIGUSR1');
 		await h.until(() => /log files reopened/.test(px.stderr()), { what: 'the reopen (a pass of the main loop)' });
 		assert.match(px.stderr(), /respcache\[debug\]/, 'the error log is on');

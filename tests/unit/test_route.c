@@ -67,10 +67,33 @@ main(void)
 	    r.kind == ROUTE_OTHER, "compact is forwarded");
 	ok(parse(RM_GET, "/v1/responses/resp_1/other/deep", NULL) == 0 &&
 	    r.kind == ROUTE_OTHER, "deeper paths are forwarded");
-	ok(parse(RM_GET, "/v1/models", NULL) == -1 && e.status == 404,
-	    "/v1/models is 404");
-	ok(parse(RM_GET, "/v1/responsesX", NULL) == -1 && e.status == 404,
-	    "/v1/responsesX is 404");
+	ok(parse(RM_GET, "/v1/models", NULL) == 0 && r.kind == ROUTE_FORWARD &&
+	    !r.cacheable, "/v1/models is forwarded, never cached");
+	ok(parse(RM_POST, "/v1/chat/completions", NULL) == 0 &&
+	    r.kind == ROUTE_FORWARD, "so is POST /v1/chat/completions");
+	ok(parse(RM_PATCH, "/v1/files/file-1/x:y@z", NULL) == 0 &&
+	    r.kind == ROUTE_FORWARD, "any method of the API, any plain path");
+	ok(parse(RM_GET, "/v1/responsesX", NULL) == 0 &&
+	    r.kind == ROUTE_FORWARD, "/v1/responsesX is another path");
+	ok(parse(RM_GET, "/v1/", NULL) == -1 && e.status == 404, "/v1/ is 404");
+	ok(parse(RM_GET, "/v2/models", NULL) == -1 && e.status == 404,
+	    "outside /v1/: 404");
+	ok(parse(RM_OPTIONS, "/v1/models", NULL) == -1 && e.status == 405,
+	    "OPTIONS is 405");
+	ok(parse(RM_GET, "/v1/embeddings/../chat/completions", NULL) == -1 &&
+	    e.status == 400, "a '..' segment is refused");
+	ok(parse(RM_GET, "/v1/embeddings/./x", NULL) == -1 && e.status == 400,
+	    "a '.' segment is refused");
+	ok(parse(RM_GET, "/v1/embeddings/%2e%2E/chat", NULL) == -1 &&
+	    e.status == 400, "an encoded dot is refused");
+	ok(parse(RM_GET, "/v1/embeddings%2Fx", NULL) == -1 && e.status == 400,
+	    "an encoded slash is refused");
+	ok(parse(RM_GET, "/v1//models", NULL) == -1 && e.status == 400,
+	    "an empty segment is refused");
+	ok(parse(RM_GET, "/v1/models%2", NULL) == -1 && e.status == 400,
+	    "a cut percent-encoding is refused");
+	ok(parse(RM_GET, "/v1/models/", NULL) == 0 && r.kind == ROUTE_FORWARD,
+	    "a trailing slash is kept");
 	ok(parse(RM_GET, "/", NULL) == -1 && e.status == 404, "/ is 404");
 	ok(parse(RM_GET, "/v1/responses/resp%2Fx", NULL) == -1 &&
 	    e.status == 400, "encoded slash is 400");
