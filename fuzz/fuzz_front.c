@@ -272,6 +272,16 @@ route_check(enum route_method m, const char *path, const char *query,
 	if (r.cacheable != (r.norm != NULL))
 		fail("route: cacheable without a key, or a key uncacheable",
 		    in, n);
+	/* A forwarded path is read by the upstream as the proxy read it. */
+	if (r.kind == ROUTE_FORWARD && (r.cacheable ||
+	    strncmp(path, "/v1/", 4) != 0 || strstr(path, "//") != NULL ||
+	    strstr(path, "/./") != NULL || strstr(path, "/../") != NULL ||
+	    strcasestr(path, "%2e") != NULL || strcasestr(path, "%2f") != NULL ||
+	    strcasestr(path, "%5c") != NULL || strchr(path, '\\') != NULL ||
+	    (strlen(path) >= 2 && strcmp(path + strlen(path) - 2, "/.") == 0) ||
+	    (strlen(path) >= 3 && strcmp(path + strlen(path) - 3, "/..") == 0)))
+		fail("route: a forwarded path the upstream could read otherwise",
+		    in, n);
 	if (r.cacheable) {
 		if (m != RM_GET || (r.kind != ROUTE_RESPONSE &&
 		    r.kind != ROUTE_INPUT_ITEMS) || r.stream)

@@ -90,7 +90,6 @@ static const char guard_bad_te[] = "Invalid Transfer-Encoding: only "
     "HTTP/1.1.";
 static const char guard_bad_host[] = "An HTTP/1.1 request needs exactly "
     "one Host header (an HTTP/1.0 request at most one).";
-static const char guard_bad_nul[] = "The request body holds a NUL byte.";
 static const char guard_bad_unseen[] = "The request head was not seen "
     "whole by the proxy's checks.";
 
@@ -566,7 +565,6 @@ guard_of(struct evhttp_request *req)
 int
 guard_request(struct evhttp_request *req, const char **cause)
 {
-	struct evbuffer		*body = evhttp_request_get_input_buffer(req);
 	struct guard_conn	*g;
 
 	*cause = NULL;
@@ -582,11 +580,16 @@ guard_request(struct evhttp_request *req, const char **cause)
 	else
 		*cause = g->head.cause;
 	g->phase = GUARD_SERVICE;
-	/* No JSON body holds a raw NUL either. */
-	if (*cause == NULL && evbuffer_get_length(body) > 0 &&
-	    evbuffer_search(body, "", 1, NULL).pos != -1)
-		*cause = guard_bad_nul;
 	return (*cause != NULL ? -1 : 0);
+}
+
+int
+guard_body_nul(struct evhttp_request *req)
+{
+	struct evbuffer	*body = evhttp_request_get_input_buffer(req);
+
+	return (evbuffer_get_length(body) > 0 &&
+	    evbuffer_search(body, "", 1, NULL).pos != -1);
 }
 
 void

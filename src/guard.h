@@ -34,10 +34,15 @@ void	guard_free(void);
 /*
  * The request is in the proxy's hands: its headers and body are in.
  * Returns -1 with *cause (a static sentence for the client) if its head
- * broke the rules of guard_head_feed() or its body holds a NUL byte:
- * answer 400 and close.  Returns 0 otherwise.
+ * broke the rules of guard_head_feed(): answer 400 and close.  Returns 0
+ * otherwise.
  */
 int	guard_request(struct evhttp_request *, const char **cause);
+/*
+ * 1 if the request's body holds a NUL byte, which no JSON body does (a
+ * file upload may).
+ */
+int	guard_body_nul(struct evhttp_request *);
 /*
  * Its answer is written: the next bytes begin a new request.  Call it
  * after every answer on a connection kept open: a request that comes

@@ -1610,6 +1610,17 @@ proxy_handle(struct evhttp_request *req, void *arg)
 		return;
 	}
 
+	/* The Responses API's bodies are JSON: a raw NUL is a smuggled one. */
+	if (pr->route.kind != ROUTE_FORWARD && guard_body_nul(req)) {
+		evhttp_add_header(evhttp_request_get_output_headers(req),
+		    "Connection", "close");
+		proxy_reply_error(px, req, pr, 400, NULL, "bad_request",
+		    "The request body holds a NUL byte.", NULL);
+		route_clear(&pr->route);
+		free(pr);
+		return;
+	}
+
 	/*
 	 * Who asks, with which key: the tenant.  The keyring cannot change
 	 * while this runs; a reference is taken if the request goes on.
