@@ -1525,6 +1525,16 @@ proxy_reads_body(const struct proxy_req *pr)
 	    pr->client != NULL);
 }
 
+/* 1 if path is prefix or under it, at a segment boundary. */
+static int
+proxy_path_under(const char *path, const char *prefix)
+{
+	size_t	n = strlen(prefix);
+
+	return (strncmp(path, prefix, n) == 0 &&
+	    (path[n] == '\0' || path[n] == '/'));
+}
+
 /* A body the proxy cannot read whole is refused, never forwarded. */
 static void
 proxy_reply_bad_body(struct proxy_req *pr, const char *why)
@@ -1648,6 +1658,19 @@ proxy_handle(struct evhttp_request *req, void *arg)
 		proxy_reply_error(px, req, pr, 404, NULL, "unknown_route",
 		    "Unknown route: respcache serves /v1/responses only "
 		    "(forward = responses).", NULL);
+		proxy_req_free(pr);
+		return;
+	}
+	/*
+	 * Conversations are not yet recorded per client: under strict
+	 * ownership one client must not read another's, so none go.
+	 */
+	if (pr->route.kind == ROUTE_FORWARD && pr->keys->ownership &&
+	    pr->client != NULL && proxy_path_under(evhttp_uri_get_path(uri),
+	    "/v1/conversations")) {
+		proxy_reply_error(px, req, pr, 403, NULL, "route_not_allowed",
+		    "Conversations are not forwarded under ownership = strict "
+		    "yet: respcache does not record their owners.", NULL);
 		proxy_req_free(pr);
 		return;
 	}

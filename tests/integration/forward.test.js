@@ -249,3 +249,27 @@ test('the official openai SDK: chat (plain and stream), embeddings and models th
 		for (const r of up.requests) assert.equal(r.headers.authorization, 'Bearer sk-proxy-held');
 	});
 });
+
+test('under ownership = strict, conversations are not forwarded until their owners are kept', async () => {
+	const f = keyFile();
+	const clients = `[credential team]\nkey_file = ${f}\n
+[client a]\ntoken_sha256 = ${sha('tok-a')}\ncredential = team\n
+[client b]\ntoken_sha256 = ${sha('tok-b')}\ncredential = team\n`;
+	await stack({ proxy: { config: clients } }, async ({ up, px }) => {
+		restOfApi(up);
+		for (const [m, p] of [['POST', '/v1/conversations'], ['GET', '/v1/conversations/conv_1'],
+			['GET', '/v1/conversations/conv_1/items'], ['DELETE', '/v1/conversations/conv_1']]) {
+			const r = await h.request(px.url + p, { method: m, headers: bearer('tok-b'), body: m === 'POST' ? {} : undefined });
+			const j = h.assertOpenAIError(r, 403, `${m} ${p}`);
+			assert.equal(j.error.code, 'route_not_allowed');
+		}
+		assert.equal(up.requests.length, 0);
+		assert.equal((await h.request(`${px.url}/v1/conversationsX`, { headers: bearer('tok-b') })).status, 404, 'another path is forwarded');
+	});
+	await stack({ proxy: { config: `[server]\nownership = off\n${clients}` } }, async ({ up, px }) => {
+		restOfApi(up);
+		const r = await h.request(`${px.url}/v1/conversations/conv_1`, { headers: bearer('tok-b') });
+		assert.equal(r.status, 404, 'forwarded: the mock does not know it');
+		assert.equal(up.count('GET', '/v1/conversations/conv_1'), 1);
+	});
+});
