@@ -122,6 +122,7 @@ struct proxy_req {
 	struct sse		*sse;		/* a streamed create's events */
 	int			 too_big;
 	int			 no_store;	/* never cache this answer */
+	int			 own_answer;	/* its answer's id is the client's */
 	struct proxy_req	*prev, *next;
 };
 
@@ -761,27 +762,36 @@ proxy_owns(struct proxy_req *pr, const char *id)
  * conversation).  With a refusal, *what says which id.
  */
 static int
-proxy_owner_ok(struct proxy_req *pr, const char **what)
+proxy_owner_ok(struct proxy_req *pr, const char **what,
+    const char **label)
 {
 	if (!pr->keys->ownership || pr->client == NULL)
 		return (1);
 	*what = pr->route.id;
+	*label = pr->route.kind == ROUTE_FORWARD ? "Conversation" :
+	    "Response";
 	if (pr->route.id[0] != '\0' && !proxy_owns(pr, pr->route.id))
 		return (0);
-	if (pr->route.method != RM_POST || pr->rq.previous[0] == '\0')
+	if (pr->route.method != RM_POST)
 		return (1);
 	*what = pr->rq.previous;
-	return (proxy_owns(pr, pr->rq.previous));
+	*label = "Previous response";
+	if (pr->rq.previous[0] != '\0' && !proxy_owns(pr, pr->rq.previous))
+		return (0);
+	*what = pr->rq.conversation;
+	*label = "Conversation";
+	return (pr->rq.conversation[0] == '\0' ||
+	    proxy_owns(pr, pr->rq.conversation));
 }
 
 /* The upstream's own 404 for an id, as another client would get it. */
 static void
-proxy_reply_not_found(struct proxy_req *pr, const char *id)
+proxy_reply_not_found(struct proxy_req *pr, const char *label,
+    const char *id)
 {
 	char	*msg;
 
-	msg = proxy_not_found_msg(id == pr->route.id ? "Response" :
-	    "Previous response", id);
+	msg = proxy_not_found_msg(label, id);
 	proxy_reply_error(pr->px, pr->req, pr, 404, "invalid_request_error", NULL,
 	    msg, NULL);
 	free(msg);
@@ -1016,8 +1026,8 @@ proxy_up_headers(void *arg, int status, const struct evkeyvalq *hdrs)
 	 * is, but for the upstream refusing the proxy's own key (see
 	 * proxy_key_refused()).
 	 */
-	if (!(pr->route.kind == ROUTE_FORWARD && !(status == 401 &&
-	    pr->cred != NULL)) && !(status == 200 && sse))
+	if (!(pr->route.kind == ROUTE_FORWARD && !pr->own_answer &&
+	    !(status == 401 && pr->cred != NULL)) && !(status == 200 && sse))
 		return;
 	/* An event stream goes through as it comes, never held whole. */
 	pr->streaming = 1;
@@ -1311,7 +1321,9 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 		proxy_key_refused(pr, a.body, a.body_len);
 		return;
 	}
-	if (pr->status == 200 && pr->route.method != RM_DELETE)
+	if (pr->status == 200 && pr->own_answer)
+		proxy_own(pr, info.id);
+	else if (pr->status == 200 && pr->route.method != RM_DELETE)
 		stored = proxy_store(pr, &info, a.body, a.body_len, etag);
 
 	TAILQ_INIT(&hdrs);
@@ -1525,14 +1537,32 @@ proxy_reads_body(const struct proxy_req *pr)
 	    pr->client != NULL);
 }
 
-/* 1 if path is prefix or under it, at a segment boundary. */
-static int
-proxy_path_under(const char *path, const char *prefix)
+/*
+ * Conversations belong to their creator, as responses do: a path under
+ * /v1/conversations/{id} names the id (pr->route.id) that ownership
+ * checks, and a POST /v1/conversations records its answer's id.
+ */
+static void
+proxy_conversation(struct proxy_req *pr, const char *path)
 {
-	size_t	n = strlen(prefix);
+	static const char	 prefix[] = "/v1/conversations";
+	const char		*id, *end;
 
-	return (strncmp(path, prefix, n) == 0 &&
-	    (path[n] == '\0' || path[n] == '/'));
+	if (strncmp(path, prefix, sizeof prefix - 1) != 0)
+		return;
+	id = path + sizeof prefix - 1;
+	if (*id == '\0') {
+		pr->own_answer = pr->route.method == RM_POST;
+		return;
+	}
+	if (*id++ != '/')
+		return;
+	if ((end = strchr(id, '/')) == NULL)
+		end = id + strlen(id);
+	if (route_valid_id(id, (size_t)(end - id))) {
+		memcpy(pr->route.id, id, (size_t)(end - id));
+		pr->route.id[end - id] = '\0';
+	}
 }
 
 /* A body the proxy cannot read whole is refused, never forwarded. */
@@ -1560,6 +1590,7 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	struct route_error	 err;
 	struct proxy_hit	 hit;
 	const char		*upgrade, *key, *what = "", *cause;
+	const char		*label = "Response";
 	struct bufferevent	*bev;
 	char			 why[200];
 
@@ -1661,19 +1692,9 @@ proxy_handle(struct evhttp_request *req, void *arg)
 		proxy_req_free(pr);
 		return;
 	}
-	/*
-	 * Conversations are not yet recorded per client: under strict
-	 * ownership one client must not read another's, so none go.
-	 */
-	if (pr->route.kind == ROUTE_FORWARD && pr->keys->ownership &&
-	    pr->client != NULL && proxy_path_under(evhttp_uri_get_path(uri),
-	    "/v1/conversations")) {
-		proxy_reply_error(px, req, pr, 403, NULL, "route_not_allowed",
-		    "Conversations are not forwarded under ownership = strict "
-		    "yet: respcache does not record their owners.", NULL);
-		proxy_req_free(pr);
-		return;
-	}
+	/* A conversation's paths name it: ownership covers it (see below). */
+	if (pr->route.kind == ROUTE_FORWARD)
+		proxy_conversation(pr, evhttp_uri_get_path(uri));
 	if (!keyring_allows(pr->client, evhttp_uri_get_path(uri))) {
 		proxy_reply_error(px, req, pr, 403, NULL, "route_not_allowed",
 		    "This client may not use this path: it is outside the "
@@ -1689,8 +1710,8 @@ proxy_handle(struct evhttp_request *req, void *arg)
 		proxy_req_free(pr);
 		return;
 	}
-	if (!proxy_owner_ok(pr, &what)) {
-		proxy_reply_not_found(pr, what);
+	if (!proxy_owner_ok(pr, &what, &label)) {
+		proxy_reply_not_found(pr, label, what);
 		proxy_req_free(pr);
 		return;
 	}

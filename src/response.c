@@ -112,7 +112,7 @@ int
 response_request_read(const char *body, size_t len,
     struct response_request *rq, char *why, size_t size)
 {
-	json_t		*root, *inc, *prev;
+	json_t		*root, *inc, *prev, *conv;
 	json_error_t	 err;
 	const char	*p;
 
@@ -140,6 +140,21 @@ response_request_read(const char *body, size_t len,
 		snprintf(rq->previous, sizeof rq->previous, "%s", p);
 	else if (p != NULL)		/* too long to be an id: kept bad */
 		snprintf(rq->previous, sizeof rq->previous, "-");
+	/* A conversation is named by its id, or by an object holding it. */
+	conv = json_object_get(root, "conversation");
+	if (json_is_object(conv))
+		conv = json_object_get(conv, "id");
+	if (conv != NULL && !json_is_null(conv) && !json_is_string(conv)) {
+		snprintf(why, size, "'conversation' must be an id or an "
+		    "object with an id");
+		json_decref(root);
+		return (-1);
+	}
+	if ((p = json_string_value(conv)) != NULL &&
+	    strlen(p) <= ROUTE_ID_MAX)
+		snprintf(rq->conversation, sizeof rq->conversation, "%s", p);
+	else if (p != NULL)
+		snprintf(rq->conversation, sizeof rq->conversation, "-");
 	inc = json_object_get(root, "include");
 	rq->include = inc != NULL && !json_is_null(inc) &&
 	    !(json_is_array(inc) && json_array_size(inc) == 0);

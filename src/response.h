@@ -27,6 +27,7 @@ struct response_request {
 	int	include;	/* a non-empty "include": its answer is not
 				   the plain GET's */
 	char	previous[ROUTE_ID_MAX + 1];	/* previous_response_id */
+	char	conversation[ROUTE_ID_MAX + 1];	/* conversation, or its id */
 };
 
 /*
@@ -34,7 +35,8 @@ struct response_request {
  * reason in why (size bytes) when the body is not one JSON object that
  * the proxy reads exactly as written: not JSON, a number or string that
  * jansson cannot hold (1e400, an integer past 64 bits, "\u0000"), a
- * repeated key, or a previous_response_id that is not a string.  A body
+ * repeated key, a previous_response_id that is not a string, or a
+ * conversation that is neither a string nor an object with an id.  A body
  * the proxy cannot read whole is never forwarded on a route whose rules
  * depend on it: the upstream's parser might read it otherwise.
  */

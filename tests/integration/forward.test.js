@@ -75,6 +75,19 @@ function restOfApi(up) {
 			up.sendJSON(res, 200, { id, object: 'file', bytes: req.rawBody.length, created_at: 1, filename: 'x.bin', purpose: 'assistants' });
 			return true;
 		}
+		if (p === '/v1/conversations' && req.method === 'POST') {
+			const id = `conv_${crypto.randomBytes(8).toString('hex')}`;
+			st.conversations = (st.conversations || 0) + 1;
+			up.sendJSON(res, 200, { id, object: 'conversation', created_at: 1, metadata: {} });
+			return true;
+		}
+		const cv = /^\/v1\/conversations\/([^/]+)(\/items)?$/.exec(p);
+		if (cv) {
+			if (cv[2]) up.sendJSON(res, 200, { object: 'list', data: [], first_id: null, last_id: null, has_more: false });
+			else if (req.method === 'DELETE') up.sendJSON(res, 200, { id: cv[1], object: 'conversation.deleted', deleted: true });
+			else up.sendJSON(res, 200, { id: cv[1], object: 'conversation', created_at: 1, metadata: {} });
+			return true;
+		}
 		const m = /^\/v1\/files\/([^/]+)\/content$/.exec(p);
 		if (m && req.method === 'GET') {
 			const b = st.files.get(m[1]) || Buffer.alloc(0);
@@ -223,7 +236,7 @@ test('a 401 for the proxy\'s key on a forwarded path is the proxy\'s own answer'
 	});
 });
 
-test('the official openai SDK: chat (plain and stream), embeddings and models through the proxy\'s key', async () => {
+test('the official openai SDK: chat (plain and stream), embeddings, models and conversations through the proxy\'s key', async () => {
 	let OpenAI;
 	try {
 		const mod = loadOpenAI();
@@ -246,30 +259,51 @@ test('the official openai SDK: chat (plain and stream), embeddings and models th
 		const models = [];
 		for await (const m of oa.models.list()) models.push(m.id);
 		assert.deepEqual(models, ['gpt-4o']);
+		const conv = await oa.conversations.create({});
+		assert.ok(conv.id.startsWith('conv_'));
+		const items = [];
+		for await (const it of oa.conversations.items.list(conv.id)) items.push(it);
+		assert.deepEqual(items, []);
+		const del = await oa.conversations.delete(conv.id);
+		assert.equal(del.deleted, true);
 		for (const r of up.requests) assert.equal(r.headers.authorization, 'Bearer sk-proxy-held');
 	});
 });
 
-test('under ownership = strict, conversations are not forwarded until their owners are kept', async () => {
+test('conversations belong to their creator: other clients get 404 on every route and in a create', async () => {
 	const f = keyFile();
 	const clients = `[credential team]\nkey_file = ${f}\n
 [client a]\ntoken_sha256 = ${sha('tok-a')}\ncredential = team\n
 [client b]\ntoken_sha256 = ${sha('tok-b')}\ncredential = team\n`;
 	await stack({ proxy: { config: clients } }, async ({ up, px }) => {
 		restOfApi(up);
-		for (const [m, p] of [['POST', '/v1/conversations'], ['GET', '/v1/conversations/conv_1'],
-			['GET', '/v1/conversations/conv_1/items'], ['DELETE', '/v1/conversations/conv_1']]) {
-			const r = await h.request(px.url + p, { method: m, headers: bearer('tok-b'), body: m === 'POST' ? {} : undefined });
-			const j = h.assertOpenAIError(r, 403, `${m} ${p}`);
-			assert.equal(j.error.code, 'route_not_allowed');
+		const c = await h.request(`${px.url}/v1/conversations`, { method: 'POST', headers: bearer('tok-a'), body: { items: [] } });
+		assert.equal(c.status, 200, c.body);
+		const id = c.json().id;
+		assert.equal((await h.request(`${px.url}/v1/conversations/${id}`, { headers: bearer('tok-a') })).status, 200, 'the creator reads it');
+		const before = up.requests.length;
+		for (const [m, p] of [['GET', `/v1/conversations/${id}`], ['GET', `/v1/conversations/${id}/items`],
+			['POST', `/v1/conversations/${id}/items`], ['DELETE', `/v1/conversations/${id}`]]) {
+			const r = await h.request(px.url + p, { method: m, headers: bearer('tok-b'), body: m === 'POST' ? { items: [] } : undefined });
+			const j = h.assertOpenAIError(r, 404, `b: ${m} ${p}`);
+			assert.equal(j.error.message, `Conversation with id '${id}' not found.`);
 		}
-		assert.equal(up.requests.length, 0);
-		assert.equal((await h.request(`${px.url}/v1/conversationsX`, { headers: bearer('tok-b') })).status, 404, 'another path is forwarded');
+		for (const conversation of [id, { id }]) {
+			const r = await h.request(`${px.url}/v1/responses`, { method: 'POST', headers: bearer('tok-b'), body: { model: 'gpt-4o', input: 'x', conversation } });
+			const j = h.assertOpenAIError(r, 404, `b: a create naming ${JSON.stringify(conversation)}`);
+			assert.equal(j.error.message, `Conversation with id '${id}' not found.`);
+		}
+		h.assertOpenAIError(await h.request(`${px.url}/v1/responses`, { method: 'POST', headers: { ...bearer('tok-b'), 'content-type': 'application/json' },
+			body: '{"model":"gpt-4o","input":"x","conversation":{"id":7}}' }), 400, 'a conversation id that is not a string');
+		assert.equal(up.requests.length, before, 'nothing refused reached the upstream');
+		// The creator continues it; an id created elsewhere follows unknown_owner.
+		const ok = await h.request(`${px.url}/v1/responses`, { method: 'POST', headers: bearer('tok-a'), body: { model: 'gpt-4o', input: 'x', conversation: id } });
+		assert.equal(ok.status, 200, ok.body);
+		assert.equal((await h.request(`${px.url}/v1/conversations/conv_elsewhere`, { headers: bearer('tok-b') })).status, 200);
 	});
 	await stack({ proxy: { config: `[server]\nownership = off\n${clients}` } }, async ({ up, px }) => {
 		restOfApi(up);
-		const r = await h.request(`${px.url}/v1/conversations/conv_1`, { headers: bearer('tok-b') });
-		assert.equal(r.status, 404, 'forwarded: the mock does not know it');
-		assert.equal(up.count('GET', '/v1/conversations/conv_1'), 1);
+		const c = await h.request(`${px.url}/v1/conversations`, { method: 'POST', headers: bearer('tok-a'), body: {} });
+		assert.equal((await h.request(`${px.url}/v1/conversations/${c.json().id}`, { headers: bearer('tok-b') })).status, 200, 'ownership = off shares them');
 	});
 });
