@@ -1441,7 +1441,8 @@ proxy_forward(struct proxy_req *pr)
 	if (pr->route.kind == ROUTE_CREATE) {
 		o.stream = pr->rq.stream;
 		/* Its answer carries the included fields: not the plain GET's. */
-		pr->no_store = pr->rq.include;
+		if (pr->rq.include)
+			pr->no_store = 1;
 	} else
 		o.stream = pr->route.stream;
 	/* Relayed as it comes, however long: only silence ends it. */
@@ -1721,6 +1722,19 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	hit.pr = pr;
 	hit.req = req;
 	hit.now = time(NULL);
+	/*
+	 * A beta feature (OpenAI-Beta, the SDK's ?beta=true twins) may shape
+	 * the body: such a request is neither answered from the cache nor
+	 * stored in it, nor does a create's answer become the plain GET's.
+	 */
+	if (evhttp_find_header(in, "OpenAI-Beta") != NULL) {
+		if (pr->route.cacheable) {
+			pr->route.cacheable = 0;
+			free(pr->route.norm);
+			pr->route.norm = NULL;
+		}
+		pr->no_store = 1;
+	}
 	if (pr->route.cacheable) {
 		pr->key = route_cache_key(pr->tenant, &pr->route, &pr->klen);
 		cache_get(px->cache, pr->key, pr->klen, hit.now,

@@ -93,3 +93,25 @@ test('a create or cancel with a query string is never stored as the plain GET\'s
 		h.assertXCache(await h.request(`${px.url}/v1/responses/${id}`), 'MISS', 'plain GET after a cancel with a query');
 	});
 });
+
+test('a request with OpenAI-Beta (the SDK\'s beta twins) never meets a cached entry, either way', async () => {
+	await h.withStack({}, async ({ up, px }) => {
+		const beta = { 'openai-beta': 'responses_multi_agent=v1' };
+		const id = up.seed();
+		const p = `/v1/responses/${id}`;
+		h.assertXCache(await h.request(px.url + p), 'MISS', 'plain');
+		h.assertXCache(await h.request(px.url + p), 'HIT', 'plain again');
+		for (const q of ['', '?beta=true']) {
+			const r = await h.request(px.url + p + q, { headers: beta });
+			assert.equal(r.status, 200);
+			h.assertXCache(r, 'BYPASS', `beta${q}: never the plain entry`);
+		}
+		// A beta create's answer is not stored as the plain GET's.
+		const c = await h.request(`${px.url}/v1/responses?beta=true`, { method: 'POST', headers: beta, body: { model: 'gpt-4o', input: 'x' } });
+		assert.equal(c.status, 200, c.body);
+		h.assertXCache(await h.request(`${px.url}/v1/responses/${c.json().id}`), 'MISS', 'the plain GET after a beta create');
+		const c2 = await h.request(`${px.url}/v1/responses`, { method: 'POST', headers: beta, body: { model: 'gpt-4o', input: 'x' } });
+		h.assertXCache(await h.request(`${px.url}/v1/responses/${c2.json().id}`), 'MISS', 'a beta header alone is enough');
+		assert.equal(up.count('GET', p), 3, 'each beta GET reached the upstream');
+	});
+});
