@@ -34,7 +34,7 @@ function keyFile() {
  * (upload kept as raw bytes, content sent back as they were).
  */
 function restOfApi(up) {
-	const st = { files: new Map(), release: null, bodies: [] };
+	const st = { files: new Map(), uploads: new Map(), release: null, bodies: [] };
 	let held = null;
 	st.released = new Promise((r) => { held = r; });
 	st.release = () => held();
@@ -71,8 +71,10 @@ function restOfApi(up) {
 		}
 		if (p === '/v1/files' && req.method === 'POST') {
 			const id = `file-${st.files.size + 1}`;
-			st.files.set(id, req.rawBody);
-			up.sendJSON(res, 200, { id, object: 'file', bytes: req.rawBody.length, created_at: 1, filename: 'x.bin', purpose: 'assistants' });
+			const file = filePart(req.headers['content-type'], req.rawBody);
+			st.uploads.set(id, req.rawBody);
+			st.files.set(id, file);
+			up.sendJSON(res, 200, { id, object: 'file', bytes: file.length, created_at: 1, filename: 'x.bin', purpose: 'assistants' });
 			return true;
 		}
 		if (p === '/v1/conversations' && req.method === 'POST') {
@@ -99,6 +101,24 @@ function restOfApi(up) {
 		return true;
 	};
 	return st;
+}
+
+/* The bytes of the part of a multipart body that holds a file. */
+function filePart(contentType, body) {
+	const m = /boundary=([^;]+)/.exec(contentType || '');
+	if (!m) return Buffer.alloc(0);
+	const sep = Buffer.from(`--${m[1]}`);
+	for (let at = body.indexOf(sep); at >= 0;) {
+		const next = body.indexOf(sep, at + sep.length);
+		if (next < 0) break;
+		const part = body.subarray(at + sep.length, next);
+		const he = part.indexOf('\r\n\r\n');
+		if (he >= 0 && /filename=/.test(part.subarray(0, he).toString('latin1'))) {
+			return part.subarray(he + 4, part.length - 2);	/* less the CRLF before the next boundary */
+		}
+		at = next;
+	}
+	return Buffer.alloc(0);
 }
 
 /* The mock keeps each request's raw body bytes, for byte-for-byte checks. */
@@ -170,11 +190,11 @@ test('a 5 MB upload goes up byte for byte, and its content comes back streamed',
 		const r = await h.request(`${px.url}/v1/files`, { method: 'POST', headers: { 'content-type': `multipart/form-data; boundary=${boundary}` }, body: multipart, timeout: 30000 });
 		assert.equal(r.status, 200, r.body.slice(0, 200));
 		const id = r.json().id;
-		assert.ok(st.files.get(id).equals(multipart), 'the upstream got the multipart body as sent');
+		assert.ok(st.uploads.get(id).equals(multipart), 'the upstream got the multipart body as sent');
 		assert.match(up.requests.at(-1).headers['content-type'], new RegExp(`boundary=${boundary}$`));
 		const c = await h.request(`${px.url}/v1/files/${id}/content`, { timeout: 30000 });
 		assert.equal(c.status, 200);
-		assert.ok(c.raw.equals(multipart), 'the content came back as it was');
+		assert.ok(c.raw.equals(blob), 'the file came back as it was');
 		assert.equal(c.headers['content-disposition'], 'attachment; filename="x.bin"');
 		assert.equal(c.headers['content-length'], undefined, 'relayed as it came (chunked), not held whole');
 	});
@@ -266,6 +286,12 @@ test('the official openai SDK: chat (plain and stream), embeddings, models and c
 		assert.deepEqual(items, []);
 		const del = await oa.conversations.delete(conv.id);
 		assert.equal(del.deleted, true);
+		const blob = crypto.randomBytes(5 * 1024 * 1024);
+		const { toFile } = loadOpenAI();
+		const file = await oa.files.create({ file: await toFile(blob, 'x.bin'), purpose: 'assistants' });
+		assert.equal(file.bytes, blob.length, 'the upstream got the whole file');
+		const content = await oa.files.content(file.id);
+		assert.ok(Buffer.from(await content.arrayBuffer()).equals(blob), 'files.content gives it back whole');
 		for (const r of up.requests) assert.equal(r.headers.authorization, 'Bearer sk-proxy-held');
 	});
 });
