@@ -268,7 +268,8 @@ accesslog_line_text(struct evbuffer *b, const char *ts,
 	accesslog_text(b, e->client);
 	evbuffer_add_printf(b, " method=%s path=", e->method);
 	accesslog_text(b, e->uri);
-	evbuffer_add_printf(b, " status=%d cache=%s", e->status, e->cache);
+	evbuffer_add_printf(b, " route=%s status=%d cache=%s", e->route,
+	    e->status, e->cache);
 	if (e->upstream_status > 0)
 		evbuffer_add_printf(b, " upstream_status=%d upstream_time=%.6f",
 		    e->upstream_status, e->upstream_secs);
@@ -310,10 +311,11 @@ accesslog_line_json(struct evbuffer *b, const char *ts,
 	json_t	*o;
 	char	*s;
 
-	o = json_pack("{s:s, s:o, s:s, s:o, s:i, s:s, s:o, s:o, s:I, s:o, "
-	    "s:f}", "time", ts, "client", accesslog_json_str(e->client),
+	o = json_pack("{s:s, s:o, s:s, s:o, s:s, s:i, s:s, s:o, s:o, s:I, "
+	    "s:o, s:f}", "time", ts, "client", accesslog_json_str(e->client),
 	    "method", e->method, "path", accesslog_json_str(e->uri != NULL ?
-	    e->uri : ""), "status", e->status, "cache", e->cache,
+	    e->uri : ""), "route", e->route, "status", e->status,
+	    "cache", e->cache,
 	    "upstream_status", e->upstream_status > 0 ?
 	    json_integer(e->upstream_status) : json_null(), "upstream_time",
 	    e->upstream_status > 0 ? json_real(e->upstream_secs) : json_null(),

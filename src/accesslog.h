@@ -21,6 +21,7 @@ struct access_entry {
 	const char	*client;	/* the [client] name */
 	const char	*method;
 	const char	*uri;		/* as the client sent it */
+	const char	*route;		/* its class, as in the metrics */
 	int		 status;
 	const char	*cache;		/* hit, miss, coalesced, bypass */
 	int		 upstream_status;	/* 0: no upstream exchange */

@@ -66,6 +66,13 @@ static const char *const metrics_accerr_names[MA_COUNT] = {
 static const char *const metrics_route_names[MR_COUNT] = {
 	"create", "response", "input_items", "cancel", "other", "none"
 };
+
+const char *
+metrics_route_name(enum metrics_route r)
+{
+	return (metrics_route_names[r < MR_COUNT ? r : MR_NONE]);
+}
+
 static const char *const metrics_method_names[MM_COUNT] = {
 	"GET", "POST", "DELETE", "other"
 };

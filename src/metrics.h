@@ -49,6 +49,8 @@ struct metrics	*metrics_new(void);
 void		 metrics_free(struct metrics *);
 
 /* A reply: its route, method, HTTP status, cache part, seconds taken. */
+/* A route class as the metrics and the access log name it. */
+const char	*metrics_route_name(enum metrics_route);
 void	metrics_request(struct metrics *, enum metrics_route,
 	    enum metrics_method, int status, enum metrics_cache, double secs);
 /* An upstream exchange: status (0 when it failed) and seconds taken. */

@@ -239,6 +239,7 @@ proxy_account(struct proxy *px, struct evhttp_request *req,
 		    (enum metrics_route)pr->route.kind;
 	e.secs = now - (pr != NULL ? pr->t0 : px->t0);
 	metrics_request(px->metrics, route, method, status, result, e.secs);
+	e.route = metrics_route_name(route);
 	metrics_inflight(px->metrics, -1);
 	if (px->alog == NULL)
 		return;

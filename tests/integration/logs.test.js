@@ -15,8 +15,8 @@ const sha = (s) => crypto.createHash('sha256').update(s).digest('hex');
 const bearer = (t) => ({ authorization: `Bearer ${t}` });
 const SANITIZER_RE = /ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:/;
 
-const TEXT_RE = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) client=(\S+) method=(\S+) path=(\S+) status=(\d{3}) cache=(hit|miss|coalesced|bypass) upstream_status=(\S+) upstream_time=(\S+) bytes=(\d+) request_id=(\S+) time=(\d+\.\d{6})$/;
-const JSON_KEYS = ['bytes', 'cache', 'client', 'duration', 'method', 'path', 'request_id', 'status', 'time', 'upstream_status', 'upstream_time'];
+const TEXT_RE = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) client=(\S+) method=(\S+) path=(\S+) route=(create|response|input_items|cancel|other|none) status=(\d{3}) cache=(hit|miss|coalesced|bypass) upstream_status=(\S+) upstream_time=(\S+) bytes=(\d+) request_id=(\S+) time=(\d+\.\d{6})$/;
+const JSON_KEYS = ['bytes', 'cache', 'client', 'duration', 'method', 'path', 'request_id', 'route', 'status', 'time', 'upstream_status', 'upstream_time'];
 
 /* The text access-log lines of some output, parsed. */
 function textLines(s) {
@@ -26,8 +26,8 @@ function textLines(s) {
 		const m = TEXT_RE.exec(line);
 		assert.ok(m, `an access log line in the documented text format: ${JSON.stringify(line)}`);
 		out.push({
-			line, time: m[1], client: m[2], method: m[3], path: m[4], status: Number(m[5]), cache: m[6],
-			upstream_status: m[7], upstream_time: m[8], bytes: Number(m[9]), request_id: m[10], duration: Number(m[11]),
+			line, time: m[1], client: m[2], method: m[3], path: m[4], route: m[5], status: Number(m[6]), cache: m[7],
+			upstream_status: m[8], upstream_time: m[9], bytes: Number(m[10]), request_id: m[11], duration: Number(m[12]),
 		});
 	}
 	return out;
@@ -81,6 +81,7 @@ test('text access log: a miss then a hit of one id, with upstream status, bytes 
 		for (const l of [m, k]) {
 			assert.equal(l.method, 'GET');
 			assert.equal(l.path, p);
+			assert.equal(l.route, 'response');
 			assert.equal(l.status, 200);
 			assert.equal(l.client, '-', 'no [client] sections: no client name');
 			const ts = Date.parse(l.time);
@@ -98,6 +99,7 @@ test('text access log: a miss then a hit of one id, with upstream status, bytes 
 		assert.equal(k.request_id, hit.headers['x-request-id']);
 
 		assert.equal(b.path, '/nothing');
+		assert.equal(b.route, 'none', 'no route');
 		assert.equal(b.status, 404);
 		assert.equal(b.upstream_status, '-');
 		assert.equal(b.bytes, nf.raw.length);
@@ -108,7 +110,14 @@ test('text access log: a miss then a hit of one id, with upstream status, bytes 
 		const { text } = await s.done;
 		const sl = await h.until(() => textLines(px.stderr()).find((l) => l.method === 'POST'), { what: 'the stream\'s line' });
 		assert.equal(sl.path, '/v1/responses');
+		assert.equal(sl.route, 'create');
 		assert.equal(sl.status, 200);
+
+		// A forwarded path is named as the metrics name it: other.
+		await h.request(`${px.url}/v1/models`);
+		const fl = await h.until(() => textLines(px.stderr()).find((l) => l.path === '/v1/models'), { what: 'the forwarded line' });
+		assert.equal(fl.route, 'other');
+		assert.equal(fl.upstream_status, '404', 'it went upstream (the mock does not know it)');
 		assert.equal(sl.cache, 'bypass');
 		assert.equal(sl.upstream_status, '200');
 		assert.equal(sl.bytes, Buffer.byteLength(text), 'a stream\'s bytes are the bytes relayed');
