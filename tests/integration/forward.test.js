@@ -284,6 +284,10 @@ test('the official openai SDK: chat (plain and stream), embeddings, models and c
 		const items = [];
 		for await (const it of oa.conversations.items.list(conv.id)) items.push(it);
 		assert.deepEqual(items, []);
+		const inConv = await oa.responses.create({ model: 'gpt-4o', input: 'hi', conversation: conv.id });
+		assert.equal(inConv.status, 'completed', 'a response created in the conversation');
+		const posted = up.requests.find((r) => r.method === 'POST' && r.path === '/v1/responses');
+		assert.equal(JSON.parse(posted.body).conversation, conv.id, 'its conversation went upstream as sent');
 		const del = await oa.conversations.delete(conv.id);
 		assert.equal(del.deleted, true);
 		const blob = crypto.randomBytes(5 * 1024 * 1024);
