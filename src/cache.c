@@ -2,12 +2,16 @@
  * cache.c - the LMDB store: lookup, store with eviction, invalidation.
  *
  * Layout: the "entries" database maps a cache key to a value that starts
- * with struct cache_rec; the "age" database maps a sequence number
- * (MDB_INTEGERKEY) to the key it was written under, so the first record
- * of "age" is always the oldest entry.  The byte budget is the pages both
- * databases use; the map itself is sized with headroom above max_size for
- * LMDB's free pages, and a full map (MDB_MAP_FULL) makes a write evict
- * more and retry, then give up: caching is best effort, serving is not.
+ * with struct cache_rec; "tenant_age" maps "<tenant>\0<seq>" to the key it
+ * was written under, so a tenant's oldest entry is the first under its
+ * name, and "tenants" counts each tenant's bytes: eviction takes the
+ * oldest entries of the tenant holding the most.  Apart from them: delete
+ * guards ("guards"), owner records ("owners", "owner_index",
+ * "owner_clients", "issued") and the format mark ("meta").  The byte
+ * budget is the pages of them all; the map itself is sized with headroom
+ * above max_size for LMDB's free pages, and a full map (MDB_MAP_FULL)
+ * makes a write evict more and retry, then give up: caching is best
+ * effort, serving is not.
  *
  * Transactions are short and never held across loop iterations.  Errors
  * inside a write transaction are sticky (c->rc): a chain of calls is

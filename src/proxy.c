@@ -198,6 +198,14 @@ proxy_cmd_name(enum evhttp_cmd_type t)
 	}
 }
 
+/* 1 if the request is a DELETE of a response: see proxy_delete_begin(). */
+static int
+proxy_is_delete(const struct proxy_req *pr)
+{
+	return (pr->route.kind == ROUTE_RESPONSE &&
+	    pr->route.method == RM_DELETE);
+}
+
 /* Seconds on a monotonic clock. */
 static double
 proxy_clock(void)
@@ -423,8 +431,7 @@ proxy_client_closed(struct evhttp_connection *evcon, void *arg)
 	    pr->fetch) > 0)
 		return;
 	/* A DELETE's outcome is wanted, client or not: see proxy_delete_end. */
-	if (pr->route.kind == ROUTE_RESPONSE && pr->route.method == RM_DELETE &&
-	    pr->ureq != NULL)
+	if (proxy_is_delete(pr) && pr->ureq != NULL)
 		return;
 	upstream_abort(pr->ureq);
 	pr->ureq = NULL;
@@ -1142,18 +1149,16 @@ proxy_put_response(struct proxy_req *pr, const char *id, const char *body,
  * be served again; see proxy_put.
  */
 static int
-proxy_store(struct proxy_req *pr, const struct response_info *ip,
+proxy_store(struct proxy_req *pr, const struct response_info *info,
     const char *body, size_t len, char etag[36])
 {
-	struct response_info	 info = *ip;
-
 	if (pr->route.kind == ROUTE_CREATE)
-		proxy_own(pr, info.id);
+		proxy_own(pr, info->id);
 	if (pr->no_store)
 		return (0);
 	switch (pr->route.kind) {
 	case ROUTE_RESPONSE:
-		if (!info.final || info.store_false)
+		if (!info->final || info->store_false)
 			return (0);
 		/* FALLTHROUGH */
 	case ROUTE_INPUT_ITEMS:		/* a response's input never changes */
@@ -1164,11 +1169,11 @@ proxy_store(struct proxy_req *pr, const struct response_info *ip,
 	case ROUTE_CREATE:
 	case ROUTE_CANCEL:
 		/* The answer is the Response itself: the plain GET's entry. */
-		if (!info.final || info.store_false || info.id[0] == '\0' ||
+		if (!info->final || info->store_false || info->id[0] == '\0' ||
 		    (pr->route.kind == ROUTE_CANCEL &&
-		    strcmp(info.id, pr->route.id) != 0))
+		    strcmp(info->id, pr->route.id) != 0))
 			return (0);
-		return (proxy_put_response(pr, info.id, body, len, 0, etag));
+		return (proxy_put_response(pr, info->id, body, len, 0, etag));
 	default:
 		return (0);
 	}
@@ -1315,8 +1320,7 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 		    "a JSON object.", pr->route.method == RM_POST);
 		return;
 	}
-	if (pr->route.kind == ROUTE_RESPONSE &&
-	    pr->route.method == RM_DELETE)
+	if (proxy_is_delete(pr))
 		proxy_delete_end(pr, pr->status);
 	if (pr->status == 401 && pr->cred != NULL) {
 		proxy_key_refused(pr, a.body, a.body_len);
@@ -1324,7 +1328,7 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 	}
 	if (pr->status == 200 && pr->own_answer)
 		proxy_own(pr, info.id);
-	else if (pr->status == 200 && pr->route.method != RM_DELETE)
+	else if (pr->status == 200 && !proxy_is_delete(pr))
 		stored = proxy_store(pr, &info, a.body, a.body_len, etag);
 
 	TAILQ_INIT(&hdrs);
@@ -1458,8 +1462,7 @@ proxy_forward(struct proxy_req *pr)
 	if ((pr->route.kind == ROUTE_CREATE || pr->route.kind ==
 	    ROUTE_CANCEL) && query != NULL && *query != '\0')
 		pr->no_store = 1;
-	if (pr->route.kind == ROUTE_RESPONSE && pr->route.method == RM_DELETE &&
-	    proxy_delete_begin(pr) == -1) {
+	if (proxy_is_delete(pr) && proxy_delete_begin(pr) == -1) {
 		log_warnx_limited(&proxy_lim_cache, "DELETE of %s not sent: "
 		    "the cache could not record it", pr->route.id);
 		proxy_answer_error(pr, 503, "cache_unavailable", "respcache "
