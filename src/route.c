@@ -20,7 +20,46 @@
 #include "route.h"
 
 #define ROUTE_PREFIX	"/v1/responses"
+#define ROUTE_CONVERSATIONS	"/v1/conversations"
 #define ROUTE_MAXPARAMS	64
+
+static const char *const route_method_names[] = {
+	[RM_GET] = "GET", [RM_POST] = "POST", [RM_DELETE] = "DELETE",
+	[RM_HEAD] = "HEAD", [RM_PUT] = "PUT", [RM_PATCH] = "PATCH",
+	[RM_OPTIONS] = "OPTIONS", [RM_OTHER] = "OTHER"
+};
+
+enum route_method
+route_method_of(enum evhttp_cmd_type t)
+{
+	switch (t) {
+	case EVHTTP_REQ_GET:	return (RM_GET);
+	case EVHTTP_REQ_POST:	return (RM_POST);
+	case EVHTTP_REQ_DELETE:	return (RM_DELETE);
+	case EVHTTP_REQ_HEAD:	return (RM_HEAD);
+	case EVHTTP_REQ_PUT:	return (RM_PUT);
+	case EVHTTP_REQ_PATCH:	return (RM_PATCH);
+	case EVHTTP_REQ_OPTIONS: return (RM_OPTIONS);
+	default:		return (RM_OTHER);
+	}
+}
+
+const char *
+route_method_name(enum route_method m)
+{
+	return (route_method_names[m]);
+}
+
+const char *
+route_cmd_name(enum evhttp_cmd_type t)
+{
+	switch (t) {
+	case EVHTTP_REQ_TRACE:		return ("TRACE");
+	case EVHTTP_REQ_CONNECT:	return ("CONNECT");
+	default:			return (route_method_name(
+					    route_method_of(t)));
+	}
+}
 
 int
 route_valid_id(const char *s, size_t len)
@@ -383,6 +422,34 @@ route_plain_segment(const char *s, size_t len)
 }
 
 /*
+ * Conversations belong to their creator, as responses do: a path under
+ * /v1/conversations/{id} names the id that ownership checks, and a POST
+ * /v1/conversations creates one.
+ */
+static void
+route_conversation(enum route_method m, const char *path, struct route *r)
+{
+	const char	*id, *end;
+
+	if (strncmp(path, ROUTE_CONVERSATIONS,
+	    sizeof ROUTE_CONVERSATIONS - 1) != 0)
+		return;
+	id = path + sizeof ROUTE_CONVERSATIONS - 1;
+	if (*id == '\0') {
+		r->creates = m == RM_POST;
+		return;
+	}
+	if (*id++ != '/')
+		return;
+	if ((end = strchr(id, '/')) == NULL)
+		end = id + strlen(id);
+	if (route_valid_id(id, (size_t)(end - id))) {
+		memcpy(r->id, id, (size_t)(end - id));
+		r->id[end - id] = '\0';
+	}
+}
+
+/*
  * Any other path under /v1/: forwarded as it came, never cached.  Paths
  * outside /v1/, and /v1/ itself, are unknown.
  */
@@ -415,6 +482,7 @@ route_forward(enum route_method m, const char *path, struct route *r,
 		    "GET, POST, PUT, PATCH, DELETE", "Method not allowed%s.",
 		    ""));
 	r->kind = ROUTE_FORWARD;
+	route_conversation(m, path, r);
 	return (0);
 }
 
@@ -543,12 +611,13 @@ route_key(const char *tenant, char kind, const char *id, const char *norm,
 char *
 route_cache_key(const char *tenant, const struct route *r, size_t *len)
 {
-	return (route_key(tenant, r->kind == ROUTE_INPUT_ITEMS ? 'i' : 'r',
-	    r->id, r->norm, len));
+	return (route_key(tenant, r->kind == ROUTE_INPUT_ITEMS ?
+	    RK_INPUT_ITEMS : RK_RESPONSE, r->id, r->norm, len));
 }
 
 char *
-route_id_prefix(const char *tenant, char kind, const char *id, size_t *len)
+route_id_prefix(const char *tenant, enum route_key_kind kind, const char *id,
+    size_t *len)
 {
 	return (route_key(tenant, kind, id, NULL, len));
 }

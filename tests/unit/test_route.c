@@ -233,5 +233,31 @@ main(void)
 	ok(klen == 11 && memcmp(k, "t\0r\0resp_1\0", 11) == 0, "id prefix");
 	free(k);
 	route_clear(&r);
+	/* Method names, by the enum; the request line's own for the log. */
+	is_str(route_method_name(RM_DELETE), "DELETE", "method names by enum");
+	is_str(route_method_name(RM_OPTIONS), "OPTIONS", "OPTIONS by enum");
+	ok(route_method_of(EVHTTP_REQ_PATCH) == RM_PATCH, "evhttp's PATCH");
+	ok(route_method_of(EVHTTP_REQ_TRACE) == RM_OTHER, "TRACE is no route");
+	is_str(route_cmd_name(EVHTTP_REQ_TRACE), "TRACE", "TRACE logged as TRACE");
+	is_str(route_cmd_name(EVHTTP_REQ_CONNECT), "CONNECT", "and CONNECT");
+	is_str(route_cmd_name(EVHTTP_REQ_GET), "GET", "GET as GET");
+
+	/* A conversation's paths name its id; POST /v1/conversations creates. */
+	ok(parse(RM_GET, "/v1/conversations/conv_1/items", NULL) == 0 &&
+	    r.kind == ROUTE_FORWARD && strcmp(r.id, "conv_1") == 0 &&
+	    !r.creates, "a conversation's path names its id");
+	ok(parse(RM_POST, "/v1/conversations", NULL) == 0 && r.creates &&
+	    r.id[0] == '\0', "POST /v1/conversations creates one");
+	ok(parse(RM_GET, "/v1/conversations", NULL) == 0 && !r.creates,
+	    "GET /v1/conversations creates nothing");
+	ok(parse(RM_GET, "/v1/conversationsX/c1", NULL) == 0 && r.id[0] == '\0',
+	    "another path that starts alike names no conversation");
+	ok(parse(RM_GET, "/v1/files/file_1", NULL) == 0 && r.id[0] == '\0' &&
+	    !r.creates, "other forwarded paths name no id");
+	k = route_id_prefix("t", RK_TOMBSTONE, "resp_1", &klen);
+	ok(klen == 11 && memcmp(k, "t\0t\0resp_1\0", 12) == 0,
+	    "a tombstone's prefix: tenant, kind 't', id");
+	free(k);
+
 	return (done_testing());
 }
