@@ -264,7 +264,8 @@ static void
 accesslog_line_text(struct evbuffer *b, const char *ts,
     const struct access_entry *e)
 {
-	evbuffer_add_printf(b, "%s client=", ts);
+	evbuffer_add_printf(b, "%s req=%llu client=", ts,
+	    (unsigned long long)e->serial);
 	accesslog_text(b, e->client);
 	evbuffer_add_printf(b, " method=%s path=", e->method);
 	accesslog_text(b, e->uri);
@@ -311,8 +312,9 @@ accesslog_line_json(struct evbuffer *b, const char *ts,
 	json_t	*o;
 	char	*s;
 
-	o = json_pack("{s:s, s:o, s:s, s:o, s:s, s:i, s:s, s:o, s:o, s:I, "
-	    "s:o, s:f}", "time", ts, "client", accesslog_json_str(e->client),
+	o = json_pack("{s:s, s:I, s:o, s:s, s:o, s:s, s:i, s:s, s:o, s:o, "
+	    "s:I, s:o, s:f}", "time", ts, "req", (json_int_t)e->serial,
+	    "client", accesslog_json_str(e->client),
 	    "method", e->method, "path", accesslog_json_str(e->uri != NULL ?
 	    e->uri : ""), "route", e->route, "status", e->status,
 	    "cache", e->cache,

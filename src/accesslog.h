@@ -18,6 +18,7 @@ struct accesslog;
 
 /* What one line says; any string may be NULL ("-"). */
 struct access_entry {
+	uint64_t	 serial;	/* the request's, as its error lines */
 	const char	*client;	/* the [client] name */
 	const char	*method;
 	const char	*uri;		/* as the client sent it */

@@ -593,6 +593,19 @@ guard_body_nul(struct evhttp_request *req)
 }
 
 void
+guard_refuse_tunnel(struct evhttp_request *req)
+{
+	struct bufferevent	*bev;
+
+	bev = evhttp_connection_get_bufferevent(
+	    evhttp_request_get_connection(req));
+	bufferevent_disable(bev, EV_READ);
+	evbuffer_drain(bufferevent_get_input(bev),
+	    evbuffer_get_length(bufferevent_get_input(bev)));
+	shutdown(bufferevent_getfd(bev), SHUT_RD);
+}
+
+void
 guard_done(struct evhttp_request *req)
 {
 	struct evhttp_connection	*evcon;

@@ -44,6 +44,12 @@ int	guard_request(struct evhttp_request *, const char **cause);
  */
 int	guard_body_nul(struct evhttp_request *);
 /*
+ * A CONNECT is refused: stop reading its connection and drop what came
+ * behind it, so nothing after it is ever run (libevent would keep the
+ * connection open as a tunnel; see guard_done()).
+ */
+void	guard_refuse_tunnel(struct evhttp_request *);
+/*
  * Its answer is written: the next bytes begin a new request.  Call it
  * after every answer on a connection kept open: a request that comes
  * after one never done is refused.

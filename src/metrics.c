@@ -43,7 +43,12 @@ struct metrics {
 	uint64_t		 uperr[MU_COUNT];
 	int64_t			 inflight;
 	int64_t			 streams;
+	int64_t			 states[MS_COUNT];
 	struct metrics		*next;
+};
+
+static const char *const metrics_state_names[MS_COUNT] = {
+	"waiting", "fetching", "streaming", "paused", "orphaned"
 };
 
 static pthread_mutex_t	 metrics_mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -182,6 +187,13 @@ metrics_streams(struct metrics *m, int delta)
 }
 
 void
+metrics_state(struct metrics *m, enum metrics_state s, int delta)
+{
+	if (m != NULL)
+		BUMP(&m->states[s], delta);
+}
+
+void
 metrics_reload(int ok)
 {
 	__atomic_add_fetch(&metrics_reloads[ok != 0], 1, __ATOMIC_RELAXED);
@@ -310,6 +322,8 @@ metrics_render(struct evbuffer *b, const struct cache_stats *cs, int workers)
 			sum->uperr[i] += READ(&m->uperr[i]);
 		sum->inflight += READ(&m->inflight);
 		sum->streams += READ(&m->streams);
+		for (i = 0; i < MS_COUNT; i++)
+			sum->states[i] += READ(&m->states[i]);
 	}
 	pthread_mutex_unlock(&metrics_mtx);
 
@@ -361,6 +375,12 @@ metrics_render(struct evbuffer *b, const struct cache_stats *cs, int workers)
 	metrics_one(b, "open_streams", "gauge", "Event streams being "
 	    "relayed.",
 	    (long long)sum->streams);
+	metrics_head(b, "requests_by_state", "gauge", "Requests in the "
+	    "proxy's hands past their lookup, by what they are doing.");
+	for (i = 0; i < MS_COUNT; i++)
+		evbuffer_add_printf(b, "respcache_requests_by_state{state="
+		    "\"%s\"} %lld\n", metrics_state_names[i],
+		    (long long)sum->states[i]);
 	free(sum);
 
 	metrics_one(b, "cache_entries", "gauge", "Entries in the cache.",

@@ -42,6 +42,12 @@ enum metrics_listener {
 	ML_CLIENT, ML_ADMIN, ML_COUNT
 };
 
+/* What a request in the proxy's hands is doing (proxy_int.h's states). */
+enum metrics_state {
+	MS_WAITING, MS_FETCHING, MS_STREAMING, MS_PAUSED, MS_ORPHANED,
+	MS_COUNT
+};
+
 struct metrics;
 
 /* A worker's set; registered for scraping until metrics_free(). */
@@ -59,6 +65,8 @@ void	metrics_upstream_error(struct metrics *, enum metrics_uperr);
 /* Requests in the proxy's hands, and streams open: +1 or -1. */
 void	metrics_inflight(struct metrics *, int delta);
 void	metrics_streams(struct metrics *, int delta);
+/* Requests in a state: +1 or -1. */
+void	metrics_state(struct metrics *, enum metrics_state, int delta);
 
 /* Process-wide, from the main thread. */
 void	metrics_reload(int ok);

@@ -16,6 +16,7 @@
 #define RC_UPSTREAM_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 struct event_base;
 struct evkeyvalq;
@@ -74,6 +75,8 @@ struct upstream_opts {
 	int			 stream;	/* idle timeout, not total */
 	double			 idle;		/* that timeout; 0: the
 						   stream_idle_timeout */
+	uint64_t		 serial;	/* the request's, for its log
+						   lines */
 };
 
 struct upstream	*upstream_new(struct event_base *, const char *base_url,

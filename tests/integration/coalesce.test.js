@@ -11,11 +11,11 @@ const h = require('../lib/harness');
 const DEBUG = '[log]\nlevel = debug\n';
 
 /*
- * Ready when the proxy's debug log shows n requests waiting on a fetch,
- * and that fetch has reached the upstream.
+ * Ready when the proxy's metrics show n requests waiting on a fetch, and
+ * that fetch has reached the upstream.
  */
 async function waiters(px, n, held) {
-	await h.until(() => (px.stderr().match(/waits on the fetch in flight/g) || []).length >= n,
+	await h.until(async () => (await h.inState(px, 'waiting')) >= n,
 		{ timeoutMs: 10000, what: `${n} requests waiting on the fetch in flight` });
 	await h.until(() => held.length >= 1, { what: 'the fetch to reach the upstream' });
 }
@@ -121,7 +121,9 @@ test('two tenants never share a fetch', async () => {
 		for (const { res } of held) up.sendJSON(res, 200, up.responseObject(up.get(id)));
 		assert.equal((await a).status, 200);
 		assert.equal((await b).status, 200);
-		assert.ok(!/waits on the fetch/.test(px.stderr()), 'nobody waited on another tenant\'s fetch');
+		assert.equal(await h.metric(px, 'respcache_requests_total', '{route="response",method="GET",status="2xx",cache="coalesced"}'), 0,
+			'nobody waited on another tenant\'s fetch');
+		assert.equal(await h.metric(px, 'respcache_requests_total', '{route="response",method="GET",status="2xx",cache="miss"}'), 2);
 	});
 });
 
@@ -142,10 +144,11 @@ test('the first client leaving does not cancel the fetch others wait on; a waite
 		const { all, agent } = many(3, px.url + p);
 		const quitter = abandonable(px.url + p);
 		await waiters(px, 4, held);
-		const closedLines = () => (px.stderr().match(/client closed during/g) || []).length;
 		first.destroy();
 		quitter.destroy();
-		await h.until(() => closedLines() >= 2, { what: 'the proxy to see both clients leave' });
+		// The fetcher's request goes on for the others; the waiter's ends.
+		await h.until(async () => (await h.inState(px, 'orphaned')) === 1 &&
+			(await h.inState(px, 'waiting')) === 3, { what: 'the proxy to see both clients leave' });
 		assert.equal(held[0].res.destroyed, false, 'the upstream request was not cancelled');
 		up.override = null;
 		up.sendJSON(held[0].res, 200, up.responseObject(up.get(id)));
@@ -181,7 +184,7 @@ test('a fetch that turns out to be a stream hands its waiters back to fetch for 
 		await waiters(px, 1, held);
 		// Its own client gone, the fetch goes on for the waiter...
 		first.destroy();
-		await h.until(() => /client closed during/.test(px.stderr()), { what: 'the proxy to see the first client leave' });
+		await h.until(async () => (await h.inState(px, 'orphaned')) === 1, { what: 'the proxy to see the first client leave' });
 		// ...and ends as an (empty) event stream, which nobody can share.
 		up.override = null;
 		held[0].res.writeHead(200, { 'content-type': 'text/event-stream', 'content-length': '0' });

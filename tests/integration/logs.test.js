@@ -15,8 +15,8 @@ const sha = (s) => crypto.createHash('sha256').update(s).digest('hex');
 const bearer = (t) => ({ authorization: `Bearer ${t}` });
 const SANITIZER_RE = /ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:/;
 
-const TEXT_RE = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) client=(\S+) method=(\S+) path=(\S+) route=(create|response|input_items|cancel|other|none) status=(\d{3}) cache=(hit|miss|coalesced|bypass) upstream_status=(\S+) upstream_time=(\S+) bytes=(\d+) request_id=(\S+) time=(\d+\.\d{6})$/;
-const JSON_KEYS = ['bytes', 'cache', 'client', 'duration', 'method', 'path', 'request_id', 'route', 'status', 'time', 'upstream_status', 'upstream_time'];
+const TEXT_RE = /^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) req=(\d+) client=(\S+) method=(\S+) path=(\S+) route=(create|response|input_items|cancel|other|none) status=(\d{3}) cache=(hit|miss|coalesced|bypass) upstream_status=(\S+) upstream_time=(\S+) bytes=(\d+) request_id=(\S+) time=(\d+\.\d{6})$/;
+const JSON_KEYS = ['bytes', 'cache', 'client', 'duration', 'method', 'path', 'req', 'request_id', 'route', 'status', 'time', 'upstream_status', 'upstream_time'];
 
 /* The text access-log lines of some output, parsed. */
 function textLines(s) {
@@ -26,8 +26,8 @@ function textLines(s) {
 		const m = TEXT_RE.exec(line);
 		assert.ok(m, `an access log line in the documented text format: ${JSON.stringify(line)}`);
 		out.push({
-			line, time: m[1], client: m[2], method: m[3], path: m[4], route: m[5], status: Number(m[6]), cache: m[7],
-			upstream_status: m[8], upstream_time: m[9], bytes: Number(m[10]), request_id: m[11], duration: Number(m[12]),
+			line, time: m[1], req: Number(m[2]), client: m[3], method: m[4], path: m[5], route: m[6], status: Number(m[7]), cache: m[8],
+			upstream_status: m[9], upstream_time: m[10], bytes: Number(m[11]), request_id: m[12], duration: Number(m[13]),
 		});
 	}
 	return out;
@@ -285,6 +285,28 @@ test('a client that leaves before its answer is logged with status 499', async (
 		assert.equal(l.upstream_status, '-', 'no upstream answer yet');
 		assert.equal(l.bytes, 0);
 		assert.equal(textLines(px.stderr()).length, 1, 'one line');
+	});
+});
+
+test('each request has its own serial number, and an error line about a request names the same one as its access line', async () => {
+	await h.withStack({}, async ({ up, px }) => {
+		const id = up.seed();
+		const p = `/v1/responses/${id}`;
+		assert.equal((await h.request(px.url + p)).status, 200);
+		// The upstream cuts the next exchange: the proxy answers 502 and says why in its error log.
+		up.override = (req, res) => { res.socket.destroy(); return true; };
+		const cut = await h.request(`${px.url}/v1/responses/${up.seed()}`);
+		assert.equal(cut.status, 502, cut.body);
+		const lines = await h.until(() => {
+			const l = textLines(px.stderr());
+			return l.length >= 2 ? l : null;
+		}, { what: 'two access log lines' });
+		assert.equal(lines.length, 2);
+		assert.notEqual(lines[0].req, lines[1].req, 'two requests, two serials');
+		const warn = px.stderr().split('\n').find((l) => /respcache\[warn\]: req=\d+: upstream GET /.test(l));
+		assert.ok(warn, `an error line about the failed request: ${px.stderr()}`);
+		assert.equal(Number(/req=(\d+)/.exec(warn)[1]), lines[1].req, 'the error line names the 502\'s serial');
+		assert.equal(lines[1].status, 502);
 	});
 });
 

@@ -66,7 +66,10 @@ test('workers = 4: the first client leaving does not cancel the fetch that clien
 		const others = spread(20, px.url + p);
 		await h.until(async () => (await metric(px, 'respcache_inflight_requests')) === 21, { what: '21 requests in flight' });
 		first.destroy();
-		await h.until(async () => (await metric(px, 'respcache_inflight_requests')) === 20, { what: 'the first client to be gone' });
+		// Its request goes on, orphaned, for the 20 that wait on its fetch.
+		await h.until(async () => (await h.inState(px, 'orphaned')) === 1, { what: 'the first client to be gone' });
+		assert.equal(await h.inState(px, 'waiting'), 20);
+		assert.equal(await metric(px, 'respcache_inflight_requests'), 21, 'the orphaned fetch is still in the proxy\'s hands');
 		assert.equal(held[0].res.destroyed, false, 'the upstream request was not cancelled');
 		up.override = null;
 		up.sendJSON(held[0].res, 200, up.responseObject(up.get(id)));

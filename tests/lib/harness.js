@@ -1053,7 +1053,24 @@ function holdGets(up) {
 	return held;
 }
 
+/*
+ * A gauge or counter from the admin listener's /metrics: name with its
+ * labels exactly as rendered ('{state="waiting"}'), 0 when absent.
+ */
+async function metric(px, name, labels = '') {
+	const r = await request(`${px.adminUrl}/metrics`, { headers: { authorization: null }, agent: false });
+	const line = r.body.split('\n').find((l) => l.startsWith(`${name}${labels} `));
+	return line ? Number(line.split(' ')[1]) : 0;
+}
+
+/* Requests the proxy holds in one state (proxy_int.h): waiting, orphaned... */
+function inState(px, state) {
+	return metric(px, 'respcache_requests_by_state', `{state="${state}"}`);
+}
+
 module.exports = {
+	metric,
+	inState,
 	startUpstream,
 	holdGets,
 	startProxy,

@@ -1,0 +1,212 @@
+/*
+ * proxy_int.h - what the proxy_*.c files share; private to them.
+ *
+ * A request (struct proxy_req) moves through the states below, only by
+ * proxy_req_set_state(), and ends only by proxy_req_finish(), which
+ * counts it, lets go of everything it holds and frees it.  Any function
+ * whose contract says "ends pr" may have freed pr when it returns: its
+ * caller must not touch pr afterwards.
+ *
+ *   proxy.c        the request's life: dispatch, states, the one end
+ *   proxy_cache.c  the cache's side: hit, tombstone, store, invalidate
+ *   proxy_fetch.c  the upstream request and the fetches others wait on
+ *   proxy_stream.c relaying a stream to its client as it comes
+ *   tenant.c       who asks (tenant) and which ids are theirs
+ */
+#ifndef RC_PROXY_INT_H
+#define RC_PROXY_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include <event2/http.h>
+
+#include "coalesce.h"
+#include "metrics.h"
+#include "response.h"
+#include "route.h"
+#include "tenant.h"
+
+struct evbuffer;
+struct evkeyvalq;
+struct sse;
+
+/* An answer that is not a stream is held whole; past this it is refused. */
+#define PROXY_MAX_BUFFERED	(64 * 1024 * 1024)
+#define PROXY_MAX_FWD_HEADERS	64
+/* The longest stored header value a hit replays (and a store keeps). */
+#define PROXY_HDR_VALUE		1024
+
+/*
+ * Where a request is.  The legal moves (proxy_state.c):
+ *
+ *   STARTED  -> WAITING | FETCHING | FINISHED
+ *   WAITING  -> FETCHING (the fetch ended with nothing to share) | FINISHED
+ *   FETCHING -> STREAMING | ORPHANED | FINISHED
+ *   STREAMING <-> PAUSED;  STREAMING | PAUSED -> FINISHED
+ *   ORPHANED -> FINISHED
+ */
+enum proxy_state {
+	PR_STARTED,	/* read, routed, looked up: no event is pending */
+	PR_WAITING,	/* on another request's fetch of the same key */
+	PR_FETCHING,	/* its upstream request is out; the answer is held */
+	PR_STREAMING,	/* the answer is relayed to the client as it comes */
+	PR_PAUSED,	/* as STREAMING, the upstream held: the client is behind */
+	PR_ORPHANED,	/* its client left; the fetch goes on for others */
+	PR_FINISHED,	/* counted and about to be freed */
+	PR_NSTATES
+};
+
+/* proxy_state.c: the state machine's table, no I/O. */
+const char	*proxy_state_name(enum proxy_state);
+int		 proxy_state_legal(enum proxy_state from, enum proxy_state to);
+/*
+ * Move *st to to, logging the move at debug with the request's serial.
+ * An illegal move is a bug: it aborts, unless built with NDEBUG, where it
+ * is logged as an error and made anyway.
+ */
+void		 proxy_state_move(enum proxy_state *st, enum proxy_state to,
+		    uint64_t serial);
+
+struct proxy {
+	struct cache		*cache;
+	struct upstream		*up;
+	struct keyring		*keys;		/* the newest; requests hold theirs */
+	struct coalesce		*flights;	/* fetches others may wait on */
+	struct coalesce_box	*box;		/* this loop's, for waiting */
+	struct metrics		*metrics;
+	struct accesslog	*alog;
+	struct timeval		 client_tv;
+	double			 tombstone_ttl;
+	double			 delete_window;
+	double			 forward_idle;
+	char			 date[40];	/* see proxy_date() */
+	time_t			 date_at;
+	struct tenant_memo	 memo;		/* the last pass-through key */
+	struct proxy_req	*active;	/* every request past STARTED */
+	int			 writing;	/* replies not yet flushed */
+	int			 draining;
+	void			(*drained)(void *);
+	void			*drained_arg;
+};
+
+struct proxy_req {
+	struct proxy		*px;
+	uint64_t		 serial;	/* in every log line about it */
+	enum proxy_state	 state;
+	struct evhttp_request	*req;		/* NULL once its client left */
+	struct event		*gone;		/* the client's end closing */
+	int			 watching;	/* proxy_client_closed is set */
+	struct coalesce_fetch	*fetch;		/* others may wait on ours */
+	struct coalesce_waiter	 waiter;	/* or we wait on another's */
+	struct route		 route;
+	struct keyring		*keys;		/* as the request began */
+	int			 keys_held;	/* a reference: it went async */
+	struct tenant_who	 who;		/* client, credential, tenant */
+	struct response_request	 rq;		/* a POST's body, read whole */
+	char			*key;		/* cache key, cacheable routes */
+	size_t			 klen;
+	char			*upath;		/* path and query sent upstream */
+	struct upstream_req	*ureq;
+	double			 t0;		/* its headers came in */
+	double			 ut0;		/* its upstream request went out */
+	time_t			 since;		/* the same, by the wall clock */
+	double			 usecs;		/* and took this long */
+	enum metrics_cache	 result;	/* the cache's part */
+	char			*fwd[PROXY_MAX_FWD_HEADERS + 1];
+	int			 status;	/* the upstream's */
+	const struct evkeyvalq	*uhdrs;		/* upstream's, until done */
+	struct evbuffer		*body;		/* the answer, held whole */
+	int			 raw;		/* relayed as bytes, not events */
+	int			 cut;		/* its stream ends mid-event */
+	size_t			 relayed;	/* stream bytes sent on */
+	char			 tail[4];	/* the last of them */
+	struct sse		*sse;		/* a streamed create's events */
+	int			 too_big;
+	int			 no_store;	/* never cache this answer */
+	int			 own_answer;	/* its answer's id is the client's */
+	/* Once its client left (ORPHANED): what its access line says. */
+	double			 left_at;
+	enum evhttp_cmd_type	 cmd;
+	char			*uri;
+	struct proxy_req	*prev, *next;
+};
+
+/* proxy.c */
+double	proxy_clock(void);
+void	proxy_req_set_state(struct proxy_req *, enum proxy_state);
+/*
+ * The one end of a request: count it (metrics and access log, once: a
+ * request that left is counted as 499 with what it had been sent), end
+ * an open stream reply (after counting: ending it may free req), let go
+ * of its client's connection, leave the fetch it waited on, end its own
+ * fetch (waiters get nothing and fetch for themselves) and upstream
+ * transfer, drop its keyring reference and free it.  Ends pr.
+ */
+void	proxy_req_finish(struct proxy_req *, int status, size_t bytes);
+/* Notice at once when the client goes away while its request waits. */
+void	proxy_watch_client(struct proxy_req *);
+/* Stop watching: the request no longer waits on anything of its own. */
+void	proxy_unwatch_client(struct proxy_req *);
+/*
+ * Count a reply until its last byte is written (or its connection dies),
+ * so a drain never cuts an answer short; just before the final
+ * evhttp_send_reply() or evhttp_send_reply_end().  Unwatch first.
+ */
+void	proxy_track_reply(struct proxy *, struct evhttp_request *);
+/* After a stream's last byte: its connection's read timeout is back. */
+void	proxy_stream_written(struct evhttp_request *, void *);
+/* An error of the proxy's own as the reply.  Ends pr. */
+void	proxy_fail(struct proxy_req *, int status, const char *type,
+	    const char *code, const char *message, const char *allow);
+/* 1 if the request is a DELETE of a response: see proxy_delete_begin(). */
+int	proxy_is_delete(const struct proxy_req *);
+/* Add X-Cache to a reply. */
+void	proxy_xcache(struct evkeyvalq *, const char *);
+
+/* proxy_cache.c */
+/* The hit path: 1 if the cache (an entry or a tombstone) answered; ends pr. */
+int	proxy_lookup(struct proxy_req *);
+/* 1 if If-None-Match names etag (weak comparison, RFC 9110). */
+int	proxy_etag_match(const char *inm, const char *etag, size_t etag_len);
+/* The upstream's own 404 body and message for an unknown id (caller frees). */
+char	*proxy_not_found_msg(const char *what, const char *id);
+int	proxy_delete_begin(struct proxy_req *);
+void	proxy_delete_end(struct proxy_req *, int status);
+/* The cache's part of a cancel going out: the id's entries go. */
+void	proxy_invalidate(struct proxy_req *);
+/* Store a 200 answer if it may be served again; 1 and etag if stored. */
+int	proxy_store(struct proxy_req *, const struct response_info *,
+	    const char *body, size_t len, char etag[36]);
+/* sse_event_fn: a streamed create's events fill the cache. */
+void	proxy_stream_event(void *, const char *, const char *, size_t);
+/* Ownership of an id this request's client created (tenant.h). */
+void	proxy_own(struct proxy_req *, const char *id);
+
+/* proxy_fetch.c */
+/* WAITING or STARTED -> FETCHING: the upstream request goes out.  May end pr. */
+void	proxy_forward(struct proxy_req *);
+/* coalesce waiter: the fetch this request waited on is over.  Ends pr or forwards. */
+void	proxy_waited(struct coalesce_waiter *, const struct coalesce_answer *);
+/* Those waiting on this request's fetch get a (or NULL: fetch their own). */
+void	proxy_end_fetch(struct proxy_req *, const struct coalesce_answer *);
+/* Copy the upstream headers that go back to the client into out. */
+void	proxy_copy_resp_headers(struct proxy_req *, struct evkeyvalq *);
+/* 1 if name is in a NULL-terminated list (case-insensitive). */
+int	proxy_in_list(const char *name, const char *const *list);
+
+/* proxy_stream.c */
+/* FETCHING -> STREAMING: the reply starts.  May end pr. */
+void	proxy_stream_start(struct proxy_req *, int sse);
+/* Relay bytes; UPSTREAM_PAUSE while the client is behind. */
+int	proxy_stream_data(struct proxy_req *, const char *, size_t);
+/*
+ * End a relayed stream: code NULL for a whole one, else an error event
+ * (or a cut connection, mid-event).  Ends pr.
+ */
+void	proxy_stream_end(struct proxy_req *, const char *type,
+	    const char *code, const char *message);
+
+#endif
