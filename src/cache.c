@@ -46,28 +46,10 @@
 #include <xxhash.h>
 
 #include "cache.h"
+#include "cache_int.h"
 #include "log.h"
 
-#define CACHE_MAGIC		0x32454352u	/* "RCE2" */
-#define CACHE_FORMAT		3	/* the "format" record of "meta" */
 #define CACHE_SYNC_SECONDS	1
-
-/*
- * An entry's value: this header, then the ETag, the replay headers and
- * the body.  sum is XXH3-64 of every byte after it, header and payload
- * alike, seeded with the key's: a value or key changed on disk is never
- * served.  (Format 1, "RCE1", had no sum and began with its magic.)
- */
-struct cache_rec {
-	uint64_t	sum;
-	uint32_t	magic;
-	uint16_t	status;
-	uint16_t	etag_len;
-	uint32_t	hdrs_len;
-	uint32_t	body_len;
-	uint64_t	stored_at;
-	uint64_t	seq;
-};
 
 /*
  * An hour past the time it guards up to, a delete guard is spent: no
@@ -86,40 +68,6 @@ struct cache_gval {
 	int64_t		pending_at;	/* the last of them began; 0: none */
 	int64_t		deleted_at;	/* the upstream said deleted; 0: no */
 };
-
-struct cache {
-	MDB_env		*env;
-	MDB_dbi		 entries;
-	MDB_dbi		 age;		/* "<tenant>\0<seq>" -> key */
-	MDB_dbi		 tenants;	/* tenant -> its bytes; "\0seq" */
-	MDB_dbi		 guards;	/* id -> struct cache_gval */
-	MDB_dbi		 owners;	/* see "Owner records" below */
-	MDB_dbi		 owner_index;
-	MDB_dbi		 owner_clients;
-	MDB_dbi		 issued;
-	MDB_dbi		 meta;		/* "format" -> CACHE_FORMAT */
-	size_t		 max_size;
-	size_t		 map_size;
-	double		 ttl;
-	struct cache_stats st;
-	time_t		 damage_logged;	/* when a damaged entry was last logged */
-
-	pthread_t	 syncer;
-	pthread_mutex_t	 mtx;
-	pthread_cond_t	 cond;
-	int		 dirty;
-	int		 stopping;
-};
-
-/*
- * Each thread that reads keeps a read transaction, and with it a slot in
- * the lock file's reader table: room for the most workers conf.c allows
- * (1024), the main thread, and a few besides.  LMDB's default is 126.
- */
-#define CACHE_MAX_READERS	1152
-
-/* Counters any thread may bump; cache_stats() reads them. */
-#define CACHE_COUNT(c, f)	__atomic_add_fetch(&(c)->st.f, 1, __ATOMIC_RELAXED)
 
 static int
 cache_mkdirs(const char *dir)
@@ -144,7 +92,7 @@ cache_mkdirs(const char *dir)
 	return (0);
 }
 
-static int
+int
 cache_rec_parse(const MDB_val *v, struct cache_rec *rec)
 {
 	if (v->mv_size < sizeof *rec)
@@ -157,11 +105,7 @@ cache_rec_parse(const MDB_val *v, struct cache_rec *rec)
 	return (0);
 }
 
-/*
- * The checksum of the value v (of at least sizeof(rec.sum) bytes) stored
- * under key k: a key changed on disk must not find another's answer.
- */
-static uint64_t
+uint64_t
 cache_rec_sum(const MDB_val *k, const MDB_val *v)
 {
 	return (XXH3_64bits_withSeed((const char *)v->mv_data +
@@ -169,8 +113,7 @@ cache_rec_sum(const MDB_val *k, const MDB_val *v)
 	    XXH3_64bits(k->mv_data, k->mv_size)));
 }
 
-/* Parse v into rec; -1 unless it is whole and its checksum matches. */
-static int
+int
 cache_rec_check(const MDB_val *k, const MDB_val *v, struct cache_rec *rec)
 {
 	if (cache_rec_parse(v, rec) == -1 || rec->sum != cache_rec_sum(k, v))
@@ -204,8 +147,6 @@ cache_sync_loop(void *arg)
 		pthread_mutex_lock(&c->mtx);
 	}
 }
-
-static int	cache_owner_upgrade(struct cache *, MDB_txn *);
 
 /*
  * Before format 3, "age" was one index of every tenant's entries (seq ->
@@ -319,42 +260,12 @@ fail:
  * writer) hold nothing it needs.
  */
 
-/* LMDB 0.9's page header (mdb.c, struct MDB_page), read to check pages. */
-#define CACHE_PAGEHDRSZ		16
-#define CACHE_MDB_MAGIC		0xBEEFC0DEu
-#define CACHE_P_BRANCH		0x01
-#define CACHE_P_LEAF		0x02
-#define CACHE_P_OVERFLOW	0x04
-#define CACHE_FREE_DBI		0	/* LMDB's free-page list */
 #define CACHE_CHECK_MAXDBS	32
 /* The check may take 10 s, and a second more for every 50 MB. */
 #define CACHE_CHECK_SECONDS	10
 #define CACHE_CHECK_RATE	(50 * 1024 * 1024)
 
-enum cache_verdict { CACHE_SOUND, CACHE_DAMAGED, CACHE_UNCHECKED };
-
-/* What the child tells its parent, in one write. */
-struct cache_report {
-	int		verdict;
-	uint64_t	records;
-	uint64_t	bytes;
-	uint64_t	bad_entries;	/* pages whole, values failing their sum */
-	char		why[240];
-};
-
-struct cache_walk {
-	MDB_txn		*txn;
-	const char	*map;
-	size_t		 psize;
-	size_t		 limit;		/* pages a record may lie in */
-	uint64_t	 pages;		/* counted in trees and the free list */
-	uint64_t	 branches;	/* of the trees, by their headers */
-	unsigned char	*seen;		/* a bit a page: leaf, overflow, free */
-	int		 check_entries;
-	uint64_t	 sink;
-};
-
-static struct cache_report	cache_check_rep;
+struct cache_report		cache_check_rep;
 static struct cache_report	cache_check_cut;	/* on SIGBUS */
 static int			cache_check_fd = -1;
 
@@ -370,7 +281,7 @@ cache_check_end(int verdict)
 	_exit(verdict == CACHE_SOUND ? 0 : 1);
 }
 
-static void __attribute__((noreturn, format(printf, 2, 3)))
+void
 cache_check_fail(int verdict, const char *fmt, ...)
 {
 	va_list	ap;
@@ -381,8 +292,7 @@ cache_check_fail(int verdict, const char *fmt, ...)
 	cache_check_end(verdict);
 }
 
-/* An LMDB error: damage if it says so, otherwise no verdict. */
-static void __attribute__((noreturn))
+void
 cache_check_rc(const char *what, int rc)
 {
 	int	verdict = CACHE_UNCHECKED;
@@ -568,13 +478,7 @@ cache_check_metas(const char *path, off_t size, size_t psize,
 		cache_check_fail(CACHE_DAMAGED, "%s", cache_check_cut.why);
 }
 
-/*
- * Every page is a meta page, in a tree, or free (mdb.c's audit): those
- * not seen as leaves, values or free must be the trees' branch pages,
- * and say so.  A branch page's number, wrong, would free another page
- * when the page is next copied.
- */
-static void
+void
 cache_walk_branches(struct cache_walk *w)
 {
 	const char	*hp;
@@ -632,12 +536,7 @@ cache_check_flags(const char *name)
 	return (-1);
 }
 
-/*
- * Read every record of dbi: keys in order, as many as its header says,
- * each on a page that says it is that page, values whole; entries' values
- * are checked against their sums.
- */
-static void
+void
 cache_walk_db(struct cache_walk *w, MDB_dbi dbi, const char *name)
 {
 	MDB_cursor		*cur;
@@ -843,15 +742,7 @@ cache_check_read(int fd, struct cache_report *rep, int ms)
 	return (0);
 }
 
-/*
- * Check the cache in dir before it is opened.  Returns -1 and *why
- * (caller frees) if it is damaged: it must start empty.  Returns 0 if it
- * is sound, absent, or could not be checked (which is logged).  It reads
- * the whole file: 50k entries in 200 MB take about 70 ms from the page
- * cache, 0.45 s from disk; a child still reading after 10 s and a second
- * for every 50 MB is killed, and the cache starts empty.
- */
-static int
+int
 cache_check(const char *dir, size_t map_size, char **why)
 {
 	struct cache_report	 rep;
@@ -1037,8 +928,7 @@ cache_read_try(struct cache *c)
 	return (mdb_txn_begin(c->env, NULL, MDB_RDONLY, &cache_tls_txn));
 }
 
-/* This thread's read transaction, begun (clearing stale readers if full). */
-static MDB_txn *
+MDB_txn *
 cache_read_begin(struct cache *c)
 {
 	int	rc;
@@ -1055,11 +945,7 @@ cache_read_begin(struct cache *c)
 	return (cache_tls_txn);
 }
 
-/*
- * A counter: a uint64_t under key in dbi, 0 when absent (and removed
- * when set to 0).  Owner records count per client, entries per tenant.
- */
-static uint64_t
+uint64_t
 cache_count_get(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen,
     int *rc)
 {
@@ -1073,7 +959,7 @@ cache_count_get(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen,
 	return (n);
 }
 
-static int
+int
 cache_count_set(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen,
     uint64_t n)
 {
@@ -1104,8 +990,7 @@ cache_tenant_len(const MDB_val *k)
 	    k->mv_size);
 }
 
-/* "<name>\0<seq, big-endian>" into buf (nlen + 9 bytes); its length. */
-static size_t
+size_t
 cache_index_key(char *buf, const char *name, size_t nlen, uint64_t seq)
 {
 	int	i;
@@ -1154,8 +1039,7 @@ cache_tenant_add(struct cache *c, MDB_txn *txn, const MDB_val *key,
 	return (cache_tenant_set(c, txn, key->mv_data, tl, n));
 }
 
-/* Index the entry under key (value size vsize) as its tenant's newest. */
-static int
+int
 cache_index_add(struct cache *c, MDB_txn *txn, MDB_val *key, size_t vsize,
     uint64_t seq)
 {
@@ -1172,12 +1056,7 @@ cache_index_add(struct cache *c, MDB_txn *txn, MDB_val *key, size_t vsize,
 	    vsize)));
 }
 
-/*
- * Forget the entry under key (value v) in its tenant's bytes, and in the
- * age index if its record can be read (its seq).  The age record goes
- * only if it still names key: a damaged value's seq cannot be trusted.
- */
-static int
+int
 cache_index_del(struct cache *c, MDB_txn *txn, const MDB_val *key,
     const MDB_val *v)
 {
@@ -1294,8 +1173,7 @@ cache_get(struct cache *c, const void *key, size_t klen, time_t now,
 	return (hit);
 }
 
-/* Delete the entry under k (value v) and its age record. */
-static int
+int
 cache_del_entry(struct cache *c, MDB_txn *txn, MDB_val *k, MDB_val *v)
 {
 	int	rc;
@@ -1306,7 +1184,7 @@ cache_del_entry(struct cache *c, MDB_txn *txn, MDB_val *k, MDB_val *v)
 	return (rc == MDB_NOTFOUND ? 0 : rc);
 }
 
-static size_t
+size_t
 cache_db_used(MDB_txn *txn, MDB_dbi dbi)
 {
 	MDB_stat	s;
@@ -1317,8 +1195,7 @@ cache_db_used(MDB_txn *txn, MDB_dbi dbi)
 	    (size_t)s.ms_psize);
 }
 
-/* The pages the owner records and their age index use, in bytes. */
-static size_t
+size_t
 cache_owners_used(struct cache *c, MDB_txn *txn)
 {
 	return (cache_db_used(txn, c->owners) +
@@ -1326,11 +1203,7 @@ cache_owners_used(struct cache *c, MDB_txn *txn)
 	    cache_db_used(txn, c->owner_clients));
 }
 
-/* Every byte counts against max_size; owner records are never evicted
- * to make room for entries. */
-static size_t	cache_guards_used(struct cache *, MDB_txn *);
-
-static size_t
+size_t
 cache_used(struct cache *c, MDB_txn *txn)
 {
 	return (cache_db_used(txn, c->entries) + cache_db_used(txn, c->age) +
@@ -1374,13 +1247,7 @@ cache_tenant_most(struct cache *c, MDB_txn *txn, char *name, size_t *len,
 	return (most);
 }
 
-/*
- * Evict until need more bytes fit under the budget: the oldest entries
- * of the tenant that holds the most, so that a tenant filling the cache
- * evicts its own entries and never those of one holding less.  With one
- * tenant this is FIFO.
- */
-static int
+int
 cache_evict(struct cache *c, MDB_txn *txn, size_t need, size_t budget)
 {
 	MDB_cursor	*cur;
@@ -1436,7 +1303,7 @@ cache_evict(struct cache *c, MDB_txn *txn, size_t need, size_t budget)
 	return (0);
 }
 
-static int
+int
 cache_evict_commit(struct cache *c, size_t need, size_t budget)
 {
 	MDB_txn	*txn;
@@ -1451,8 +1318,7 @@ cache_evict_commit(struct cache *c, size_t need, size_t budget)
 	return (mdb_txn_commit(txn));
 }
 
-/* The next sequence number, counted in "tenants" under "\0seq". */
-static uint64_t
+uint64_t
 cache_next_seq(struct cache *c, MDB_txn *txn, int *rc)
 {
 	static const char	key[] = "\0seq";
@@ -1463,9 +1329,6 @@ cache_next_seq(struct cache *c, MDB_txn *txn, int *rc)
 		*rc = cache_tenant_set(c, txn, key, sizeof key - 1, seq);
 	return (seq);
 }
-
-static int	cache_guard_blocks(struct cache *, MDB_txn *, const char *,
-		    time_t);
 
 static int
 cache_put_once(struct cache *c, const MDB_val *k,
@@ -1782,12 +1645,7 @@ cache_guard_floor(struct cache *c, MDB_txn *txn, int *rc)
 	return (f);
 }
 
-/*
- * In a writing transaction: MDB_KEYEXIST if id's guard (or the floor)
- * forbids storing an answer fetched at since, else 0 (or an error).  An
- * unreadable guard forbids.
- */
-static int
+int
 cache_guard_blocks(struct cache *c, MDB_txn *txn, const char *id,
     time_t since)
 {
@@ -1808,13 +1666,13 @@ cache_guard_blocks(struct cache *c, MDB_txn *txn, const char *id,
 	return (0);
 }
 
-/* The pages the guards use, in bytes; their share of max_size. */
-static size_t
+size_t
 cache_guards_used(struct cache *c, MDB_txn *txn)
 {
 	return (cache_db_used(txn, c->guards));
 }
 
+/* The guards' share of max_size. */
 static size_t
 cache_guards_share(struct cache *c)
 {
@@ -2357,12 +2215,7 @@ cache_owner_get(struct cache *c, const void *key, size_t klen, char *name,
 	return (rc == 0 ? 1 : 0);
 }
 
-/*
- * A cache written before owner records had a per-client index kept them
- * in "owner_age" (seq -> key): index them, count them, and drop it, so
- * no record is lost (a lost one would make its id "created elsewhere").
- */
-static int
+int
 cache_owner_upgrade(struct cache *c, MDB_txn *txn)
 {
 	MDB_dbi		 old;
