@@ -102,9 +102,9 @@ size_t		 cache_index_key(char *buf, const char *name, size_t nlen,
 		    uint64_t seq);
 
 /*
- * The start-up check: a child reads the whole file and reports.  The
- * child ends in cache_check_fail() (or cache_check_rc()) as soon as it
- * finds the file damaged.
+ * cache_check.c and cache_walk.c: the start-up check.  A child reads the
+ * whole file and reports; it ends in cache_check_fail() (or
+ * cache_check_rc()) as soon as it finds the file damaged.
  */
 /* LMDB 0.9's page header (mdb.c, struct MDB_page), read to check pages. */
 #define CACHE_PAGEHDRSZ		16
@@ -137,6 +137,7 @@ struct cache_walk {
 	uint64_t	 sink;
 };
 
+/* cache_check.c */
 /* The child's report, filled as it reads. */
 extern struct cache_report	cache_check_rep;
 
@@ -155,6 +156,8 @@ void		 cache_check_fail(int verdict, const char *fmt, ...)
 /* An LMDB error: damage if it says so, otherwise no verdict. */
 void		 cache_check_rc(const char *what, int rc)
 		    __attribute__((noreturn));
+
+/* cache_walk.c */
 /*
  * Read every record of dbi: keys in order, as many as its header says,
  * each on a page that says it is that page, values whole; entries' values
@@ -169,7 +172,7 @@ void		 cache_walk_db(struct cache_walk *, MDB_dbi, const char *name);
  */
 void		 cache_walk_branches(struct cache_walk *);
 
-/* The entries' age index and eviction */
+/* cache_evict.c: the entries' age index and eviction */
 /* Index the entry under key (value size vsize) as its tenant's newest. */
 int		 cache_index_add(struct cache *, MDB_txn *, MDB_val *key,
 		    size_t vsize, uint64_t seq);
@@ -206,7 +209,7 @@ int		 cache_evict_commit(struct cache *, size_t need, size_t budget);
 /* The next sequence number, counted in "tenants" under "\0seq". */
 uint64_t	 cache_next_seq(struct cache *, MDB_txn *, int *rc);
 
-/* Delete guards */
+/* cache_guard.c: delete guards */
 /*
  * In a writing transaction: MDB_KEYEXIST if id's guard (or the floor)
  * forbids storing an answer fetched at since, else 0 (or an error).  An
@@ -217,7 +220,7 @@ int		 cache_guard_blocks(struct cache *, MDB_txn *, const char *id,
 /* The pages the guards use, in bytes. */
 size_t		 cache_guards_used(struct cache *, MDB_txn *);
 
-/* Owner records */
+/* cache_owner.c: owner records */
 /* The pages the owner records and their age index use, in bytes. */
 size_t		 cache_owners_used(struct cache *, MDB_txn *);
 /*
