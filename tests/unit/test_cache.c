@@ -10,6 +10,12 @@
 
 #include "../../src/log.c"
 #include "../../src/cache.c"
+#include "../../src/cache_check.c"
+#include "../../src/cache_evict.c"
+#include "../../src/cache_guard.c"
+#include "../../src/cache_owner.c"
+#include "../../src/cache_store.c"
+#include "../../src/cache_walk.c"
 #include "tap.h"
 
 struct got {
