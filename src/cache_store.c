@@ -19,6 +19,7 @@
 #include "cache.h"
 #include "cache_int.h"
 #include "log.h"
+#include "route.h"
 
 static int
 cache_put_once(struct cache *c, const MDB_val *k,
@@ -255,7 +256,7 @@ static int
 cache_del_id(struct cache *c, MDB_txn *txn, MDB_cursor *cur,
     const void *arg, size_t idlen, int *n)
 {
-	return (cache_del_id_kinds(c, txn, cur, arg, idlen, "ri", n));
+	return (cache_del_id_kinds(c, txn, cur, arg, idlen, ROUTE_KINDS_ANSWERS, n));
 }
 
 static int
@@ -269,7 +270,7 @@ cache_del_id_guards(struct cache *c, MDB_txn *txn, MDB_cursor *cur,
 		(*n)++;
 	else if (rc != MDB_NOTFOUND)
 		return (rc);
-	return (cache_del_id_kinds(c, txn, cur, arg, idlen, "rit", n));
+	return (cache_del_id_kinds(c, txn, cur, arg, idlen, ROUTE_KINDS_ALL, n));
 }
 
 int

@@ -24,6 +24,7 @@
 
 #include "coalesce.h"
 #include "log.h"
+#include "route.h"
 
 struct coalesce_fetch {
 	char			*key;
@@ -340,7 +341,7 @@ coalesce_end(struct coalesce *co, struct coalesce_fetch *f,
 
 /*
  * 1 if a cache key, "<tenant>\0<kind>\0<id>\0<query>", is one of id's
- * answers (kind 'r' or 'i').
+ * answers (ROUTE_KINDS_ANSWERS).
  */
 static int
 coalesce_key_of(const struct coalesce_fetch *f, const char *id, size_t idlen)
@@ -349,7 +350,8 @@ coalesce_key_of(const struct coalesce_fetch *f, const char *id, size_t idlen)
 	const char	*end = f->key + f->klen;
 
 	if (p == NULL || end - p < (ptrdiff_t)(idlen + 4) ||
-	    (p[1] != 'r' && p[1] != 'i') || p[2] != '\0')
+	    p[1] == '\0' || strchr(ROUTE_KINDS_ANSWERS, p[1]) == NULL ||
+	    p[2] != '\0')
 		return (0);
 	return (memcmp(p + 3, id, idlen) == 0 && p[3 + idlen] == '\0');
 }
