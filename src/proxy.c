@@ -292,7 +292,7 @@ proxy_fail(struct proxy_req *pr, int status, const char *type,
 	proxy_unwatch_client(pr);
 	proxy_track_reply(pr->px, pr->req);
 	len = reply_error(pr->req, status, type, code, message, allow);
-	proxy_req_finish(pr, status, len);
+	proxy_req_finish(pr, status, len);	/* pr is gone */
 }
 
 void
@@ -342,7 +342,7 @@ proxy_client_closed(struct evhttp_connection *evcon, void *arg)
 		pr->req = NULL;
 		proxy_req_set_state(pr, PR_ORPHANED);
 	} else
-		proxy_req_finish(pr, 499, pr->relayed);
+		proxy_req_finish(pr, 499, pr->relayed);	/* pr is gone */
 	if (own)
 		evhttp_request_free(req);
 }
@@ -416,26 +416,28 @@ proxy_refused(struct proxy_req *pr)
 		guard_refuse_tunnel(req);
 		proxy_fail(pr, 405, NULL, "method_not_allowed", "respcache is "
 		    "not a forward proxy: CONNECT is not supported.",
-		    "GET, POST, DELETE");
+		    "GET, POST, DELETE");	/* pr is gone */
 		return (1);
 	}
 	if (pr->px->draining) {
 		evhttp_add_header(out, "Connection", "close");
 		proxy_fail(pr, 503, "server_error", "shutting_down",
-		    "respcache is shutting down.", NULL);
+		    "respcache is shutting down.", NULL);	/* pr is gone */
 		return (1);
 	}
 	if (guard_request(req, &cause) == -1) {
 		/* Closed: what came after it on the connection is not run. */
 		evhttp_add_header(out, "Connection", "close");
-		proxy_fail(pr, 400, NULL, "bad_request", cause, NULL);
+		proxy_fail(pr, 400, NULL, "bad_request", cause,
+		    NULL);	/* pr is gone */
 		return (1);
 	}
 	if (evhttp_find_header(evhttp_request_get_input_headers(req),
 	    "Upgrade") != NULL) {
 		proxy_fail(pr, 400, NULL, "websocket_not_supported",
 		    "respcache does not support WebSocket or other protocol "
-		    "upgrades; use HTTP requests (streams work as SSE).", NULL);
+		    "upgrades; use HTTP requests (streams work as SSE).",
+		    NULL);	/* pr is gone */
 		return (1);
 	}
 	return (0);
@@ -461,13 +463,13 @@ proxy_admitted(struct proxy_req *pr)
 	    "Authorization")), &pr->who) == -1) {
 		proxy_fail(pr, 401, NULL, "invalid_api_key", "Incorrect API "
 		    "key provided: this proxy does not know the key the client "
-		    "sent.", NULL);
+		    "sent.", NULL);	/* pr is gone */
 		return (0);
 	}
 	if (pr->route.kind == ROUTE_FORWARD && !pr->keys->forward_all) {
 		proxy_fail(pr, 404, NULL, "unknown_route", "Unknown route: "
 		    "respcache serves /v1/responses only (forward = "
-		    "responses).", NULL);
+		    "responses).", NULL);	/* pr is gone */
 		return (0);
 	}
 	pr->own_answer = pr->route.creates;
@@ -475,7 +477,7 @@ proxy_admitted(struct proxy_req *pr)
 	if (!keyring_allows(pr->who.client, path)) {
 		proxy_fail(pr, 403, NULL, "route_not_allowed", "This client "
 		    "may not use this path: it is outside the client's allow "
-		    "list.", NULL);
+		    "list.", NULL);	/* pr is gone */
 		return (0);
 	}
 	/* A body the proxy cannot read whole is refused, never forwarded. */
@@ -484,7 +486,8 @@ proxy_admitted(struct proxy_req *pr)
 	    why, sizeof why) == -1) {
 		xasprintf(&msg, "The request body is not JSON that respcache "
 		    "can read exactly: %s.", why);
-		proxy_fail(pr, 400, NULL, "invalid_json", msg, NULL);
+		proxy_fail(pr, 400, NULL, "invalid_json", msg,
+		    NULL);	/* pr is gone */
 		free(msg);
 		return (0);
 	}
@@ -492,7 +495,8 @@ proxy_admitted(struct proxy_req *pr)
 	    &what, &label)) {
 		/* The upstream's own 404, as another client would get it. */
 		msg = proxy_not_found_msg(label, what);
-		proxy_fail(pr, 404, "invalid_request_error", NULL, msg, NULL);
+		proxy_fail(pr, 404, "invalid_request_error", NULL, msg,
+		    NULL);	/* pr is gone */
 		free(msg);
 		return (0);
 	}
@@ -515,14 +519,14 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	    &err) == -1) {
 		pr->route.method = RM_OTHER;	/* counted as no route */
 		proxy_fail(pr, err.status, NULL, err.code, err.message,
-		    err.allow);
+		    err.allow);	/* pr is gone */
 		return;
 	}
 	/* The Responses API's bodies are JSON: a raw NUL is a smuggled one. */
 	if (pr->route.kind != ROUTE_FORWARD && guard_body_nul(req)) {
 		evhttp_add_header(evhttp_request_get_output_headers(req),
 		    "Connection", "close");
-		proxy_fail(pr, 400, NULL, "bad_request",
+		proxy_fail(pr, 400, NULL, "bad_request",	/* pr is gone */
 		    "The request body holds a NUL byte.", NULL);
 		return;
 	}
@@ -546,7 +550,7 @@ proxy_handle(struct evhttp_request *req, void *arg)
 		}
 		pr->result = MC_MISS;
 	}
-	proxy_forward(pr);
+	proxy_forward(pr);	/* pr may be gone */
 }
 
 struct proxy *
@@ -575,7 +579,7 @@ static void
 proxy_evhttp_error(void *arg, struct evhttp_request *req, int status,
     size_t len)
 {
-	proxy_req_finish(proxy_req_new(arg, req), status, len);
+	proxy_req_finish(proxy_req_new(arg, req), status, len);	/* pr is gone */
 }
 
 void
@@ -604,14 +608,14 @@ proxy_stop(struct proxy *px)
 		coalesce_leave(&pr->waiter);
 	while ((pr = px->active) != NULL) {
 		if (pr->state == PR_ORPHANED)
-			proxy_req_finish(pr, 499, pr->relayed);
+			proxy_req_finish(pr, 499, pr->relayed);	/* pr is gone */
 		else if (pr->state == PR_STREAMING || pr->state == PR_PAUSED)
 			proxy_stream_end(pr, "server_error", "shutting_down",
 			    "respcache is shutting down; the stream was ended "
-			    "early.");
+			    "early.");	/* pr is gone */
 		else
 			proxy_fail(pr, 503, "server_error", "shutting_down",
-			    "respcache is shutting down.", NULL);
+			    "respcache is shutting down.", NULL); /* pr gone */
 	}
 }
 

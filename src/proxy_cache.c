@@ -245,7 +245,7 @@ proxy_lookup(struct proxy_req *pr)
 	if (!h.served)
 		return (0);
 	pr->result = MC_HIT;
-	proxy_req_finish(pr, h.status, h.bytes);
+	proxy_req_finish(pr, h.status, h.bytes);	/* pr is gone */
 	return (1);
 }
 

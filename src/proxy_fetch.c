@@ -95,14 +95,14 @@ proxy_send_answer(struct proxy_req *pr, const struct coalesce_answer *a)
 	if (a->status == 200 && etag != NULL &&
 	    proxy_etag_match(inm, etag, strlen(etag))) {
 		evhttp_send_reply(req, 304, "Not Modified", NULL);
-		proxy_req_finish(pr, 304, 0);
+		proxy_req_finish(pr, 304, 0);	/* pr is gone */
 		return;
 	}
 	if (evbuffer_add(evhttp_request_get_output_buffer(req), a->body,
 	    a->body_len) == -1)
 		fatalx("out of memory");
 	evhttp_send_reply(req, a->status, NULL, NULL);
-	proxy_req_finish(pr, a->status, a->body_len);
+	proxy_req_finish(pr, a->status, a->body_len);	/* pr is gone */
 }
 
 void
@@ -122,9 +122,9 @@ proxy_answer(struct proxy_req *pr, const struct coalesce_answer *a)
 {
 	proxy_end_fetch(pr, a);
 	if (pr->req != NULL)
-		proxy_send_answer(pr, a);
+		proxy_send_answer(pr, a);	/* pr is gone */
 	else
-		proxy_req_finish(pr, 499, 0);
+		proxy_req_finish(pr, 499, 0);	/* pr is gone */
 }
 
 /*
@@ -150,7 +150,7 @@ proxy_answer_error(struct proxy_req *pr, int status, const char *code,
 	a.headers = &hdrs;
 	a.body = body;
 	a.body_len = strlen(body);
-	proxy_answer(pr, &a);
+	proxy_answer(pr, &a);	/* pr is gone */
 	free(body);
 	evhttp_clear_headers(&hdrs);
 }
@@ -165,10 +165,10 @@ proxy_waited(struct coalesce_waiter *w, const struct coalesce_answer *a)
 	if (a == NULL) {
 		/* It ended with nothing to share: fetch for ourselves. */
 		pr->result = MC_MISS;
-		proxy_forward(pr);
+		proxy_forward(pr);	/* pr may be gone */
 		return;
 	}
-	proxy_send_answer(pr, a);
+	proxy_send_answer(pr, a);	/* pr is gone */
 }
 
 static void
@@ -223,7 +223,8 @@ proxy_key_refused(struct proxy_req *pr, const char *body, size_t len)
 	    (int)(len < 300 ? len : 300), body);
 	proxy_answer_error(pr, 401, "upstream_key_refused", "The upstream "
 	    "API refused the API key that respcache holds for this client; "
-	    "the proxy's operator must replace it (see the proxy's log).", 0);
+	    "the proxy's operator must replace it (see the proxy's log).",
+	    0);	/* pr is gone */
 }
 
 /* The transfer failed, or its answer was too large.  Ends pr. */
@@ -242,11 +243,11 @@ proxy_up_failed(struct proxy_req *pr, enum upstream_err err, const char *why)
 	 * it again by themselves.
 	 */
 	if (err == UPSTREAM_TIMEOUT)
-		proxy_answer_error(pr, 504, "upstream_timeout",
+		proxy_answer_error(pr, 504, "upstream_timeout",	/* pr is gone */
 		    "The upstream API did not answer in time.", post);
 	else if (err == UPSTREAM_CONNECT)
 		proxy_answer_error(pr, 502, "upstream_unreachable",
-		    "The upstream API could not be reached.", 0);
+		    "The upstream API could not be reached.", 0); /* pr gone */
 	else if (err == UPSTREAM_CONN_LOST)
 		/* Sending it again could create (and bill) it twice. */
 		proxy_answer_error(pr, 502, "upstream_connection_lost",
@@ -254,10 +255,11 @@ proxy_up_failed(struct proxy_req *pr, enum upstream_err err, const char *why)
 		    "request was sent and before any answer: the request may "
 		    "have reached the upstream and been carried out. It was "
 		    "not sent again. Check its effect before you repeat it.",
-		    1);
+		    1);	/* pr is gone */
 	else
 		proxy_answer_error(pr, 502, "bad_upstream_response",
-		    "The upstream API sent an invalid answer.", post);
+		    "The upstream API sent an invalid answer.",
+		    post);	/* pr is gone */
 }
 
 /* A stream's transfer ended.  Ends pr. */
@@ -266,7 +268,7 @@ proxy_up_stream_done(struct proxy_req *pr, enum upstream_err err,
     const char *why)
 {
 	if (err == UPSTREAM_OK) {
-		proxy_stream_end(pr, NULL, NULL, NULL);
+		proxy_stream_end(pr, NULL, NULL, NULL);	/* pr is gone */
 		return;
 	}
 	log_warnx_limited(&proxy_lim_stream, "req=%llu: upstream stream of %s "
@@ -274,10 +276,12 @@ proxy_up_stream_done(struct proxy_req *pr, enum upstream_err err,
 	if (err == UPSTREAM_TIMEOUT)
 		proxy_stream_end(pr, "upstream_error", "upstream_timeout",
 		    "The upstream API's stream went silent for longer than "
-		    "the proxy's stream_idle_timeout; the stream was ended.");
+		    "the proxy's stream_idle_timeout; the stream was "
+		    "ended.");	/* pr is gone */
 	else
 		proxy_stream_end(pr, "upstream_error", "upstream_stream_cut",
-		    "The upstream API's stream ended before its final event.");
+		    "The upstream API's stream ended before its final "
+		    "event.");	/* pr is gone */
 }
 
 static void
@@ -303,11 +307,11 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 	    route_method_name(pr->route.method), pr->upath,
 	    upstream_err_str(err), pr->status);
 	if (pr->state == PR_STREAMING || pr->state == PR_PAUSED) {
-		proxy_up_stream_done(pr, err, why);
+		proxy_up_stream_done(pr, err, why);	/* pr is gone */
 		return;
 	}
 	if (err != UPSTREAM_OK || pr->too_big) {
-		proxy_up_failed(pr, err, why);
+		proxy_up_failed(pr, err, why);	/* pr is gone */
 		return;
 	}
 
@@ -324,13 +328,14 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 		metrics_upstream_error(pr->px->metrics, MU_PROTOCOL);
 		proxy_answer_error(pr, 502, "upstream_invalid_answer",
 		    "The upstream API answered 200 with a body that is not "
-		    "a JSON object.", pr->route.method == RM_POST);
+		    "a JSON object.",
+		    pr->route.method == RM_POST);	/* pr is gone */
 		return;
 	}
 	if (proxy_is_delete(pr))
 		proxy_delete_end(pr, pr->status);
 	if (pr->status == 401 && pr->who.cred != NULL) {
-		proxy_key_refused(pr, a.body, a.body_len);
+		proxy_key_refused(pr, a.body, a.body_len);	/* pr is gone */
 		return;
 	}
 	if (pr->status == 200 && pr->own_answer)
@@ -345,7 +350,7 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 	proxy_xcache(&hdrs, pr->route.cacheable ? "MISS" : "BYPASS");
 	a.status = pr->status;
 	a.headers = &hdrs;
-	proxy_answer(pr, &a);
+	proxy_answer(pr, &a);	/* pr is gone */
 	evhttp_clear_headers(&hdrs);
 }
 
@@ -470,7 +475,7 @@ proxy_forward(struct proxy_req *pr)
 		proxy_answer_error(pr, 503, "cache_unavailable", "respcache "
 		    "could not record this DELETE in its cache, so it was not "
 		    "sent: the cache would have gone on serving the response. "
-		    "See the proxy's error log; retry later.", 0);
+		    "See the proxy's error log; retry later.", 0); /* pr gone */
 		return;
 	}
 	if (pr->route.kind == ROUTE_CANCEL)

@@ -37,7 +37,7 @@ proxy_stream_start(struct proxy_req *pr, int sse)
 	/* A stream is one client's: anyone waiting fetches their own. */
 	proxy_end_fetch(pr, NULL);
 	if (pr->state == PR_ORPHANED) {
-		proxy_req_finish(pr, 499, 0);
+		proxy_req_finish(pr, 499, 0);	/* pr is gone */
 		return;
 	}
 	proxy_req_set_state(pr, PR_STREAMING);
@@ -147,7 +147,7 @@ proxy_stream_end(struct proxy_req *pr, const char *type, const char *code,
 	if (code != NULL && (pr->raw || !proxy_stream_at_boundary(pr))) {
 		evcon = evhttp_request_get_connection(pr->req);
 		pr->cut = 1;
-		proxy_req_finish(pr, pr->status, pr->relayed);
+		proxy_req_finish(pr, pr->status, pr->relayed);	/* pr is gone */
 		evhttp_connection_free(evcon);
 		return;
 	}
