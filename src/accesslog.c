@@ -27,6 +27,7 @@
 
 #include "accesslog.h"
 #include "log.h"
+#include "xmalloc.h"
 
 #define ACCESSLOG_FLUSH_AT	(32 * 1024)
 #define ACCESSLOG_QUEUE_MAX	(16 * 1024 * 1024)
@@ -81,8 +82,7 @@ accesslog_write_loop(void *arg)
 	ssize_t		 n;
 
 	(void)arg;
-	if ((out = evbuffer_new()) == NULL)
-		fatalx("out of memory");
+	out = xevbuffer_new();
 	pthread_mutex_lock(&accesslog_mtx);
 	for (;;) {
 		while (evbuffer_get_length(accesslog_queue) == 0 &&
@@ -124,11 +124,9 @@ accesslog_open(const char *where, int json, char **cause)
 		if ((accesslog_fd = log_open_append("access log", where,
 		    cause)) == -1)
 			return (-1);
-		if ((accesslog_path = strdup(where)) == NULL)
-			fatalx("out of memory");
+		accesslog_path = xstrdup(where);
 	}
-	if ((accesslog_queue = evbuffer_new()) == NULL)
-		fatalx("out of memory");
+	accesslog_queue = xevbuffer_new();
 	if ((rc = pthread_create(&accesslog_writer, NULL,
 	    accesslog_write_loop, NULL)) != 0)
 		fatalx("cannot start the access log thread: %s", strerror(rc));
@@ -223,9 +221,9 @@ accesslog_new(struct event_base *base)
 
 	if (accesslog_fd == -1)
 		return (NULL);
-	if ((al = calloc(1, sizeof *al)) == NULL ||
-	    (al->buf = evbuffer_new()) == NULL ||
-	    (al->flush = event_new(base, -1, 0, accesslog_flush_cb, al)) ==
+	al = xcalloc(1, sizeof *al);
+	al->buf = xevbuffer_new();
+	if ((al->flush = event_new(base, -1, 0, accesslog_flush_cb, al)) ==
 	    NULL)
 		fatalx("out of memory");
 	return (al);
@@ -296,8 +294,7 @@ accesslog_json_str(const char *s)
 		return (json_null());
 	if ((j = json_string(s)) != NULL)
 		return (j);
-	if ((b = evbuffer_new()) == NULL)
-		fatalx("out of memory");
+	b = xevbuffer_new();
 	accesslog_text(b, s);
 	j = json_stringn((const char *)evbuffer_pullup(b, -1),
 	    evbuffer_get_length(b));

@@ -17,6 +17,7 @@
 #include "metrics.h"
 #include "reply.h"
 #include "route.h"
+#include "xmalloc.h"
 
 struct admin {
 	struct cache	*cache;
@@ -33,8 +34,7 @@ admin_json(struct evhttp_request *req, int status, json_t *o)
 	if (o == NULL || (s = json_dumps(o, JSON_COMPACT)) == NULL)
 		fatalx("out of memory");
 	json_decref(o);
-	if ((b = evbuffer_new()) == NULL)
-		fatalx("out of memory");
+	b = xevbuffer_new();
 	evbuffer_add_printf(b, "%s\n", s);
 	free(s);
 	evhttp_add_header(evhttp_request_get_output_headers(req),
@@ -109,8 +109,7 @@ admin_metrics(struct admin *a, struct evhttp_request *req)
 	struct evbuffer		*b;
 	struct cache_stats	 cs;
 
-	if ((b = evbuffer_new()) == NULL)
-		fatalx("out of memory");
+	b = xevbuffer_new();
 	cache_stats(a->cache, &cs);
 	metrics_render(b, &cs, a->workers);
 	evhttp_add_header(evhttp_request_get_output_headers(req),
@@ -175,8 +174,7 @@ admin_new(struct evhttp *http, struct cache *cache, int workers,
 	struct admin	*a;
 	struct timeval	 tv;
 
-	if ((a = calloc(1, sizeof *a)) == NULL)
-		fatalx("out of memory");
+	a = xcalloc(1, sizeof *a);
 	a->cache = cache;
 	a->workers = workers;
 	/* evhttp's own defaults: no limit at all, and 50 s. */

@@ -50,6 +50,7 @@
 #include "cache.h"
 #include "cache_int.h"
 #include "log.h"
+#include "xmalloc.h"
 
 #define CACHE_SYNC_SECONDS	1
 
@@ -229,8 +230,7 @@ fail:
 	if (c->env != NULL)
 		mdb_env_close(c->env);
 	c->env = NULL;
-	if (asprintf(cause, "cache %s: %s", dir, mdb_strerror(rc)) == -1)
-		fatalx("out of memory");
+	xasprintf(cause, "cache %s: %s", dir, mdb_strerror(rc));
 	return (rc);
 }
 
@@ -255,13 +255,10 @@ cache_open(const char *dir, size_t max_size, double ttl, char **cause)
 	int		 rc;
 
 	if (cache_mkdirs(dir) == -1) {
-		if (asprintf(cause, "cache dir %s: %s", dir,
-		    strerror(errno)) == -1)
-			fatalx("out of memory");
+		xasprintf(cause, "cache dir %s: %s", dir, strerror(errno));
 		return (NULL);
 	}
-	if ((c = calloc(1, sizeof *c)) == NULL)
-		fatalx("out of memory");
+	c = xcalloc(1, sizeof *c);
 	c->max_size = max_size;
 	c->ttl = ttl;
 	/* Headroom for free pages and the pages of open snapshots. */

@@ -34,6 +34,7 @@
 #include "cache.h"
 #include "cache_int.h"
 #include "log.h"
+#include "xmalloc.h"
 
 #define CACHE_CHECK_MAXDBS	32
 /* The check may take 10 s, and a second more for every 50 MB. */
@@ -310,9 +311,8 @@ cache_check(const char *dir, size_t map_size, char **why)
 	if (stat(path, &sb) == -1)
 		return (0);
 	if (sb.st_size < 2 * sysconf(_SC_PAGESIZE)) {
-		if (asprintf(why, "data.mdb is %lld bytes, too short for "
-		    "LMDB's two meta pages", (long long)sb.st_size) == -1)
-			fatalx("out of memory");
+		xasprintf(why, "data.mdb is %lld bytes, too short for "
+		    "LMDB's two meta pages", (long long)sb.st_size);
 		return (-1);
 	}
 	if (pipe2(fds, O_CLOEXEC) == -1) {
@@ -346,15 +346,15 @@ cache_check(const char *dir, size_t map_size, char **why)
 	rep.why[sizeof rep.why - 1] = '\0';
 
 	if (r == -2)
-		r = asprintf(why, "reading it took more than %lld s", limit);
+		xasprintf(why, "reading it took more than %lld s", limit);
 	else if (WIFSIGNALED(status) && WTERMSIG(status) != SIGKILL)
-		r = asprintf(why, "reading it killed the reader (%s)",
+		xasprintf(why, "reading it killed the reader (%s)",
 		    strsignal(WTERMSIG(status)));
 	else if (r == -1)
-		r = asprintf(why, "its reader ended without a verdict "
+		xasprintf(why, "its reader ended without a verdict "
 		    "(status %d)", status);
 	else if (rep.verdict == CACHE_DAMAGED)
-		r = asprintf(why, "%s", rep.why);
+		xasprintf(why, "%s", rep.why);
 	else {
 		if (rep.verdict == CACHE_UNCHECKED)
 			log_warnx("cache %s: not checked: %s", dir, rep.why);
@@ -367,7 +367,5 @@ cache_check(const char *dir, size_t map_size, char **why)
 		    (unsigned long long)(rep.bytes >> 20), ms);
 		return (0);
 	}
-	if (r == -1)
-		fatalx("out of memory");
 	return (-1);
 }

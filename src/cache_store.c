@@ -20,6 +20,7 @@
 #include "cache_int.h"
 #include "log.h"
 #include "route.h"
+#include "xmalloc.h"
 
 static int
 cache_put_once(struct cache *c, const MDB_val *k,
@@ -227,9 +228,7 @@ cache_del_id_kinds(struct cache *c, MDB_txn *txn, MDB_cursor *cur,
 			tl = k.mv_size;
 		else
 			tl = (size_t)(p - (char *)k.mv_data);
-		if ((p = realloc(buf, tl + 3 + idlen + 1)) == NULL)
-			fatalx("out of memory");
-		buf = p;
+		buf = xreallocarray(buf, tl + 3 + idlen + 1, 1);
 		memcpy(buf, k.mv_data, tl);
 		for (i = 0; i < nk && rc == 0; i++) {
 			buf[tl] = '\0';

@@ -21,6 +21,7 @@
 #include "conf.h"
 #include "credential.h"
 #include "log.h"
+#include "xmalloc.h"
 
 /* Fetched once: EVP_sha256() makes EVP_Digest fetch on every call. */
 static EVP_MD		*sha256;
@@ -62,13 +63,9 @@ sha256_hex(const void *p, size_t len, char out[SHA256_HEX_LEN + 1])
 static char *
 keyring_strdup(const char *s)
 {
-	char	*p;
-
 	if (s == NULL)
 		return (NULL);
-	if ((p = strdup(s)) == NULL)
-		fatalx("out of memory");
-	return (p);
+	return (xstrdup(s));
 }
 
 /*
@@ -85,19 +82,17 @@ keyring_read_key(struct credential *cr, const char *file, char **cause)
 	int		 fd;
 
 	dir = getenv("CREDENTIALS_DIRECTORY");
-	if (file[0] != '/' && dir != NULL && *dir != '\0') {
-		if (asprintf(&path, "%s/%s", dir, file) == -1)
-			fatalx("out of memory");
-	} else
+	if (file[0] != '/' && dir != NULL && *dir != '\0')
+		xasprintf(&path, "%s/%s", dir, file);
+	else
 		path = keyring_strdup(file);
 	/* read(2) into our buffer: no stdio copy of the key is left. */
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
 		/* A key written where its file's name belongs is not shown. */
-		if (asprintf(cause, "[credential %s] key_file %s: %s",
+		xasprintf(cause, "[credential %s] key_file %s: %s",
 		    cr->name, strncmp(file, "sk-", 3) == 0 ? "(it looks like "
 		    "a key, not the name of a file holding one)" : path,
-		    strerror(errno)) == -1)
-			fatalx("out of memory");
+		    strerror(errno));
 		free(path);
 		return (-1);
 	}
@@ -118,14 +113,12 @@ keyring_read_key(struct credential *cr, const char *file, char **cause)
 	    strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 	    "0123456789-_.:+/=") != strlen(s)) {
 		OPENSSL_cleanse(buf, sizeof buf);
-		if (asprintf(cause, "[credential %s] key_file %s: no key on "
-		    "its first line", cr->name, path) == -1)
-			fatalx("out of memory");
+		xasprintf(cause, "[credential %s] key_file %s: no key on "
+		    "its first line", cr->name, path);
 		free(path);
 		return (-1);
 	}
-	if (asprintf(&cr->auth, "Bearer %s", s) == -1)
-		fatalx("out of memory");
+	xasprintf(&cr->auth, "Bearer %s", s);
 	OPENSSL_cleanse(buf, sizeof buf);
 	free(path);
 	return (0);
@@ -159,11 +152,9 @@ keyring_allow(struct client *cl, const char *s)
 		if (*p == '\0')
 			break;
 		e = p + strcspn(p, " ,\t");
-		if ((cl->allow = reallocarray(cl->allow, cl->nallow + 1,
-		    sizeof *cl->allow)) == NULL ||
-		    (cl->allow[cl->nallow] = strndup(p, (size_t)(e - p))) ==
-		    NULL)
-			fatalx("out of memory");
+		cl->allow = xreallocarray(cl->allow, cl->nallow + 1,
+		    sizeof *cl->allow);
+		cl->allow[cl->nallow] = xstrndup(p, (size_t)(e - p));
 		/* "/v1/files/" and "/v1/files" are one prefix. */
 		while (strlen(cl->allow[cl->nallow]) > 4 &&
 		    cl->allow[cl->nallow][strlen(cl->allow[cl->nallow]) - 1] ==
@@ -201,12 +192,12 @@ keyring_load(const struct conf *c, char **cause)
 	struct keyring	*kr;
 	size_t		 i, j;
 
-	if ((kr = calloc(1, sizeof *kr)) == NULL ||
-	    (c->ncreds && (kr->creds = calloc(c->ncreds,
-	    sizeof *kr->creds)) == NULL) ||
-	    (c->nclients && (kr->clients = calloc(c->nclients,
-	    sizeof *kr->clients)) == NULL))
-		fatalx("out of memory");
+	kr = xcalloc(1, sizeof *kr);
+	/* An empty list stays NULL; xcalloc(0, ...) would return a byte. */
+	if (c->ncreds > 0)
+		kr->creds = xcalloc(c->ncreds, sizeof *kr->creds);
+	if (c->nclients > 0)
+		kr->clients = xcalloc(c->nclients, sizeof *kr->clients);
 	kr->refs = 1;
 	for (i = 0; i < c->ncreds; i++) {
 		kr->creds[i].name = keyring_strdup(c->creds[i].name);

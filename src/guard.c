@@ -27,6 +27,7 @@
 
 #include "guard.h"
 #include "log.h"
+#include "xmalloc.h"
 
 /*
  * The head validator: a state machine over bytes.  A head that breaks a
@@ -418,9 +419,7 @@ guard_get(evutil_socket_t fd, int fresh)
 		n = guard_len ? guard_len : 256;
 		while (n <= (size_t)fd)
 			n *= 2;
-		if ((guard_tab = reallocarray(guard_tab, n,
-		    sizeof *guard_tab)) == NULL)
-			fatalx("out of memory");
+		guard_tab = xreallocarray(guard_tab, n, sizeof *guard_tab);
 		memset(guard_tab + guard_len, 0,
 		    (n - guard_len) * sizeof *guard_tab);
 		guard_len = n;

@@ -32,6 +32,7 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "xmalloc.h"
 
 #define LISTENER_PAUSE_MIN_MS	100
 #define LISTENER_PAUSE_MAX_MS	1000
@@ -62,8 +63,7 @@ listener_fail(char **cause, const char *what, const char *host, int port,
 			    "cannot listen on [%s]:%d (%s): %s" :
 			    "cannot listen on %s:%d (%s): %s";
 
-	if (asprintf(cause, fmt, host, port, what, why) == -1)
-		fatalx("out of memory");
+	xasprintf(cause, fmt, host, port, what, why);
 	return (-1);
 }
 
@@ -280,8 +280,7 @@ listener_accept(struct evhttp *http, int fd, enum metrics_listener kind,
 {
 	struct listener_accept	*la;
 
-	if ((la = calloc(1, sizeof *la)) == NULL)
-		fatalx("out of memory");
+	la = xcalloc(1, sizeof *la);
 	la->http = http;
 	la->kind = kind;
 	snprintf(la->who, sizeof la->who, "%s", who);

@@ -20,6 +20,7 @@
 #include <event2/event.h>
 
 #include "log.h"
+#include "xmalloc.h"
 
 int log_level_now = LOG_INFO;
 
@@ -71,9 +72,7 @@ log_open_append(const char *what, const char *path, char **cause)
 
 	if ((fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC,
 	    0640)) == -1) {
-		if (asprintf(cause, "%s %s: %s", what, path,
-		    strerror(errno)) == -1)
-			fatalx("out of memory");
+		xasprintf(cause, "%s %s: %s", what, path, strerror(errno));
 		return (-1);
 	}
 	return (fd);
@@ -87,8 +86,7 @@ log_open(const char *where, char **cause)
 	if ((log_fd = log_open_append("error log", where, cause)) == -1)
 		return (-1);
 	free(log_path);
-	if ((log_path = strdup(where)) == NULL)
-		fatalx("out of memory");
+	log_path = xstrdup(where);
 	return (0);
 }
 
@@ -102,9 +100,8 @@ log_swap(int fd, int target, const char *what, const char *path,
 	if (target == STDERR_FILENO)
 		fflush(stderr);
 	if (dup2(fd, target) == -1) {
-		if (asprintf(cause, "%s %s: dup2: %s", what, path,
-		    strerror(errno)) == -1)
-			fatalx("out of memory");
+		xasprintf(cause, "%s %s: dup2: %s", what, path,
+		    strerror(errno));
 		rc = -1;
 	}
 	close(fd);

@@ -39,6 +39,7 @@
 #include "metrics.h"
 #include "systemd.h"
 #include "worker.h"
+#include "xmalloc.h"
 
 static void
 usage(FILE *f)
@@ -439,10 +440,8 @@ main(int argc, char **argv)
 	sv.src = &src;
 	sv.conf = &conf;
 	sv.nworkers = conf.workers > 0 ? conf.workers : cpu_count();
-	if ((fds = calloc((size_t)sv.nworkers, sizeof *fds)) == NULL ||
-	    (sv.workers = calloc((size_t)sv.nworkers,
-	    sizeof *sv.workers)) == NULL)
-		fatalx("out of memory");
+	fds = xcalloc((size_t)sv.nworkers, sizeof *fds);
+	sv.workers = xcalloc((size_t)sv.nworkers, sizeof *sv.workers);
 	/* Socket activation: every worker accepts on what systemd passed. */
 	if ((nfds = systemd_listen_fds(fds, 1, &cause)) == -1)
 		fatalx("%s", cause);

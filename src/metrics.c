@@ -21,6 +21,7 @@
 #include "cache.h"
 #include "log.h"
 #include "metrics.h"
+#include "xmalloc.h"
 
 /* Upper bounds, in seconds, of the duration histograms' buckets. */
 static const double metrics_bounds[] = {
@@ -98,8 +99,7 @@ metrics_new(void)
 {
 	struct metrics	*m;
 
-	if ((m = calloc(1, sizeof *m)) == NULL)
-		fatalx("out of memory");
+	m = xcalloc(1, sizeof *m);
 	pthread_mutex_lock(&metrics_mtx);
 	if (metrics_started == 0)
 		metrics_started = time(NULL);
@@ -303,8 +303,7 @@ metrics_render(struct evbuffer *b, const struct cache_stats *cs, int workers)
 	size_t		 r, me, cl, c, i;
 	char		 labels[64];
 
-	if ((sum = calloc(1, sizeof *sum)) == NULL)
-		fatalx("out of memory");
+	sum = xcalloc(1, sizeof *sum);
 	pthread_mutex_lock(&metrics_mtx);
 	for (m = metrics_all; m != NULL; m = m->next) {
 		for (r = 0; r < MR_COUNT; r++)

@@ -22,6 +22,7 @@
 
 #include "log.h"
 #include "reply.h"
+#include "xmalloc.h"
 
 /* This thread's listener for evhttp's own error answers; see reply.h. */
 static __thread void	(*reply_hook)(void *, struct evhttp_request *, int,
@@ -118,8 +119,7 @@ reply_error(struct evhttp_request *req, int status, const char *type,
 	size_t			 len;
 
 	text = reply_error_json(type, code, message);
-	if ((buf = evbuffer_new()) == NULL)
-		fatalx("out of memory");
+	buf = xevbuffer_new();
 	len = strlen(text);
 	evbuffer_add(buf, text, len);
 	free(text);

@@ -18,6 +18,7 @@
 
 #include "log.h"
 #include "route.h"
+#include "xmalloc.h"
 
 #define ROUTE_PREFIX	"/v1/responses"
 #define ROUTE_CONVERSATIONS	"/v1/conversations"
@@ -130,8 +131,7 @@ route_decode(const char *s, size_t len)
 	char	*raw, *dec;
 	size_t	 declen;
 
-	if ((raw = strndup(s, len)) == NULL)
-		fatalx("out of memory");
+	raw = xstrndup(s, len);
 	dec = evhttp_uridecode(raw, 1, &declen);
 	free(raw);
 	if (dec == NULL)
@@ -177,9 +177,7 @@ route_split_query(const char *q, struct route_param *p,
 		eq = memchr(q, '=', (size_t)(amp - q));
 		p[n].name = route_decode(q, (size_t)((eq ? eq : amp) - q));
 		p[n].value = eq ? route_decode(eq + 1, (size_t)(amp - eq - 1)) :
-		    strdup("");
-		if (p[n].value == NULL && eq == NULL)
-			fatalx("out of memory");
+		    xstrdup("");
 		n++;
 		if (p[n - 1].name == NULL || p[n - 1].value == NULL) {
 			route_params_free(p, n);
@@ -204,8 +202,7 @@ route_append(char **buf, size_t *len, size_t *cap, const char *name,
 	need = *len + strlen(en) + strlen(ev) + 3;
 	if (need > *cap) {
 		*cap = need * 2;
-		if ((*buf = realloc(*buf, *cap)) == NULL)
-			fatalx("out of memory");
+		*buf = xreallocarray(*buf, *cap, 1);
 	}
 	*len += (size_t)sprintf(*buf + *len, "%s%s=%s", *len ? "&" : "", en,
 	    ev);
@@ -357,8 +354,8 @@ route_normalize(struct route *r, const char *query, struct route_error *err)
 		if (r->kind == ROUTE_RESPONSE &&
 		    strcmp(p[i].name, "starting_after") == 0)
 			route_append(&buf, &len, &cap, p[i].name, p[i].value);
-	if (buf == NULL && (buf = strdup("")) == NULL)
-		fatalx("out of memory");
+	if (buf == NULL)
+		buf = xstrdup("");
 	r->norm = buf;
 	r->cacheable = 1;
 	buf = NULL;
@@ -591,8 +588,7 @@ route_key(const char *tenant, char kind, const char *id, const char *norm,
 	char	*k, *p;
 
 	*len = tl + 1 + 1 + 1 + il + 1 + nl;
-	if ((k = malloc(*len + 1)) == NULL)
-		fatalx("out of memory");
+	k = xmalloc(*len + 1);
 	p = k;
 	memcpy(p, tenant, tl);
 	p += tl;

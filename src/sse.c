@@ -10,6 +10,7 @@
 
 #include "log.h"
 #include "sse.h"
+#include "xmalloc.h"
 
 #define SSE_TYPE_MAX	128
 #define SSE_LINE_SLACK	16	/* a line may be max_data + this long */
@@ -34,8 +35,7 @@ sse_new(size_t max_data, sse_event_fn fn, void *arg)
 {
 	struct sse	*s;
 
-	if ((s = calloc(1, sizeof *s)) == NULL)
-		fatalx("out of memory");
+	s = xcalloc(1, sizeof *s);
 	s->fn = fn;
 	s->arg = arg;
 	s->max_data = max_data;
@@ -63,8 +63,7 @@ sse_append(char **buf, size_t *len, size_t *cap, const char *p, size_t n,
 
 		if (ncap > max + 1)
 			ncap = max + 1;
-		if ((*buf = realloc(*buf, ncap)) == NULL)
-			fatalx("out of memory");
+		*buf = xreallocarray(*buf, ncap, 1);
 		*cap = ncap;
 	}
 	memcpy(*buf + *len, p, n);

@@ -29,6 +29,7 @@
 
 #include "log.h"
 #include "systemd.h"
+#include "xmalloc.h"
 
 static int	systemd_fail(char **, const char *, ...)
 		    __attribute__((format(printf, 2, 3)));
@@ -40,8 +41,7 @@ systemd_fail(char **cause, const char *fmt, ...)
 	va_list	ap;
 
 	va_start(ap, fmt);
-	if (vasprintf(cause, fmt, ap) == -1)
-		fatalx("out of memory");
+	xvasprintf(cause, fmt, ap);
 	va_end(ap);
 	return (-1);
 }

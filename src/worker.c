@@ -33,6 +33,7 @@
 #include "proxy.h"
 #include "upstream.h"
 #include "worker.h"
+#include "xmalloc.h"
 
 struct worker {
 	int				 id;
@@ -72,8 +73,7 @@ worker_new(int id, const struct conf *c, struct cache *cache,
 	struct proxy_env env;
 	char		 who[32];
 
-	if ((w = calloc(1, sizeof *w)) == NULL)
-		fatalx("out of memory");
+	w = xcalloc(1, sizeof *w);
 	w->id = id;
 	w->cache = cache;
 	w->drained_fd = drained_fd;

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "../../src/log.c"
+#include "../../src/xmalloc.c"
 #include "../../src/cache.c"
 #include "../../src/cache_check.c"
 #include "../../src/cache_evict.c"

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "../../src/log.c"
+#include "../../src/xmalloc.c"
 #include "../../src/conf.c"
 #include "tap.h"
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 
 #include "../../src/log.c"
+#include "../../src/xmalloc.c"
 #include "../../src/guard.c"
 #include "tap.h"
 

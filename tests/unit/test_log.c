@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 
 #include "../../src/log.c"
+#include "../../src/xmalloc.c"
 #include "tap.h"
 
 static char	 path[] = "/tmp/respcache-test-log-XXXXXX";

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "../../src/log.c"
+#include "../../src/xmalloc.c"
 #include "../../src/proxy_state.c"
 #include "tap.h"
 

@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include "../../src/log.c"
+#include "../../src/xmalloc.c"
 #include "../../src/route.c"
 #include "tap.h"
 

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "../../src/log.c"
+#include "../../src/xmalloc.c"
 #include "../../src/sse.c"
 #include "tap.h"
 

@@ -18,6 +18,7 @@
 #include <arpa/inet.h>
 
 #include "../../src/log.c"
+#include "../../src/xmalloc.c"
 #include "../../src/systemd.c"
 #include "tap.h"
 
