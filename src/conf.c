@@ -25,38 +25,49 @@
 enum conf_type { CT_STRING, CT_OPTSTRING, CT_SIZE, CT_SECONDS, CT_LEVEL,
 	CT_OWNERSHIP, CT_UNKNOWN_OWNER, CT_COUNT, CT_FORMAT, CT_FORWARD };
 
+/*
+ * What a reload (SIGHUP) does with a key whose value changed: applies it
+ * (the keyring and the log level are rebuilt), or leaves it for a restart.
+ */
+enum conf_when { CW_RESTART, CW_RELOAD };
+
 struct conf_key {
 	const char	*section;
 	const char	*name;
 	enum conf_type	 type;
 	size_t		 off;
+	enum conf_when	 when;
 };
 
-#define K(s, n, t, f) { s, n, t, offsetof(struct conf, f) }
+#define K(s, n, t, f, w) { s, n, t, offsetof(struct conf, f), w }
 static const struct conf_key conf_keys[] = {
-	K("server", "listen", CT_STRING, listen),
-	K("server", "max_body_size", CT_SIZE, max_body_size),
-	K("server", "max_header_size", CT_SIZE, max_header_size),
-	K("server", "client_timeout", CT_SECONDS, client_timeout),
-	K("server", "ownership", CT_OWNERSHIP, ownership),
-	K("server", "unknown_owner", CT_UNKNOWN_OWNER, unknown_owner_deny),
-	K("server", "forward", CT_FORWARD, forward_responses),
-	K("server", "workers", CT_COUNT, workers),
-	K("server", "shutdown_timeout", CT_SECONDS, shutdown_timeout),
-	K("server", "admin_listen", CT_OPTSTRING, admin_listen),
-	K("upstream", "url", CT_STRING, upstream_url),
-	K("upstream", "key_file", CT_OPTSTRING, upstream_key_file),
-	K("upstream", "connect_timeout", CT_SECONDS, connect_timeout),
-	K("upstream", "timeout", CT_SECONDS, timeout),
-	K("upstream", "stream_idle_timeout", CT_SECONDS, stream_idle_timeout),
-	K("cache", "dir", CT_STRING, cache_dir),
-	K("cache", "max_size", CT_SIZE, cache_max_size),
-	K("cache", "ttl", CT_SECONDS, cache_ttl),
-	K("cache", "tombstone_ttl", CT_SECONDS, tombstone_ttl),
-	K("log", "level", CT_LEVEL, log_level),
-	K("log", "log_format", CT_FORMAT, log_json),
-	K("log", "access_log", CT_STRING, access_log),
-	K("log", "error_log", CT_STRING, error_log),
+	K("server", "listen", CT_STRING, listen, CW_RESTART),
+	K("server", "max_body_size", CT_SIZE, max_body_size, CW_RESTART),
+	K("server", "max_header_size", CT_SIZE, max_header_size, CW_RESTART),
+	K("server", "client_timeout", CT_SECONDS, client_timeout, CW_RESTART),
+	K("server", "ownership", CT_OWNERSHIP, ownership, CW_RELOAD),
+	K("server", "unknown_owner", CT_UNKNOWN_OWNER, unknown_owner_deny,
+	    CW_RELOAD),
+	K("server", "forward", CT_FORWARD, forward_responses, CW_RELOAD),
+	K("server", "workers", CT_COUNT, workers, CW_RESTART),
+	K("server", "shutdown_timeout", CT_SECONDS, shutdown_timeout,
+	    CW_RESTART),
+	K("server", "admin_listen", CT_OPTSTRING, admin_listen, CW_RESTART),
+	K("upstream", "url", CT_STRING, upstream_url, CW_RESTART),
+	K("upstream", "key_file", CT_OPTSTRING, upstream_key_file, CW_RELOAD),
+	K("upstream", "connect_timeout", CT_SECONDS, connect_timeout,
+	    CW_RESTART),
+	K("upstream", "timeout", CT_SECONDS, timeout, CW_RESTART),
+	K("upstream", "stream_idle_timeout", CT_SECONDS, stream_idle_timeout,
+	    CW_RESTART),
+	K("cache", "dir", CT_STRING, cache_dir, CW_RESTART),
+	K("cache", "max_size", CT_SIZE, cache_max_size, CW_RESTART),
+	K("cache", "ttl", CT_SECONDS, cache_ttl, CW_RESTART),
+	K("cache", "tombstone_ttl", CT_SECONDS, tombstone_ttl, CW_RESTART),
+	K("log", "level", CT_LEVEL, log_level, CW_RELOAD),
+	K("log", "log_format", CT_FORMAT, log_json, CW_RESTART),
+	K("log", "access_log", CT_STRING, access_log, CW_RESTART),
+	K("log", "error_log", CT_STRING, error_log, CW_RESTART),
 };
 #undef K
 
@@ -479,6 +490,45 @@ conf_set(struct conf *c, const char *section, const char *key,
 		return (0);
 	}
 	return (-1);
+}
+
+int
+conf_needs_restart(const struct conf *running, const struct conf *next)
+{
+	const struct conf_key	*k;
+	const char		*a, *b, *sa, *sb;
+	size_t			 i;
+
+	for (i = 0; i < sizeof conf_keys / sizeof conf_keys[0]; i++) {
+		k = &conf_keys[i];
+		if (k->when == CW_RELOAD)
+			continue;
+		a = (const char *)running + k->off;
+		b = (const char *)next + k->off;
+		switch (k->type) {
+		case CT_STRING:
+		case CT_OPTSTRING:
+			sa = *(char *const *)a;
+			sb = *(char *const *)b;
+			if ((sa == NULL) != (sb == NULL) ||
+			    (sa != NULL && strcmp(sa, sb) != 0))
+				return (1);
+			break;
+		case CT_SIZE:
+			if (*(const size_t *)a != *(const size_t *)b)
+				return (1);
+			break;
+		case CT_SECONDS:
+			if (*(const double *)a != *(const double *)b)
+				return (1);
+			break;
+		default:
+			if (*(const int *)a != *(const int *)b)
+				return (1);
+			break;
+		}
+	}
+	return (0);
 }
 
 struct conf_load_ctx {

@@ -88,6 +88,14 @@ int	conf_set(struct conf *, const char *section, const char *key,
  */
 int	conf_check(struct conf *, char **cause);
 
+/*
+ * 1 if next differs from running (both checked) in a setting that only
+ * takes effect on restart; 0 if a reload (SIGHUP) applies all it changes:
+ * keys, clients, ownership, unknown_owner, forward and the log level.
+ */
+int	conf_needs_restart(const struct conf *running,
+	    const struct conf *next);
+
 /* Parsers, exposed for the unit tests. 0 on success, -1 if malformed. */
 int	conf_parse_size(const char *, size_t *);
 int	conf_parse_seconds(const char *, double *);

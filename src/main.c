@@ -170,26 +170,7 @@ on_reload(evutil_socket_t sig, short what, void *arg)
 		    "configuration");
 		return;
 	}
-	if (strcmp(nc.listen, sv->conf->listen) != 0 ||
-	    strcmp(nc.upstream_url, sv->conf->upstream_url) != 0 ||
-	    strcmp(nc.cache_dir, sv->conf->cache_dir) != 0 ||
-	    nc.cache_max_size != sv->conf->cache_max_size ||
-	    nc.cache_ttl != sv->conf->cache_ttl ||
-	    nc.tombstone_ttl != sv->conf->tombstone_ttl ||
-	    nc.client_timeout != sv->conf->client_timeout ||
-	    nc.max_body_size != sv->conf->max_body_size ||
-	    nc.max_header_size != sv->conf->max_header_size ||
-	    nc.connect_timeout != sv->conf->connect_timeout ||
-	    nc.timeout != sv->conf->timeout ||
-	    nc.stream_idle_timeout != sv->conf->stream_idle_timeout ||
-	    nc.workers != sv->conf->workers ||
-	    nc.shutdown_timeout != sv->conf->shutdown_timeout ||
-	    (nc.admin_listen == NULL) != (sv->conf->admin_listen == NULL) ||
-	    (nc.admin_listen != NULL && strcmp(nc.admin_listen,
-	    sv->conf->admin_listen) != 0) ||
-	    nc.log_json != sv->conf->log_json ||
-	    strcmp(nc.access_log, sv->conf->access_log) != 0 ||
-	    strcmp(nc.error_log, sv->conf->error_log) != 0)
+	if (conf_needs_restart(sv->conf, &nc))
 		log_warnx("reload: only keys, clients, ownership and the log "
 		    "level change now; the other settings changed take "
 		    "effect on restart");

@@ -1,4 +1,7 @@
-/* Unit tests: configuration defaults, parsing and its errors. */
+/*
+ * Unit tests: configuration defaults, parsing and its errors, and which
+ * changed settings a reload applies.
+ */
 #include "config.h"
 
 #include <stdlib.h>
@@ -21,6 +24,113 @@ write_tmp(const char *text)
 		abort();
 	close(fd);
 	return (path);
+}
+
+/*
+ * Every key of the table, with another valid value, and whether a reload
+ * leaves its change for a restart.  A key missing here fails the test.
+ */
+static const struct {
+	const char	*section, *key, *value;
+	int		 restart;
+} reload_cases[] = {
+	{ "server", "listen", "127.0.0.1:8081", 1 },
+	{ "server", "max_body_size", "1m", 1 },
+	{ "server", "max_header_size", "32k", 1 },
+	{ "server", "client_timeout", "61", 1 },
+	{ "server", "ownership", "strict", 0 },
+	{ "server", "unknown_owner", "deny", 0 },
+	{ "server", "forward", "responses", 0 },
+	{ "server", "workers", "3", 1 },
+	{ "server", "shutdown_timeout", "5", 1 },
+	{ "server", "admin_listen", "127.0.0.1:9091", 1 },
+	{ "upstream", "url", "http://127.0.0.1:1", 1 },
+	{ "upstream", "key_file", "/etc/respcache/key", 0 },
+	{ "upstream", "connect_timeout", "5", 1 },
+	{ "upstream", "timeout", "60", 1 },
+	{ "upstream", "stream_idle_timeout", "30", 1 },
+	{ "cache", "dir", "/tmp/rc-conf-elsewhere", 1 },
+	{ "cache", "max_size", "2g", 1 },
+	{ "cache", "ttl", "60", 1 },
+	{ "cache", "tombstone_ttl", "0", 1 },
+	{ "log", "level", "debug", 0 },
+	{ "log", "log_format", "json", 1 },
+	{ "log", "access_log", "off", 1 },
+	{ "log", "error_log", "/tmp/rc-conf-error.log", 1 },
+};
+
+/* A checked default configuration with one key set (or none). */
+static void
+reload_conf(struct conf *c, const char *section, const char *key,
+    const char *value)
+{
+	char	*cause = NULL;
+
+	conf_init(c);
+	if ((section != NULL && conf_set(c, section, key, value,
+	    &cause) == -1) || conf_check(c, &cause) == -1) {
+		printf("# %s\n", cause);
+		abort();
+	}
+}
+
+static void
+test_reload(void)
+{
+	struct conf	 run, next;
+	char		*cause = NULL;
+	size_t		 i, j, ncases = sizeof reload_cases /
+			    sizeof reload_cases[0];
+	int		 listed;
+
+	for (i = 0; i < sizeof conf_keys / sizeof conf_keys[0]; i++) {
+		listed = 0;
+		for (j = 0; j < ncases; j++)
+			if (strcmp(reload_cases[j].section,
+			    conf_keys[i].section) == 0 &&
+			    strcmp(reload_cases[j].key, conf_keys[i].name) == 0)
+				listed++;
+		ok(listed == 1, "reload: [%s] %s has one case",
+		    conf_keys[i].section, conf_keys[i].name);
+	}
+	reload_conf(&run, NULL, NULL, NULL);
+	for (j = 0; j < ncases; j++) {
+		reload_conf(&next, reload_cases[j].section, reload_cases[j].key,
+		    reload_cases[j].value);
+		ok(conf_needs_restart(&run, &next) == reload_cases[j].restart,
+		    "reload: [%s] %s changed %s", reload_cases[j].section,
+		    reload_cases[j].key, reload_cases[j].restart ?
+		    "waits for a restart" : "is applied");
+		ok(conf_needs_restart(&next, &run) == reload_cases[j].restart,
+		    "reload: [%s] %s changed back, the same",
+		    reload_cases[j].section, reload_cases[j].key);
+		conf_free(&next);
+	}
+
+	reload_conf(&next, NULL, NULL, NULL);
+	ok(conf_needs_restart(&run, &next) == 0, "reload: nothing changed");
+	conf_free(&next);
+	reload_conf(&next, "server", "admin_listen", "");
+	ok(next.admin_listen == NULL && conf_needs_restart(&run, &next) == 1,
+	    "reload: the admin listener turned off waits for a restart");
+	conf_free(&next);
+	reload_conf(&next, "server", "max_body_size", "32768k");
+	ok(conf_needs_restart(&run, &next) == 0,
+	    "reload: the same size written otherwise is no change");
+	conf_free(&next);
+	reload_conf(&next, "upstream", "url", "https://api.openai.com/");
+	ok(conf_needs_restart(&run, &next) == 0,
+	    "reload: the same url with a trailing / is no change");
+	conf_free(&next);
+	reload_conf(&next, "credential team-a", "key_file", "/etc/a.key");
+	ok(conf_set(&next, "client alice", "token_sha256", "ab"
+	    "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd",
+	    &cause) == 0, "reload: a client is set");
+	ok(conf_check(&next, &cause) == 0 && next.nclients == 1 &&
+	    conf_needs_restart(&run, &next) == 0,
+	    "reload: new credentials and clients are applied");
+	conf_free(&next);
+	conf_free(&run);
 }
 
 int
@@ -121,5 +231,7 @@ main(void)
 	    conf_check(&c, &cause) == -1, "bad listen rejected");
 	free(cause);
 	conf_free(&c);
+
+	test_reload();
 	return (done_testing());
 }
