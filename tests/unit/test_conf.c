@@ -10,6 +10,7 @@
 #include "../../src/log.c"
 #include "../../src/xmalloc.c"
 #include "../../src/conf.c"
+#include "../../src/conf_clients.c"
 #include "tap.h"
 
 static char *
