@@ -24,6 +24,7 @@
 
 #include "coalesce.h"
 #include "log.h"
+#include "xmalloc.h"
 #include "route.h"
 
 struct coalesce_fetch {
@@ -76,8 +77,7 @@ coalesce_new(void)
 {
 	struct coalesce	*co;
 
-	if ((co = calloc(1, sizeof *co)) == NULL)
-		fatalx("out of memory");
+	co = xcalloc(1, sizeof *co);
 	pthread_mutex_init(&co->mtx, NULL);
 	return (co);
 }
@@ -99,9 +99,8 @@ coalesce_copy_new(const struct coalesce_answer *a)
 	struct coalesce_copy	*c;
 	struct evkeyval		*h;
 
-	if ((c = calloc(1, sizeof *c)) == NULL ||
-	    (c->body = malloc(a->body_len + 1)) == NULL)
-		fatalx("out of memory");
+	c = xcalloc(1, sizeof *c);
+	c->body = xmalloc(a->body_len + 1);
 	TAILQ_INIT(&c->headers);
 	TAILQ_FOREACH(h, a->headers, next)
 		if (evhttp_add_header(&c->headers, h->key, h->value) == -1)
@@ -173,8 +172,7 @@ coalesce_box_new(struct coalesce *co, struct event_base *base)
 {
 	struct coalesce_box	*box;
 
-	if ((box = calloc(1, sizeof *box)) == NULL)
-		fatalx("out of memory");
+	box = xcalloc(1, sizeof *box);
 	box->co = co;
 	TAILQ_INIT(&box->inbox);
 	if ((box->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1)
@@ -215,9 +213,8 @@ coalesce_join(struct coalesce *co, const void *key, size_t klen,
 		pthread_mutex_unlock(&co->mtx);
 		return (NULL);
 	}
-	if ((f = calloc(1, sizeof *f)) == NULL ||
-	    (f->key = malloc(klen)) == NULL)
-		fatalx("out of memory");
+	f = xcalloc(1, sizeof *f);
+	f->key = xmalloc(klen);
 	memcpy(f->key, key, klen);
 	f->klen = klen;
 	f->box = w->box;

@@ -23,6 +23,7 @@
 #include "conf.h"
 #include "conf_int.h"
 #include "log.h"
+#include "xmalloc.h"
 
 enum conf_type { CT_STRING, CT_OPTSTRING, CT_SIZE, CT_SECONDS, CT_LEVEL,
 	CT_OWNERSHIP, CT_UNKNOWN_OWNER, CT_COUNT, CT_FORMAT, CT_FORWARD };
@@ -78,8 +79,7 @@ conf_strdup(const char *s)
 {
 	char	*p;
 
-	if ((p = strdup(s)) == NULL)
-		fatalx("out of memory");
+	p = xstrdup(s);
 	return (p);
 }
 
@@ -90,8 +90,7 @@ conf_fmt(const char *fmt, ...)
 	char	*s;
 
 	va_start(ap, fmt);
-	if (vasprintf(&s, fmt, ap) == -1)
-		fatalx("out of memory");
+	xvasprintf(&s, fmt, ap);
 	va_end(ap);
 	return (s);
 }
@@ -249,8 +248,7 @@ conf_parse_listen(const char *s, char **host, int *port)
 	p = strtol(colon + 1, &end, 10);
 	if (errno != 0 || *end != '\0' || p < 0 || p > 65535)
 		return (-1);
-	if ((*host = strndup(s, hlen)) == NULL)
-		fatalx("out of memory");
+	*host = xstrndup(s, hlen);
 	*port = (int)p;
 	return (0);
 }

@@ -11,6 +11,7 @@
 #include "conf.h"
 #include "conf_int.h"
 #include "log.h"
+#include "xmalloc.h"
 
 /* A name of a [credential NAME] or [client NAME] section. */
 static int
@@ -42,9 +43,7 @@ conf_find_credential(struct conf *c, const char *name, int add)
 			return (&c->creds[i]);
 	if (!add)
 		return (NULL);
-	if ((c->creds = reallocarray(c->creds, c->ncreds + 1,
-	    sizeof *c->creds)) == NULL)
-		fatalx("out of memory");
+	c->creds = xreallocarray(c->creds, c->ncreds + 1, sizeof *c->creds);
 	cr = &c->creds[c->ncreds++];
 	memset(cr, 0, sizeof *cr);
 	cr->name = conf_strdup(name);
@@ -61,9 +60,8 @@ conf_find_client(struct conf *c, const char *name)
 	for (i = 0; i < c->nclients; i++)
 		if (strcmp(c->clients[i].name, name) == 0)
 			return (&c->clients[i]);
-	if ((c->clients = reallocarray(c->clients, c->nclients + 1,
-	    sizeof *c->clients)) == NULL)
-		fatalx("out of memory");
+	c->clients = xreallocarray(c->clients, c->nclients + 1,
+	    sizeof *c->clients);
 	cl = &c->clients[c->nclients++];
 	memset(cl, 0, sizeof *cl);
 	cl->name = conf_strdup(name);

@@ -23,6 +23,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "log.h"
+#include "xmalloc.h"
 #include "upstream.h"
 #include "upstream_int.h"
 
@@ -244,8 +245,7 @@ upstream_sock_cb(CURL *easy, curl_socket_t s, int what, void *arg,
 	if (what & CURL_POLL_OUT)
 		ev |= EV_WRITE;
 	if (us == NULL) {
-		if ((us = calloc(1, sizeof *us)) == NULL)
-			fatalx("out of memory");
+		us = xcalloc(1, sizeof *us);
 		us->up = up;
 		/*
 		 * An event curl never hands back would leak and fire twice:
@@ -274,9 +274,9 @@ upstream_new(struct event_base *base, const char *base_url,
 {
 	struct upstream	*up;
 
-	if ((up = calloc(1, sizeof *up)) == NULL ||
-	    (up->base_url = strdup(base_url)) == NULL ||
-	    (up->multi = curl_multi_init()) == NULL)
+	up = xcalloc(1, sizeof *up);
+	up->base_url = xstrdup(base_url);
+	if ((up->multi = curl_multi_init()) == NULL)
 		fatalx("out of memory");
 	up->base = base;
 	up->connect_ms = (long)(connect_timeout * 1000);

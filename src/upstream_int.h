@@ -33,6 +33,7 @@ struct upstream_req {
 	CURL			*easy;
 	struct curl_slist	*hdrs;
 	char			*url;
+	uint64_t		 serial;	/* its request's, for log lines */
 	struct evkeyvalq	 rhdrs;		/* the answer's headers */
 	int			 headers_done;
 	int			 aborted;	/* upstream_abort(): no more hooks */

@@ -20,6 +20,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "log.h"
+#include "xmalloc.h"
 #include "upstream.h"
 #include "upstream_int.h"
 
@@ -129,8 +130,9 @@ upstream_prereq_cb(void *arg, char *conn_ip, char *local_ip, int conn_port,
 	if (curl_easy_getinfo(r->easy, CURLINFO_REQUEST_SIZE, &sent) !=
 	    CURLE_OK)
 		sent = 1;
-	log_debug("upstream retry #%d of %s: %ld bytes of it written before",
-	    r->attempts - 1, r->url, sent);
+	log_debug("req=%llu: upstream retry #%d of %s: %ld bytes of it "
+	    "written before", (unsigned long long)r->serial, r->attempts - 1,
+	    r->url, sent);
 	if (sent == 0)
 		return (CURL_PREREQFUNC_OK);
 	r->refused = 1;
@@ -230,16 +232,16 @@ upstream_start(struct upstream *up, const struct upstream_opts *o,
 	const char *const	*h;
 	CURL			*e;
 
-	if ((r = calloc(1, sizeof *r)) == NULL ||
-	    (e = curl_easy_init()) == NULL)
+	r = xcalloc(1, sizeof *r);
+	if ((e = curl_easy_init()) == NULL)
 		fatalx("out of memory");
 	TAILQ_INIT(&r->rhdrs);
 	r->up = up;
 	r->easy = e;
 	r->hooks = hooks;
 	r->arg = arg;
-	if (asprintf(&r->url, "%s%s", up->base_url, o->path) == -1)
-		fatalx("out of memory");
+	r->serial = o->serial;
+	xasprintf(&r->url, "%s%s", up->base_url, o->path);
 	for (h = o->headers; h != NULL && *h != NULL; h++)
 		r->hdrs = curl_slist_append(r->hdrs, *h);
 	/* No 100-continue round trip, and none of curl's own defaults. */
