@@ -223,6 +223,7 @@ proxy_req_finish(struct proxy_req *pr, int status, size_t bytes)
 	free(pr->key);
 	free(pr->upath);
 	free(pr->uri);
+	free(pr->sent);
 	free(pr);
 	proxy_check_drained(px);
 }

@@ -448,6 +448,15 @@ proxy_forward(struct proxy_req *pr)
 	o.body_len = evbuffer_get_length(in);
 	o.body = o.body_len ? evbuffer_pullup(in, -1) : NULL;
 	o.has_body = pr->route.method != RM_GET;
+	/*
+	 * A DELETE goes on when its client leaves (ORPHANED), and its client's
+	 * request, which holds the body curl sends from, goes with the client.
+	 */
+	if (proxy_is_delete(pr) && o.body_len > 0) {
+		pr->sent = xmalloc(o.body_len);
+		memcpy(pr->sent, o.body, o.body_len);
+		o.body = pr->sent;
+	}
 	o.serial = pr->serial;
 	if (pr->route.kind == ROUTE_CREATE) {
 		o.stream = pr->rq.stream;

@@ -119,6 +119,7 @@ struct proxy_req {
 	int			 status;	/* the upstream's */
 	const struct evkeyvalq	*uhdrs;		/* upstream's, until done */
 	struct evbuffer		*body;		/* the answer, held whole */
+	void			*sent;		/* a DELETE's body, our own copy */
 	int			 raw;		/* relayed as bytes, not events */
 	int			 cut;		/* its stream ends mid-event */
 	size_t			 relayed;	/* stream bytes sent on */
