@@ -123,6 +123,7 @@ test(`kill -9 under mixed load, ${ROUNDS} rounds: no deleted id served, every bo
 			process.kill(px.pid, 'SIGKILL');
 			const { signal } = await px.exited;
 			assert.equal(signal, 'SIGKILL');
+			px.checkSanitizers();
 			dead = true;
 			await Promise.all(loaders);
 			agent.destroy();

@@ -140,6 +140,7 @@ test('killed with a DELETE in flight: after the restart the id is never served f
 		await h.until(() => up.count('DELETE') === 1, { what: 'the DELETE to reach the upstream' });
 		process.kill(px.pid, 'SIGKILL');
 		await px.exited;
+		px.checkSanitizers();
 		up.close();
 
 		const up2 = await h.startUpstream();

@@ -36,7 +36,7 @@ test('the daemon serves on the socket systemd passes, and binds nothing else', {
 	const unused = await h.freePort();
 	const args = ['-l', `127.0.0.1:${port}`];
 	// It passes the daemon only the environment -E names.
-	for (const v of ['ASAN_OPTIONS', 'UBSAN_OPTIONS'])
+	for (const v of ['ASAN_OPTIONS', 'UBSAN_OPTIONS', 'TSAN_OPTIONS'])
 		if (process.env[v]) args.push('-E', `${v}=${process.env[v]}`);
 	args.push(h.daemonPath(), '--listen', `127.0.0.1:${unused}`,
 	    '--upstream', up.url, '--cache-dir', h.tmpdir(),
@@ -67,7 +67,7 @@ test('the daemon serves on the socket systemd passes, and binds nothing else', {
 		process.kill(proc.pid, 'SIGTERM');
 		const r = await exited;
 		assert.deepEqual(r, { code: 0, signal: null }, err);
-		assert.doesNotMatch(err, /AddressSanitizer|LeakSanitizer|runtime error:/);
+		assert.doesNotMatch(err, h.SANITIZER_RE);
 	} finally {
 		if (proc.exitCode === null && proc.signalCode === null)
 			proc.kill('SIGKILL');

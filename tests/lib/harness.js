@@ -522,7 +522,8 @@ function startUpstream(opts = {}) {
 /* The daemon                                                          */
 /* ------------------------------------------------------------------ */
 
-const SANITIZER_RE = /ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:/;
+/* A report of ASan, LSan, UBSan or TSan (the TSan build: .ci/run). */
+const SANITIZER_RE = /ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|WARNING: ThreadSanitizer|FATAL: ThreadSanitizer/;
 
 function daemonPath() {
 	return process.env.RESPCACHE || path.join(__dirname, '../../src/respcache');
@@ -551,7 +552,7 @@ function startProxy(opts = {}) {
 	if (opts.keyFile) args.push('--upstream-key-file', opts.keyFile);
 	if (opts.args) args.push(...opts.args);
 
-	/* ASAN_OPTIONS/UBSAN_OPTIONS pass through; opts.env adds to them. */
+	/* ASAN_, UBSAN_ and TSAN_OPTIONS pass through; opts.env adds to them. */
 	const env = { ...process.env, ...(opts.env || {}) };
 	/*
 	 * opts.wrap: a command that sets something up and then execs the
@@ -564,11 +565,13 @@ function startProxy(opts = {}) {
 	liveProcs.add(proc);
 	let errText = '';
 	let outText = '';
+	proc.on('exit', () => liveProcs.delete(proc));
+	/*
+	 * 'close', not 'exit': only then has all the daemon wrote to its
+	 * stderr been read, a sanitizer's report at exit included.
+	 */
 	const exited = new Promise((resolve) => {
-		proc.on('exit', (code, signal) => {
-			liveProcs.delete(proc);
-			resolve({ code, signal });
-		});
+		proc.on('close', (code, signal) => resolve({ code, signal }));
 	});
 	proc.stdout.setEncoding('utf8');
 	proc.stderr.setEncoding('utf8');
@@ -622,13 +625,20 @@ function startProxy(opts = {}) {
 						await within(exited, 5000, 'respcache exit after SIGKILL').catch(() => {});
 						throw new Error(`respcache (pid ${proc.pid}) did not exit within ${ms} ms (${what})\n--- stderr ---\n${tail(errText)}`);
 					}
-					if (SANITIZER_RE.test(errText)) {
-						throw new Error(`sanitizer report in respcache's stderr\n--- stderr ---\n${tail(errText, 20000)}`);
-					}
+					this.checkSanitizers();
 					if (r.code !== 0) {
 						throw new Error(`respcache exited with code ${r.code}, signal ${r.signal} (expected 0; ${what})\n--- stderr ---\n${tail(errText)}`);
 					}
 					return r;
+				},
+				/*
+				 * Throw if a sanitizer has reported on stderr so far: for a
+				 * daemon a test kills, as ThreadSanitizer reports as it goes.
+				 */
+				checkSanitizers() {
+					if (SANITIZER_RE.test(errText)) {
+						throw new Error(`sanitizer report in respcache's stderr\n--- stderr ---\n${tail(errText, 20000)}`);
+					}
 				},
 				async stop() {
 					if (proc.exitCode !== null || proc.signalCode !== null) {
@@ -1093,4 +1103,5 @@ module.exports = {
 	daemonPath,
 	Upstream,
 	DEFAULT_AUTH,
+	SANITIZER_RE,
 };
