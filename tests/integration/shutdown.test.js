@@ -55,7 +55,9 @@ test('a second SIGTERM ends a stream with a shutting_down error event, and the d
 		});
 		await h.within(s.firstEvent, 5000, 'first event');
 		process.kill(px.pid, 'SIGTERM');
-		await h.until(() => /draining/.test(px.stderr()), { what: 'the daemon to start draining' });
+		// Not ready once draining: the second SIGTERM is then a second one.
+		await h.until(async () => (await h.request(`${px.adminUrl}/readyz`, { headers: { authorization: null }, agent: false })).status === 503,
+			{ what: 'the daemon to start draining' });
 		process.kill(px.pid, 'SIGTERM');
 		const { events } = await h.within(s.done, 5000, 'the stream to end');
 		const last = events[events.length - 1];

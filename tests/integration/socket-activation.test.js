@@ -47,10 +47,9 @@ test('the daemon serves on the socket systemd passes, and binds nothing else', {
 	proc.stderr.on('data', (d) => { err += d; });
 	const exited = new Promise((resolve) => proc.on('exit', (code, signal) => resolve({ code, signal })));
 	try {
-		await h.until(() => err.includes(`Listening on 127.0.0.1:${port}`),
-		    { what: `${activator} listening` });
-		// The daemon starts at this first connection, which waits in the
-		// socket's backlog meanwhile.
+		// The daemon starts at the first connection, this probe, which
+		// waits in the socket's backlog meanwhile.
+		await h.until(() => accepts(port), { what: `${activator} listening` });
 		const id = up.seed();
 		if (!withLibsystemd) {
 			await assert.rejects(h.request(`http://127.0.0.1:${port}/v1/responses/${id}`));

@@ -13,10 +13,17 @@
  *                        normalise, and for Upgrade requests)
  *   parseAnswers(buf)    every complete HTTP answer in what a raw socket read
  *   exchange(port, b)    raw bytes in, every answer out, and whether it closed
- *   tmpdir(), freePort(), assertOpenAIError(), until()
+ *   metric(px, name, l)  one series of the daemon's /metrics; inState()
+ *   tmpdir(), freePort(), assertOpenAIError(), until(), pipesRead()
  *
  * Nothing here sleeps to wait for readiness: the proxy is ready when it says
- * so on stderr, the mock when its listen() callback ran.
+ * so on stderr, the mock when its listen() callback ran.  The daemon's
+ * "listening on" line is the one log line the harness waits for: with port
+ * 0 it is the only place the port is told, so there is nothing to poll
+ * before it.  After that, tests wait on a state (an answer, /readyz, a
+ * file) or a metric, not on a log line; only a test of what the logs say
+ * waits for the lines it checks (the access log has a writer thread of its
+ * own, so a line comes a little after its answer).
  */
 
 const assert = require('node:assert/strict');
@@ -76,6 +83,16 @@ async function until(cond, { timeoutMs = 5000, stepMs = 20, what = 'condition' }
 		if (Date.now() > end) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
 		await delay(stepMs);
 	}
+}
+
+/*
+ * Resolve after the event loop's current poll phase.  By then what a daemon
+ * wrote to its stderr before sending an answer this process has just read
+ * has been read too: its pipe was readable before the answer's socket, and
+ * libuv polls level-triggered, so both came in the same poll at the latest.
+ */
+function pipesRead() {
+	return new Promise((resolve) => setImmediate(resolve));
 }
 
 /* Reject p if it has not settled within ms. */
@@ -1097,6 +1114,7 @@ module.exports = {
 	freePort,
 	until,
 	within,
+	pipesRead,
 	delay,
 	assertOpenAIError,
 	assertXCache,
