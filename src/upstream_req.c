@@ -336,7 +336,8 @@ upstream_resume(struct upstream_req *r)
 	/* curl may hand over the held bytes from inside this call. */
 	up->in_curl++;
 	if (curl_easy_pause(r->easy, CURLPAUSE_CONT) != CURLE_OK)
-		log_warnx("could not resume an upstream transfer");
+		log_warnx("req=%llu: could not resume an upstream transfer",
+		    (unsigned long long)r->serial);
 	up->in_curl--;
 	upstream_settle(up);
 }
