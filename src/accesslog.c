@@ -31,6 +31,13 @@
 
 #define ACCESSLOG_FLUSH_AT	(32 * 1024)
 #define ACCESSLOG_QUEUE_MAX	(16 * 1024 * 1024)
+/*
+ * Once woken, the writer lets lines gather this long before it writes:
+ * under load it takes the queue a hundred times a second, not once per
+ * loop pass of every worker, and workers find it awake and need not wake
+ * it (a futex call and two context switches per pass otherwise).
+ */
+#define ACCESSLOG_BATCH_NS	(10 * 1000 * 1000)
 
 struct accesslog {
 	struct evbuffer		*buf;
@@ -45,6 +52,7 @@ static pthread_t	 accesslog_writer;
 /* Under accesslog_mtx: */
 static struct evbuffer	*accesslog_queue;	/* lines to write */
 static int		 accesslog_stopping;
+static int		 accesslog_asleep;	/* the writer waits: wake it */
 static uint64_t		 accesslog_dropped;
 
 static int		 accesslog_fd = -1;	/* -1: off */
@@ -77,6 +85,7 @@ accesslog_chunk(struct evbuffer *out)
 static void *
 accesslog_write_loop(void *arg)
 {
+	const struct timespec batch = { 0, ACCESSLOG_BATCH_NS };
 	struct evbuffer	*out;
 	size_t		 len;
 	ssize_t		 n;
@@ -86,10 +95,18 @@ accesslog_write_loop(void *arg)
 	pthread_mutex_lock(&accesslog_mtx);
 	for (;;) {
 		while (evbuffer_get_length(accesslog_queue) == 0 &&
-		    !accesslog_stopping)
+		    !accesslog_stopping) {
+			accesslog_asleep = 1;
 			pthread_cond_wait(&accesslog_cond, &accesslog_mtx);
+		}
+		accesslog_asleep = 0;
 		if (evbuffer_get_length(accesslog_queue) == 0)
 			break;
+		if (!accesslog_stopping) {
+			pthread_mutex_unlock(&accesslog_mtx);
+			nanosleep(&batch, NULL);
+			pthread_mutex_lock(&accesslog_mtx);
+		}
 		evbuffer_add_buffer(out, accesslog_queue);
 		pthread_mutex_unlock(&accesslog_mtx);
 		while ((len = evbuffer_get_length(out)) > 0) {
@@ -195,7 +212,8 @@ accesslog_flush(struct accesslog *al)
 		dropped = accesslog_dropped == 1;
 	} else
 		evbuffer_add_buffer(accesslog_queue, al->buf);
-	pthread_cond_signal(&accesslog_cond);
+	if (accesslog_asleep)
+		pthread_cond_signal(&accesslog_cond);
 	pthread_mutex_unlock(&accesslog_mtx);
 	if (evbuffer_get_length(al->buf) > 0) {
 		evbuffer_drain(al->buf, len);
