@@ -258,43 +258,71 @@ accesslog_free(struct accesslog *al)
 	free(al);
 }
 
-/* Text: a string with blanks, quotes, backslashes or controls escaped. */
+/* 1 if a byte must be escaped in a text line. */
+static int
+accesslog_escaped(unsigned char c)
+{
+	return (c <= ' ' || c >= 0x7f || c == '"' || c == '\\');
+}
+
+/*
+ * Text: a string with blanks, quotes, backslashes or controls escaped;
+ * its clean runs go in whole.
+ */
 static void
 accesslog_text(struct evbuffer *b, const char *s)
 {
-	const unsigned char	*p;
+	const unsigned char	*p, *run;
 
 	if (s == NULL || *s == '\0') {
 		evbuffer_add(b, "-", 1);
 		return;
 	}
-	for (p = (const unsigned char *)s; *p != '\0'; p++) {
-		if (*p <= ' ' || *p >= 0x7f || *p == '"' || *p == '\\')
-			evbuffer_add_printf(b, "\\x%02x", *p);
-		else
-			evbuffer_add(b, p, 1);
+	for (p = run = (const unsigned char *)s; *p != '\0'; p++) {
+		if (!accesslog_escaped(*p))
+			continue;
+		if (p > run)
+			evbuffer_add(b, run, (size_t)(p - run));
+		evbuffer_add_printf(b, "\\x%02x", *p);
+		run = p + 1;
 	}
+	if (p > run)
+		evbuffer_add(b, run, (size_t)(p - run));
+}
+
+/* Seconds with six decimals, from integers: no floating-point printf. */
+static void
+accesslog_secs(char *buf, size_t size, double secs)
+{
+	long long	us = secs > 0 ? (long long)(secs * 1e6 + 0.5) : 0;
+
+	snprintf(buf, size, "%lld.%06lld", us / 1000000, us % 1000000);
 }
 
 static void
 accesslog_line_text(struct evbuffer *b, const char *ts,
     const struct access_entry *e)
 {
+	char	ut[32], t[32];
+
 	evbuffer_add_printf(b, "%s req=%llu client=", ts,
 	    (unsigned long long)e->serial);
 	accesslog_text(b, e->client);
 	evbuffer_add_printf(b, " method=%s path=", e->method);
 	accesslog_text(b, e->uri);
-	evbuffer_add_printf(b, " route=%s status=%d cache=%s", e->route,
-	    e->status, e->cache);
-	if (e->upstream_status > 0)
-		evbuffer_add_printf(b, " upstream_status=%d upstream_time=%.6f",
-		    e->upstream_status, e->upstream_secs);
-	else
-		evbuffer_add_printf(b, " upstream_status=- upstream_time=-");
-	evbuffer_add_printf(b, " bytes=%zu request_id=", e->bytes);
+	if (e->upstream_status > 0) {
+		accesslog_secs(ut, sizeof ut, e->upstream_secs);
+		evbuffer_add_printf(b, " route=%s status=%d cache=%s "
+		    "upstream_status=%d upstream_time=%s bytes=%zu request_id=",
+		    e->route, e->status, e->cache, e->upstream_status, ut,
+		    e->bytes);
+	} else
+		evbuffer_add_printf(b, " route=%s status=%d cache=%s "
+		    "upstream_status=- upstream_time=- bytes=%zu request_id=",
+		    e->route, e->status, e->cache, e->bytes);
 	accesslog_text(b, e->request_id);
-	evbuffer_add_printf(b, " time=%.6f\n", e->secs);
+	accesslog_secs(t, sizeof t, e->secs);
+	evbuffer_add_printf(b, " time=%s\n", t);
 }
 
 /*
