@@ -614,6 +614,16 @@ guard_done(struct evhttp_request *req)
 	if ((evcon = evhttp_request_get_connection(req)) == NULL)
 		return;
 	bev = evhttp_connection_get_bufferevent(evcon);
+	/*
+	 * libevent keeps a CONNECT's connection open whatever the answer says
+	 * (a tunnel): once its refusal is written, it is shut, and evhttp
+	 * lets it go when it reads the end.  Never done, the guard refuses
+	 * anything that came behind it.
+	 */
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_CONNECT) {
+		shutdown(bufferevent_getfd(bev), SHUT_RDWR);
+		return;
+	}
 	if ((g = guard_get(bufferevent_getfd(bev), 1)) == NULL)
 		return;
 	/* What a pipelining client sent meanwhile is the next request. */

@@ -52,7 +52,8 @@ void	guard_refuse_tunnel(struct evhttp_request *);
 /*
  * Its answer is written: the next bytes begin a new request.  Call it
  * after every answer on a connection kept open: a request that comes
- * after one never done is refused.
+ * after one never done is refused.  A refused CONNECT's connection is
+ * shut instead (see guard_refuse_tunnel()).
  */
 void	guard_done(struct evhttp_request *);
 

@@ -23,7 +23,6 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
-#include <sys/socket.h>
 #include <time.h>
 
 #include <event2/buffer.h>
@@ -191,14 +190,14 @@ proxy_req_finish(struct proxy_req *pr, int status, size_t bytes)
 	}
 	proxy_req_count(pr, status, bytes);
 	proxy_unwatch_client(pr);
-	if ((was == PR_STREAMING || was == PR_PAUSED) && req != NULL &&
+	if (proxy_state_relaying(was) && req != NULL &&
 	    !pr->cut) {
 		/* With nothing left to write, this may free req at once. */
 		proxy_track_reply(px, req);
 		evhttp_request_set_on_complete_cb(req, proxy_stream_written, px);
 		evhttp_send_reply_end(req);
 	}
-	if ((was == PR_STREAMING || was == PR_PAUSED) && !pr->raw)
+	if (proxy_state_relaying(was) && !pr->raw)
 		metrics_streams(px->metrics, -1);
 	coalesce_leave(&pr->waiter);
 	/* Those waiting on a fetch that ends with nothing fetch their own. */
@@ -235,17 +234,7 @@ proxy_written(struct evhttp_request *req, void *arg)
 	struct evhttp_connection	*evcon = evhttp_request_get_connection(req);
 
 	evhttp_connection_set_closecb(evcon, NULL, NULL);
-	/*
-	 * libevent keeps a CONNECT's connection open whatever the answer says
-	 * (a tunnel): once its refusal is written, it is shut, and evhttp
-	 * lets it go when it reads the end.  With no guard_done(), the guard
-	 * refuses anything that came behind it (see guard.h).
-	 */
-	if (evhttp_request_get_command(req) == EVHTTP_REQ_CONNECT)
-		shutdown(bufferevent_getfd(evhttp_connection_get_bufferevent(
-		    evcon)), SHUT_RDWR);
-	else
-		guard_done(req);
+	guard_done(req);
 	px->writing--;
 	log_debug("reply written (%d being written)", px->writing);
 	proxy_check_drained(px);
@@ -610,7 +599,7 @@ proxy_stop(struct proxy *px)
 	while ((pr = px->active) != NULL) {
 		if (pr->state == PR_ORPHANED)
 			proxy_req_finish(pr, 499, pr->relayed);	/* pr is gone */
-		else if (pr->state == PR_STREAMING || pr->state == PR_PAUSED)
+		else if (proxy_state_relaying(pr->state))
 			proxy_stream_end(pr, "server_error", "shutting_down",
 			    "respcache is shutting down; the stream was ended "
 			    "early.");	/* pr is gone */
