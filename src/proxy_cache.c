@@ -25,8 +25,9 @@
 #include "reply.h"
 #include "xmalloc.h"
 
-/* The longest stored header name a hit replays. */
+/* The longest stored header name and value a hit replays (and stores). */
 #define PROXY_HDR_NAME		64
+#define PROXY_HDR_VALUE		1024
 
 /* Of the upstream's answer headers, the ones a cached entry keeps. */
 static const char *const proxy_stored_resp[] = {

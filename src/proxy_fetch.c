@@ -197,7 +197,7 @@ proxy_up_data(void *arg, const char *p, size_t len)
 {
 	struct proxy_req	*pr = arg;
 
-	if (pr->state == PR_STREAMING || pr->state == PR_PAUSED)
+	if (proxy_state_relaying(pr->state))
 		return (proxy_stream_data(pr, p, len));
 	if (evbuffer_get_length(pr->body) + len > PROXY_MAX_BUFFERED) {
 		pr->too_big = 1;
@@ -306,7 +306,7 @@ proxy_up_done(void *arg, enum upstream_err err, const char *why)
 	    (unsigned long long)pr->serial,
 	    route_method_name(pr->route.method), pr->upath,
 	    upstream_err_str(err), pr->status);
-	if (pr->state == PR_STREAMING || pr->state == PR_PAUSED) {
+	if (proxy_state_relaying(pr->state)) {
 		proxy_up_stream_done(pr, err, why);	/* pr is gone */
 		return;
 	}

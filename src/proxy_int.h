@@ -36,8 +36,6 @@ struct sse;
 /* An answer that is not a stream is held whole; past this it is refused. */
 #define PROXY_MAX_BUFFERED	(64 * 1024 * 1024)
 #define PROXY_MAX_FWD_HEADERS	64
-/* The longest stored header value a hit replays (and a store keeps). */
-#define PROXY_HDR_VALUE		1024
 
 /*
  * Where a request is.  The legal moves (proxy_state.c):
@@ -62,6 +60,8 @@ enum proxy_state {
 /* proxy_state.c: the state machine's table, no I/O. */
 const char	*proxy_state_name(enum proxy_state);
 int		 proxy_state_legal(enum proxy_state from, enum proxy_state to);
+/* 1 if a request in s relays its answer as it comes (STREAMING, PAUSED). */
+int		 proxy_state_relaying(enum proxy_state s);
 /*
  * Move *st to to, logging the move at debug with the request's serial.
  * An illegal move is a bug: it aborts, unless built with NDEBUG, where it

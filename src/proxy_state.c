@@ -49,6 +49,12 @@ proxy_state_legal(enum proxy_state from, enum proxy_state to)
 	return ((proxy_state_moves[from] & (1u << to)) != 0);
 }
 
+int
+proxy_state_relaying(enum proxy_state s)
+{
+	return (s == PR_STREAMING || s == PR_PAUSED);
+}
+
 void
 proxy_state_move(enum proxy_state *st, enum proxy_state to, uint64_t serial)
 {

@@ -87,6 +87,10 @@ main(void)
 	ok(!proxy_state_legal(PR_NSTATES, PR_FINISHED) &&
 	    !proxy_state_legal(PR_STARTED, PR_NSTATES),
 	    "states out of range are refused");
+	ok(proxy_state_relaying(PR_STREAMING) && proxy_state_relaying(PR_PAUSED) &&
+	    !proxy_state_relaying(PR_FETCHING) &&
+	    !proxy_state_relaying(PR_ORPHANED),
+	    "streaming and paused requests relay; others hold their answer");
 	is_str(proxy_state_name(PR_ORPHANED), "orphaned", "states have names");
 	is_str(proxy_state_name(PR_NSTATES), "invalid", "and nonsense has one");
 
