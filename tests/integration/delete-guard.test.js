@@ -51,11 +51,7 @@ async function neverHit(px, up, p, n = 3) {
 }
 
 /* Requests the proxy is handling now, from its /metrics. */
-async function inflight(px) {
-	const r = await h.request(`${px.adminUrl}/metrics`, { headers: { authorization: null }, agent: false });
-	const line = r.body.split('\n').find((l) => l.startsWith('respcache_inflight_requests '));
-	return line ? Number(line.split(' ')[1]) : -1;
-}
+const inflight = (px) => h.metric(px, 'respcache_inflight_requests');
 
 const FAST = '[upstream]\ntimeout = 1\n';
 

@@ -174,10 +174,8 @@ test('a bad request pipelined after a good one: the good one is served, then 400
 /* A raw space in the query                                            */
 /* ------------------------------------------------------------------ */
 
-async function protocolErrors(px) {
-	const m = await h.request(`${px.adminUrl}/metrics`);
-	const line = /respcache_upstream_errors_total\{kind="protocol"\} (\d+)/.exec(m.body);
-	return line ? Number(line[1]) : 0;
+function protocolErrors(px) {
+	return h.metric(px, 'respcache_upstream_errors_total', '{kind="protocol"}');
 }
 
 test('a raw space in the query: 400 from the proxy, not a 502 blamed on the upstream', async () => {

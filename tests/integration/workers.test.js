@@ -7,12 +7,7 @@ const assert = require('node:assert/strict');
 const http = require('node:http');
 const h = require('../lib/harness');
 
-/* A gauge or an unlabelled counter from /metrics. */
-async function metric(px, name, labels = '') {
-	const r = await h.request(`${px.adminUrl}/metrics`, { headers: { authorization: null }, agent: false });
-	const line = r.body.split('\n').find((l) => l.startsWith(`${name}${labels} `));
-	return line ? Number(line.split(' ')[1]) : 0;
-}
+const { metric } = h;
 
 /* n GETs at once, each on a connection of its own (agent: false). */
 function spread(n, url, opts = {}) {
