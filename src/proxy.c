@@ -165,8 +165,9 @@ proxy_req_count(struct proxy_req *pr, int status, size_t bytes)
 	    pr->result != MC_HIT ? pr->status : 0;
 	e.upstream_secs = pr->ureq != NULL ? now - pr->ut0 : pr->usecs;
 	e.bytes = bytes;
-	e.request_id = pr->req == NULL ? NULL : evhttp_find_header(
-	    evhttp_request_get_output_headers(pr->req), "x-request-id");
+	if ((e.request_id = pr->rid) == NULL && pr->req != NULL)
+		e.request_id = evhttp_find_header(
+		    evhttp_request_get_output_headers(pr->req), "x-request-id");
 	accesslog_write(px->alog, &e);
 }
 

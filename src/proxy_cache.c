@@ -83,6 +83,10 @@ proxy_date(struct proxy *px, time_t now)
 	return (px->date);
 }
 
+/* The longest head a hit writes itself (else evhttp formats it). */
+#define PROXY_HEAD_MAX		8192
+#define PROXY_RID_MAX		128
+
 struct proxy_hit {
 	struct proxy_req	*pr;
 	time_t			 now;
@@ -90,7 +94,101 @@ struct proxy_hit {
 	int			 served;
 	int			 status;	/* what the client got */
 	size_t			 bytes;
+	struct bufferevent	*direct;	/* reply_direct() wrote it */
+	char			 rid[PROXY_RID_MAX];
 };
+
+/* Append n bytes of s to a head being built: NULL once it is full. */
+static char *
+proxy_put_str(char *p, const char *end, const void *s, size_t n)
+{
+	if (p == NULL || (size_t)(end - p) < n)
+		return (NULL);
+	memcpy(p, s, n);
+	return (p + n);
+}
+
+#define PROXY_PUT_LIT(p, end, lit)	proxy_put_str(p, end, lit, sizeof lit - 1)
+
+static char *
+proxy_put_num(char *p, const char *end, unsigned long long v)
+{
+	char	tmp[20];
+	size_t	n = 0;
+
+	do
+		tmp[sizeof tmp - ++n] = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	return (proxy_put_str(p, end, tmp + sizeof tmp - n, n));
+}
+
+/* The stored x-request-id, for the access line of a direct reply. */
+static void
+proxy_hit_rid(struct proxy_hit *h, const struct cache_entry *e)
+{
+	static const char	 name[] = "x-request-id: ";
+	const char		*p, *end = e->hdrs + e->hdrs_len, *eol;
+
+	for (p = e->hdrs; p < end; p = eol + 2) {
+		if ((eol = memchr(p, '\r', (size_t)(end - p))) == NULL)
+			return;
+		if ((size_t)(eol - p) > sizeof name - 1 &&
+		    (size_t)(eol - p) - (sizeof name - 1) < sizeof h->rid &&
+		    strncasecmp(p, name, sizeof name - 1) == 0) {
+			p += sizeof name - 1;
+			memcpy(h->rid, p, (size_t)(eol - p));
+			h->rid[eol - p] = '\0';
+			h->pr->rid = h->rid;
+			return;
+		}
+	}
+}
+
+/*
+ * The hit's whole reply formatted here, and written by reply_direct():
+ * the stored lines are our own "Name: value\r\n" records, copied as they
+ * are.  Returns 0 if it does not fit, for evhttp to format.
+ */
+static int
+proxy_hit_direct(struct proxy_hit *h, const struct cache_entry *e, long secs)
+{
+	struct evhttp_request	*req = h->pr->req;
+	char			 head[PROXY_HEAD_MAX];
+	char			*p = head, *end = head + sizeof head;
+	const char		*phrase, *date;
+
+	if ((phrase = reply_phrase(e->status)) == NULL)
+		return (0);
+	p = PROXY_PUT_LIT(p, end, "HTTP/1.1 ");
+	p = proxy_put_num(p, end, (unsigned)e->status);
+	p = PROXY_PUT_LIT(p, end, " ");
+	p = proxy_put_str(p, end, phrase, strlen(phrase));
+	p = PROXY_PUT_LIT(p, end, "\r\nDate: ");
+	date = proxy_date(h->pr->px, h->now);
+	p = proxy_put_str(p, end, date, strlen(date));
+	p = PROXY_PUT_LIT(p, end, "\r\nContent-Length: ");
+	p = proxy_put_num(p, end, e->body_len);
+	p = PROXY_PUT_LIT(p, end, "\r\n");
+	p = proxy_put_str(p, end, e->hdrs, e->hdrs_len);
+	p = PROXY_PUT_LIT(p, end, "Age: ");
+	p = proxy_put_num(p, end, (unsigned long long)(secs < 0 ? 0 : secs));
+	if (e->etag_len > 0) {
+		p = PROXY_PUT_LIT(p, end, "\r\nETag: ");
+		p = proxy_put_str(p, end, e->etag, e->etag_len);
+	}
+	p = PROXY_PUT_LIT(p, end, "\r\nX-Cache: HIT\r\n\r\n");
+	if (p == NULL)
+		return (0);
+	if (h->pr->px->alog != NULL)
+		proxy_hit_rid(h, e);
+	h->direct = evhttp_connection_get_bufferevent(
+	    evhttp_request_get_connection(req));
+	reply_direct(req, e->status, head, (size_t)(p - head), e->body,
+	    e->body_len);
+	h->status = e->status;
+	h->bytes = e->body_len;
+	return (1);
+}
 
 /* cache_visit_fn: the hit path.  Copies the entry into the reply. */
 static void
@@ -102,13 +200,21 @@ proxy_serve_hit(const struct cache_entry *e, void *arg)
 	const char		*p, *end, *colon, *eol;
 	char			 name[PROXY_HDR_NAME], value[PROXY_HDR_VALUE];
 	char			 age[24], etag[64];
-	const char		*inm;
 	long			 secs;
+	int			 unchanged;
 
 	secs = (long)(h->now - e->stored_at);
 	if (h->max_age > 0 && (double)secs >= h->max_age)
 		return;
 	h->served = 1;
+	unchanged = e->status == 200 && e->etag_len > 0 &&
+	    proxy_etag_match(evhttp_find_header(
+	    evhttp_request_get_input_headers(req), "If-None-Match"),
+	    e->etag, e->etag_len);
+	proxy_track_reply(h->pr->px, req);
+	if (!unchanged && reply_direct_ok(req) &&
+	    proxy_hit_direct(h, e, secs))
+		return;
 	/* The stored lines are our own "Name: value\r\n" records. */
 	for (p = e->hdrs, end = e->hdrs + e->hdrs_len; p < end; p = eol + 2) {
 		if ((eol = memchr(p, '\r', (size_t)(end - p))) == NULL)
@@ -133,11 +239,7 @@ proxy_serve_hit(const struct cache_entry *e, void *arg)
 	/* evhttp would format Date for every reply itself. */
 	evhttp_add_header(out, "Date", proxy_date(h->pr->px, h->now));
 	proxy_xcache(out, "HIT");
-	inm = evhttp_find_header(evhttp_request_get_input_headers(req),
-	    "If-None-Match");
-	proxy_track_reply(h->pr->px, req);
-	if (e->status == 200 && e->etag_len > 0 &&
-	    proxy_etag_match(inm, e->etag, e->etag_len)) {
+	if (unchanged) {
 		evhttp_send_reply(req, 304, "Not Modified", NULL);
 		h->status = 304;
 		return;
@@ -247,6 +349,8 @@ proxy_lookup(struct proxy_req *pr)
 		return (0);
 	pr->result = MC_HIT;
 	proxy_req_finish(pr, h.status, h.bytes);	/* pr is gone */
+	if (h.direct != NULL)
+		reply_direct_done(h.direct);	/* req may be gone */
 	return (1);
 }
 

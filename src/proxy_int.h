@@ -128,6 +128,7 @@ struct proxy_req {
 	int			 too_big;
 	int			 no_store;	/* never cache this answer */
 	int			 own_answer;	/* its answer's id is the client's */
+	const char		*rid;		/* a direct reply's x-request-id */
 	/* Once its client left (ORPHANED): what its access line says. */
 	double			 left_at;
 	enum evhttp_cmd_type	 cmd;

@@ -11,10 +11,18 @@
  */
 #include "config.h"
 
+#include <sys/types.h>
+#include <sys/queue.h>
+#include <sys/uio.h>
+
+#include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
 #include <event2/http.h>
 #include <event2/http_struct.h>
 #include <event2/keyvalq_struct.h>
@@ -37,10 +45,11 @@ reply_on_error(void (*fn)(void *, struct evhttp_request *, int, size_t),
 	reply_hook_arg = arg;
 }
 
-static const char *
+const char *
 reply_phrase(int status)
 {
 	switch (status) {
+	case 200: return ("OK");
 	case 304: return ("Not Modified");
 	case 400: return ("Bad Request");
 	case 401: return ("Unauthorized");
@@ -131,6 +140,94 @@ reply_error(struct evhttp_request *req, int status, const char *type,
 	len = reply_send(req, status, buf);
 	evbuffer_free(buf);
 	return (len);
+}
+
+int
+reply_direct_ok(struct evhttp_request *req)
+{
+	const char	*conn;
+
+	/* What evhttp_make_header() would add a header of its own for. */
+	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET ||
+	    req->major != 1 || req->minor != 1 ||
+	    (req->flags & EVHTTP_PROXY_REQUEST) ||
+	    evhttp_request_get_connection(req) == NULL)
+		return (0);
+	conn = evhttp_find_header(evhttp_request_get_input_headers(req),
+	    "Connection");
+	return (conn == NULL || evutil_ascii_strcasecmp(conn, "close") != 0);
+}
+
+/*
+ * The head and body go to the socket first, and only what it does not
+ * take is queued.  evhttp_send_reply() then does its bookkeeping on an
+ * output buffer frozen at its end, so that all it formats is dropped;
+ * stand-ins for the headers it would otherwise make up (and allocate)
+ * are in its list only for that call.
+ */
+void
+reply_direct(struct evhttp_request *req, int status, const char *head,
+    size_t hlen, const void *body, size_t blen)
+{
+	static const char *const stand_names[] = {
+		"Date", "Content-Length", "Content-Type"
+	};
+	struct evkeyvalq	*hdrs = evhttp_request_get_output_headers(req);
+	struct evkeyval		 stand[3];
+	struct bufferevent	*bev;
+	struct evbuffer		*out;
+	struct iovec		 iov[2];
+	ssize_t			 n = 0;
+	size_t			 i;
+
+	bev = evhttp_connection_get_bufferevent(
+	    evhttp_request_get_connection(req));
+	out = bufferevent_get_output(bev);
+	if (evbuffer_get_length(out) == 0) {
+		iov[0].iov_base = (void *)(uintptr_t)head;
+		iov[0].iov_len = hlen;
+		iov[1].iov_base = (void *)(uintptr_t)body;
+		iov[1].iov_len = blen;
+		do
+			n = writev(bufferevent_getfd(bev), iov, 2);
+		while (n == -1 && errno == EINTR);
+		/* A full socket, or an error its next write meets again. */
+		if (n < 0)
+			n = 0;
+	}
+	if ((size_t)n < hlen) {
+		if (evbuffer_expand(out, hlen - (size_t)n + blen) == -1 ||
+		    evbuffer_add(out, head + n, hlen - (size_t)n) == -1)
+			fatalx("out of memory");
+		n = 0;
+	} else
+		n -= (ssize_t)hlen;
+	if ((size_t)n < blen &&
+	    evbuffer_add(out, (const char *)body + n, blen - (size_t)n) == -1)
+		fatalx("out of memory");
+
+	for (i = 0; i < 3; i++) {
+		stand[i].key = (char *)(uintptr_t)stand_names[i];
+		stand[i].value = (char *)(uintptr_t)"";
+		TAILQ_INSERT_TAIL(hdrs, &stand[i], next);
+	}
+	evbuffer_freeze(out, 0);
+	evhttp_send_reply(req, status, reply_phrase(status), NULL);
+	evbuffer_unfreeze(out, 0);
+	for (i = 0; i < 3; i++)
+		TAILQ_REMOVE(hdrs, &stand[i], next);
+}
+
+void
+reply_direct_done(struct bufferevent *bev)
+{
+	/*
+	 * All written: evhttp's write callback now, in place of a turn of
+	 * the loop for a writable socket (and write interest set, then
+	 * cleared, in the poller).
+	 */
+	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		bufferevent_trigger(bev, EV_WRITE, 0);
 }
 
 /*

@@ -6,8 +6,12 @@
 
 #include <stddef.h>
 
+struct bufferevent;
 struct evbuffer;
 struct evhttp_request;
+
+/* The reason phrase the proxy sends with status, or NULL. */
+const char	*reply_phrase(int status);
 
 /*
  * Send status with body (emptied, as any evhttp reply's), or for a HEAD
@@ -31,6 +35,21 @@ char	*reply_error_json(const char *type, const char *code,
  */
 void	reply_error_event(struct evbuffer *, const char *type,
 	    const char *code, const char *message);
+
+/*
+ * A reply the caller formatted whole, for the hit path: head is the
+ * status line to the blank line (with Date and Content-Length), and
+ * evhttp formats nothing of its own.  Only for a request that
+ * reply_direct_ok() allows: a GET over HTTP/1.1 that does not close its
+ * connection (evhttp would add a header to the others).  The bytes go
+ * straight to the socket when nothing is queued before them.  Once the
+ * caller is done with req, reply_direct_done() with its connection's
+ * bufferevent ends it, at once if all was written: req is gone then.
+ */
+int	reply_direct_ok(struct evhttp_request *);
+void	reply_direct(struct evhttp_request *, int status, const char *head,
+	    size_t hlen, const void *body, size_t blen);
+void	reply_direct_done(struct bufferevent *);
 
 /*
  * Call fn(arg, req, status, body length) after each answer evhttp makes
