@@ -26,6 +26,7 @@
 #include <jansson.h>
 
 #include "accesslog.h"
+#include "fmt.h"
 #include "log.h"
 #include "xmalloc.h"
 
@@ -265,64 +266,99 @@ accesslog_escaped(unsigned char c)
 	return (c <= ' ' || c >= 0x7f || c == '"' || c == '\\');
 }
 
-/*
- * Text: a string with blanks, quotes, backslashes or controls escaped;
- * its clean runs go in whole.
- */
-static void
-accesslog_text(struct evbuffer *b, const char *s)
-{
-	const unsigned char	*p, *run;
+static const char accesslog_hex[] = "0123456789abcdef";
 
-	if (s == NULL || *s == '\0') {
-		evbuffer_add(b, "-", 1);
-		return;
-	}
-	for (p = run = (const unsigned char *)s; *p != '\0'; p++) {
-		if (!accesslog_escaped(*p))
+/*
+ * Text: a string with blanks, quotes, backslashes or controls escaped
+ * (\xHH: at most 4 bytes for each of s); its clean runs go in whole.
+ */
+static char *
+accesslog_text(char *p, const char *end, const char *s)
+{
+	const unsigned char	*c, *run;
+	char			 esc[4] = { '\\', 'x' };
+
+	if (s == NULL || *s == '\0')
+		return (fmt_lit(p, end, "-"));
+	for (c = run = (const unsigned char *)s; *c != '\0'; c++) {
+		if (!accesslog_escaped(*c))
 			continue;
-		if (p > run)
-			evbuffer_add(b, run, (size_t)(p - run));
-		evbuffer_add_printf(b, "\\x%02x", *p);
-		run = p + 1;
+		p = fmt_mem(p, end, run, (size_t)(c - run));
+		esc[2] = accesslog_hex[*c >> 4];
+		esc[3] = accesslog_hex[*c & 0xf];
+		p = fmt_mem(p, end, esc, sizeof esc);
+		run = c + 1;
 	}
-	if (p > run)
-		evbuffer_add(b, run, (size_t)(p - run));
+	return (fmt_mem(p, end, run, (size_t)(c - run)));
 }
 
 /* Seconds with six decimals, from integers: no floating-point printf. */
-static void
-accesslog_secs(char *buf, size_t size, double secs)
+static char *
+accesslog_secs(char *p, const char *end, double secs)
 {
-	long long	us = secs > 0 ? (long long)(secs * 1e6 + 0.5) : 0;
+	uint64_t	us = secs > 0 ? (uint64_t)(secs * 1e6 + 0.5) : 0;
 
-	snprintf(buf, size, "%lld.%06lld", us / 1000000, us % 1000000);
+	p = fmt_u64(p, end, us / 1000000);
+	p = fmt_lit(p, end, ".");
+	return (fmt_u64_0(p, end, us % 1000000, 6));
 }
 
+static size_t
+accesslog_len(const char *s)
+{
+	return (s != NULL ? strlen(s) : 0);
+}
+
+/* The text line, formatted in place in the buffer's own space. */
 static void
 accesslog_line_text(struct evbuffer *b, const char *ts,
     const struct access_entry *e)
 {
-	char	ut[32], t[32];
+	struct evbuffer_iovec	 v;
+	char			*p, *end;
+	size_t			 most;
 
-	evbuffer_add_printf(b, "%s req=%llu client=", ts,
-	    (unsigned long long)e->serial);
-	accesslog_text(b, e->client);
-	evbuffer_add_printf(b, " method=%s path=", e->method);
-	accesslog_text(b, e->uri);
+	/* Fixed words and numbers, then what may need escaping. */
+	most = 256 + strlen(ts) + strlen(e->method) + strlen(e->route) +
+	    strlen(e->cache) + 4 * (accesslog_len(e->client) +
+	    accesslog_len(e->uri) + accesslog_len(e->request_id));
+	if (evbuffer_reserve_space(b, (ev_ssize_t)most, &v, 1) != 1)
+		fatalx("out of memory");
+	p = v.iov_base;
+	end = p + v.iov_len;
+	p = fmt_str(p, end, ts);
+	p = fmt_lit(p, end, " req=");
+	p = fmt_u64(p, end, e->serial);
+	p = fmt_lit(p, end, " client=");
+	p = accesslog_text(p, end, e->client);
+	p = fmt_lit(p, end, " method=");
+	p = fmt_str(p, end, e->method);
+	p = fmt_lit(p, end, " path=");
+	p = accesslog_text(p, end, e->uri);
+	p = fmt_lit(p, end, " route=");
+	p = fmt_str(p, end, e->route);
+	p = fmt_lit(p, end, " status=");
+	p = fmt_u64(p, end, (uint64_t)e->status);
+	p = fmt_lit(p, end, " cache=");
+	p = fmt_str(p, end, e->cache);
 	if (e->upstream_status > 0) {
-		accesslog_secs(ut, sizeof ut, e->upstream_secs);
-		evbuffer_add_printf(b, " route=%s status=%d cache=%s "
-		    "upstream_status=%d upstream_time=%s bytes=%zu request_id=",
-		    e->route, e->status, e->cache, e->upstream_status, ut,
-		    e->bytes);
+		p = fmt_lit(p, end, " upstream_status=");
+		p = fmt_u64(p, end, (uint64_t)e->upstream_status);
+		p = fmt_lit(p, end, " upstream_time=");
+		p = accesslog_secs(p, end, e->upstream_secs);
 	} else
-		evbuffer_add_printf(b, " route=%s status=%d cache=%s "
-		    "upstream_status=- upstream_time=- bytes=%zu request_id=",
-		    e->route, e->status, e->cache, e->bytes);
-	accesslog_text(b, e->request_id);
-	accesslog_secs(t, sizeof t, e->secs);
-	evbuffer_add_printf(b, " time=%s\n", t);
+		p = fmt_lit(p, end, " upstream_status=- upstream_time=-");
+	p = fmt_lit(p, end, " bytes=");
+	p = fmt_u64(p, end, e->bytes);
+	p = fmt_lit(p, end, " request_id=");
+	p = accesslog_text(p, end, e->request_id);
+	p = fmt_lit(p, end, " time=");
+	p = accesslog_secs(p, end, e->secs);
+	p = fmt_lit(p, end, "\n");
+	if (p == NULL)
+		fatalx("access log: a line outgrew its bound");
+	v.iov_len = (size_t)(p - (char *)v.iov_base);
+	evbuffer_commit_space(b, &v, 1);
 }
 
 /*
@@ -333,18 +369,19 @@ accesslog_line_text(struct evbuffer *b, const char *ts,
 static json_t *
 accesslog_json_str(const char *s)
 {
-	struct evbuffer	*b;
-	json_t		*j;
+	json_t	*j;
+	char	*esc, *end;
+	size_t	 n;
 
 	if (s == NULL)
 		return (json_null());
 	if ((j = json_string(s)) != NULL)
 		return (j);
-	b = xevbuffer_new();
-	accesslog_text(b, s);
-	j = json_stringn((const char *)evbuffer_pullup(b, -1),
-	    evbuffer_get_length(b));
-	evbuffer_free(b);
+	n = 4 * strlen(s) + 1;
+	esc = xmalloc(n);
+	end = accesslog_text(esc, esc + n, s);
+	j = json_stringn(esc, (size_t)(end - esc));
+	free(esc);
 	return (j);
 }
 
@@ -382,7 +419,7 @@ accesslog_write(struct accesslog *al, const struct access_entry *e)
 {
 	struct timespec	ts;
 	struct tm	tm;
-	char		stamp[40];
+	char		stamp[40], *p;
 
 	if (al == NULL)
 		return;
@@ -392,8 +429,14 @@ accesslog_write(struct accesslog *al, const struct access_entry *e)
 		strftime(al->stamp, sizeof al->stamp, "%Y-%m-%dT%H:%M:%S", &tm);
 		al->stamp_at = ts.tv_sec;
 	}
-	snprintf(stamp, sizeof stamp, "%s.%03ldZ", al->stamp,
-	    ts.tv_nsec / 1000000);
+	p = fmt_str(stamp, stamp + sizeof stamp - 1, al->stamp);
+	p = fmt_lit(p, stamp + sizeof stamp - 1, ".");
+	p = fmt_u64_0(p, stamp + sizeof stamp - 1,
+	    (uint64_t)ts.tv_nsec / 1000000, 3);
+	p = fmt_lit(p, stamp + sizeof stamp - 1, "Z");
+	if (p == NULL)
+		return;
+	*p = '\0';
 	if (accesslog_json)
 		accesslog_line_json(al->buf, stamp, e);
 	else

@@ -20,6 +20,7 @@
 
 #include "cache.h"
 #include "credential.h"
+#include "fmt.h"
 #include "log.h"
 #include "proxy_int.h"
 #include "reply.h"
@@ -98,30 +99,6 @@ struct proxy_hit {
 	char			 rid[PROXY_RID_MAX];
 };
 
-/* Append n bytes of s to a head being built: NULL once it is full. */
-static char *
-proxy_put_str(char *p, const char *end, const void *s, size_t n)
-{
-	if (p == NULL || (size_t)(end - p) < n)
-		return (NULL);
-	memcpy(p, s, n);
-	return (p + n);
-}
-
-#define PROXY_PUT_LIT(p, end, lit)	proxy_put_str(p, end, lit, sizeof lit - 1)
-
-static char *
-proxy_put_num(char *p, const char *end, unsigned long long v)
-{
-	char	tmp[20];
-	size_t	n = 0;
-
-	do
-		tmp[sizeof tmp - ++n] = (char)('0' + v % 10);
-	while ((v /= 10) != 0);
-	return (proxy_put_str(p, end, tmp + sizeof tmp - n, n));
-}
-
 /* The stored x-request-id, for the access line of a direct reply. */
 static void
 proxy_hit_rid(struct proxy_hit *h, const struct cache_entry *e)
@@ -159,24 +136,24 @@ proxy_hit_direct(struct proxy_hit *h, const struct cache_entry *e, long secs)
 
 	if ((phrase = reply_phrase(e->status)) == NULL)
 		return (0);
-	p = PROXY_PUT_LIT(p, end, "HTTP/1.1 ");
-	p = proxy_put_num(p, end, (unsigned)e->status);
-	p = PROXY_PUT_LIT(p, end, " ");
-	p = proxy_put_str(p, end, phrase, strlen(phrase));
-	p = PROXY_PUT_LIT(p, end, "\r\nDate: ");
+	p = fmt_lit(p, end, "HTTP/1.1 ");
+	p = fmt_u64(p, end, (unsigned)e->status);
+	p = fmt_lit(p, end, " ");
+	p = fmt_mem(p, end, phrase, strlen(phrase));
+	p = fmt_lit(p, end, "\r\nDate: ");
 	date = proxy_date(h->pr->px, h->now);
-	p = proxy_put_str(p, end, date, strlen(date));
-	p = PROXY_PUT_LIT(p, end, "\r\nContent-Length: ");
-	p = proxy_put_num(p, end, e->body_len);
-	p = PROXY_PUT_LIT(p, end, "\r\n");
-	p = proxy_put_str(p, end, e->hdrs, e->hdrs_len);
-	p = PROXY_PUT_LIT(p, end, "Age: ");
-	p = proxy_put_num(p, end, (unsigned long long)(secs < 0 ? 0 : secs));
+	p = fmt_mem(p, end, date, strlen(date));
+	p = fmt_lit(p, end, "\r\nContent-Length: ");
+	p = fmt_u64(p, end, e->body_len);
+	p = fmt_lit(p, end, "\r\n");
+	p = fmt_mem(p, end, e->hdrs, e->hdrs_len);
+	p = fmt_lit(p, end, "Age: ");
+	p = fmt_u64(p, end, (unsigned long long)(secs < 0 ? 0 : secs));
 	if (e->etag_len > 0) {
-		p = PROXY_PUT_LIT(p, end, "\r\nETag: ");
-		p = proxy_put_str(p, end, e->etag, e->etag_len);
+		p = fmt_lit(p, end, "\r\nETag: ");
+		p = fmt_mem(p, end, e->etag, e->etag_len);
 	}
-	p = PROXY_PUT_LIT(p, end, "\r\nX-Cache: HIT\r\n\r\n");
+	p = fmt_lit(p, end, "\r\nX-Cache: HIT\r\n\r\n");
 	if (p == NULL)
 		return (0);
 	if (h->pr->px->alog != NULL)
