@@ -23,7 +23,8 @@
  * before this process maps it (cache_check.c): a file shorter than its
  * meta says, a page LMDB cannot read, or one that kills the reader makes
  * the cache start empty.  Each value carries a checksum, checked on every
- * read: a changed byte is a miss, and the entry goes.  The "meta"
+ * read of an entry this process did not write (see struct cache_rec): a
+ * changed byte is a miss, and the entry goes.  The "meta"
  * database marks the record format; a cache written in another is
  * emptied of its entries.
  *
@@ -34,10 +35,12 @@
  */
 #include "config.h"
 
+#include <sys/random.h>
 #include <sys/stat.h>
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -259,6 +262,10 @@ cache_open(const char *dir, size_t max_size, double ttl, char **cause)
 		return (NULL);
 	}
 	c = xcalloc(1, sizeof *c);
+	/* Only this open's writes may skip their checksum: a fresh epoch. */
+	if (getrandom(&c->epoch, sizeof c->epoch, 0) != sizeof c->epoch)
+		c->epoch = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32) ^
+		    (uint64_t)(uintptr_t)c;
 	c->max_size = max_size;
 	c->ttl = ttl;
 	/* Headroom for free pages and the pages of open snapshots. */
@@ -464,7 +471,8 @@ cache_get(struct cache *c, const void *key, size_t klen, time_t now,
 	if ((txn = cache_read_begin(c)) == NULL)
 		return (-1);
 	rc = mdb_get(txn, c->entries, &k, &v);
-	if (rc == 0 && cache_rec_check(&k, &v, &rec) == -1) {
+	if (rc == 0 && (cache_rec_parse(&v, &rec) == -1 ||
+	    (rec.epoch != c->epoch && rec.sum != cache_rec_sum(&k, &v)))) {
 		mdb_txn_reset(txn);
 		cache_drop_damaged(c, key, klen);
 		return (0);

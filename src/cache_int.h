@@ -20,13 +20,17 @@
 #include "cache.h"
 
 #define CACHE_MAGIC		0x32454352u	/* "RCE2" */
-#define CACHE_FORMAT		3	/* the "format" record of "meta" */
+#define CACHE_FORMAT		4	/* the "format" record of "meta" */
 
 /*
  * An entry's value: this header, then the ETag, the replay headers and
  * the body.  sum is XXH3-64 of every byte after it, header and payload
  * alike, seeded with the key's: a value or key changed on disk is never
- * served.  (Format 1, "RCE1", had no sum and began with its magic.)
+ * served.  epoch is the cache_open() that wrote it (a random number,
+ * new at each open): an entry of this epoch was written by this process
+ * and is read without its sum, the others are checked on every read.
+ * (Format 1, "RCE1", had no sum and began with its magic; format 3 had
+ * no epoch.)
  */
 struct cache_rec {
 	uint64_t	sum;
@@ -37,6 +41,7 @@ struct cache_rec {
 	uint32_t	body_len;
 	uint64_t	stored_at;
 	uint64_t	seq;
+	uint64_t	epoch;
 };
 
 struct cache {
@@ -50,6 +55,7 @@ struct cache {
 	MDB_dbi		 owner_clients;
 	MDB_dbi		 issued;
 	MDB_dbi		 meta;		/* "format" -> CACHE_FORMAT */
+	uint64_t	 epoch;		/* see struct cache_rec */
 	size_t		 max_size;
 	size_t		 map_size;
 	double		 ttl;

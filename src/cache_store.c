@@ -96,6 +96,7 @@ cache_put(struct cache *c, const void *key, size_t klen,
 		return (1);
 	memset(&rec, 0, sizeof rec);
 	rec.magic = CACHE_MAGIC;
+	rec.epoch = c->epoch;
 	rec.status = (uint16_t)status;
 	rec.etag_len = (uint16_t)etag_len;
 	rec.hdrs_len = (uint32_t)hlen;
