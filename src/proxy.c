@@ -210,10 +210,11 @@ proxy_req_finish(struct proxy_req *pr, int status, size_t bytes)
 	if (pr->next != NULL)
 		pr->next->prev = pr->prev;
 	/* One of them may hold a key: none is left in freed memory. */
-	for (i = 0; pr->fwd[i] != NULL; i++) {
+	for (i = 0; pr->fwd != NULL && pr->fwd[i] != NULL; i++) {
 		explicit_bzero(pr->fwd[i], strlen(pr->fwd[i]));
 		free(pr->fwd[i]);
 	}
+	free(pr->fwd);
 	if (pr->body != NULL)
 		evbuffer_free(pr->body);
 	sse_free(pr->sse);

@@ -387,6 +387,7 @@ proxy_build_headers(struct proxy_req *pr, const char *client_auth)
 	size_t			 n = 0;
 	int			 has_ct = 0, hop;
 
+	pr->fwd = xcalloc(PROXY_MAX_FWD_HEADERS + 1, sizeof *pr->fwd);
 	TAILQ_FOREACH(h, in, next) {
 		if (n == PROXY_MAX_FWD_HEADERS - 4)
 			break;

@@ -115,7 +115,7 @@ struct proxy_req {
 	time_t			 since;		/* the same, by the wall clock */
 	double			 usecs;		/* and took this long */
 	enum metrics_cache	 result;	/* the cache's part */
-	char			*fwd[PROXY_MAX_FWD_HEADERS + 1];
+	char			**fwd;		/* forwarded: headers sent */
 	int			 status;	/* the upstream's */
 	const struct evkeyvalq	*uhdrs;		/* upstream's, until done */
 	struct evbuffer		*body;		/* the answer, held whole */

@@ -65,18 +65,19 @@ route_cmd_name(enum evhttp_cmd_type t)
 int
 route_valid_id(const char *s, size_t len)
 {
-	size_t	i;
+	static const unsigned char	ok[256] = {
+		['a' ... 'z'] = 1, ['A' ... 'Z'] = 1, ['0' ... '9'] = 1,
+		['_'] = 1, ['-'] = 1
+	};
+	unsigned char			all = 1;
+	size_t				i;
 
 	if (len == 0 || len > ROUTE_ID_MAX)
 		return (0);
-	for (i = 0; i < len; i++) {
-		char c = s[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-		    (c >= '0' && c <= '9') || c == '_' || c == '-'))
-			return (0);
-	}
-	return (1);
+	/* No early exit: ids are short, and valid nearly always. */
+	for (i = 0; i < len; i++)
+		all &= ok[(unsigned char)s[i]];
+	return (all);
 }
 
 static int
