@@ -79,6 +79,8 @@ admin_purge(struct admin *a, struct evhttp_request *req, const char *id)
 		    "id: 1 to 128 letters, digits, '_' or '-'.", NULL);
 		return;
 	}
+	/* What the writer holds goes first, or it would come back. */
+	cache_writer_flush(a->cache);
 	if ((n = cache_purge_id(a->cache, id, 1)) == -1) {
 		reply_error(req, 500, "server_error", "cache_error", "The "
 		    "cache could not be written; see the error log.", NULL);

@@ -297,6 +297,7 @@ cache_open(const char *dir, size_t max_size, double ttl, char **cause)
 	pthread_cond_init(&c->cond, NULL);
 	if (pthread_create(&c->syncer, NULL, cache_sync_loop, c) != 0)
 		fatalx("cannot start the cache sync thread");
+	cache_writer_start(c);
 	return (c);
 }
 
@@ -305,6 +306,7 @@ cache_close(struct cache *c)
 {
 	if (c == NULL)
 		return;
+	cache_writer_stop(c);
 	pthread_mutex_lock(&c->mtx);
 	c->stopping = 1;
 	c->dirty = 1;
@@ -464,10 +466,11 @@ cache_get(struct cache *c, const void *key, size_t klen, time_t now,
 	struct cache_rec	 rec;
 	struct cache_entry	 e;
 	const char		*p;
-	int			 rc, hit = 0;
+	int			 rc, hit = 0, again = 0;
 
 	if (klen > (size_t)mdb_env_get_maxkeysize(c->env))
 		return (0);
+again:
 	if ((txn = cache_read_begin(c)) == NULL)
 		return (-1);
 	rc = mdb_get(txn, c->entries, &k, &v);
@@ -495,7 +498,16 @@ cache_get(struct cache *c, const void *key, size_t klen, time_t now,
 		CACHE_COUNT(c, errors);
 	}
 	mdb_txn_reset(txn);
-	return (hit);
+	if (rc != MDB_NOTFOUND || again)
+		return (hit);
+	/*
+	 * Queued, not yet written?  An entry leaves the writer's table only
+	 * once committed: missed there, it is in LMDB by now.
+	 */
+	if (cache_writer_get(c, key, klen, now, fn, arg))
+		return (1);
+	again = 1;
+	goto again;
 }
 
 void

@@ -124,6 +124,31 @@ void	cache_stats(struct cache *, struct cache_stats *);
 
 int	cache_owner_put(struct cache *, const void *key, size_t klen,
 	    const char *name);
+
+/*
+ * The writer thread's queue (cache_writer.c): the same writes as above,
+ * queued and done by one thread, so that a worker loop never waits for
+ * LMDB's writer lock or a commit.  Each returns at once, and what it
+ * stores is seen at once by cache_get() and cache_owner_get().  They run
+ * in the order queued; cache_close() writes what is left.
+ * cache_put_later() returns as cache_put() does, its guard checked now
+ * (and again when written).  A DELETE's own writes are not queued: it
+ * waits for its guard (cache_delete_begin(), after which
+ * cache_writer_forget_id() keeps the id's queued stores from being seen),
+ * and its tombstone answers the next GET (cache_delete_end()).
+ */
+int	cache_put_later(struct cache *, const void *key, size_t klen,
+	    const struct cache_guard *, int status, const char *etag,
+	    size_t etag_len, const char *hdrs, size_t hlen, const void *body,
+	    size_t blen, time_t now);
+void	cache_owner_put_later(struct cache *, const void *key, size_t klen,
+	    const char *name);
+void	cache_purge_id_later(struct cache *, const char *id, int guards);
+void	cache_invalidate_later(struct cache *, const void *prefix,
+	    size_t plen);
+void	cache_writer_forget_id(struct cache *, const char *id);
+/* Wait until everything queued so far is written. */
+void	cache_writer_flush(struct cache *);
 int	cache_owner_get(struct cache *, const void *key, size_t klen,
 	    char *name, size_t size);
 

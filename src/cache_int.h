@@ -56,6 +56,7 @@ struct cache {
 	MDB_dbi		 issued;
 	MDB_dbi		 meta;		/* "format" -> CACHE_FORMAT */
 	uint64_t	 epoch;		/* see struct cache_rec */
+	struct cache_writer *writer;	/* cache_writer.c */
 	size_t		 max_size;
 	size_t		 map_size;
 	double		 ttl;
@@ -226,6 +227,15 @@ int		 cache_guard_blocks(struct cache *, MDB_txn *, const char *id,
 /* The pages the guards use, in bytes. */
 size_t		 cache_guards_used(struct cache *, MDB_txn *);
 
+/* cache_writer.c: the writer thread */
+void		 cache_writer_start(struct cache *);
+/* Write what is queued, then end the thread. */
+void		 cache_writer_stop(struct cache *);
+/* A queued entry (1) or owner record (1, name filled), or 0. */
+int		 cache_writer_get(struct cache *, const void *key, size_t klen,
+		    time_t now, cache_visit_fn fn, void *arg);
+int		 cache_writer_owner(struct cache *, const void *key,
+		    size_t klen, char *name, size_t size);
 /* cache_owner.c: owner records */
 /* The pages the owner records and their age index use, in bytes. */
 size_t		 cache_owners_used(struct cache *, MDB_txn *);

@@ -338,12 +338,14 @@ cache_owner_get(struct cache *c, const void *key, size_t klen, char *name,
 	MDB_val	 k = { klen, (void *)key }, v;
 	MDB_txn	*txn;
 	size_t	 n;
-	int	 rc, brc, lost = 0;
+	int	 rc, brc, lost, again = 0;
 
 	if (klen > (size_t)mdb_env_get_maxkeysize(c->env) || size == 0)
 		return (-1);
+again:
 	if ((txn = cache_read_begin(c)) == NULL)
 		return (-1);
+	lost = 0;
 	rc = mdb_get(txn, c->owners, &k, &v);
 	if (rc == 0 && v.mv_size >= sizeof(uint64_t)) {
 		n = v.mv_size - sizeof(uint64_t);
@@ -359,6 +361,13 @@ cache_owner_get(struct cache *c, const void *key, size_t klen, char *name,
 	mdb_txn_reset(txn);
 	if (rc != 0 && rc != MDB_NOTFOUND)
 		return (-1);
+	/* Queued, not yet written (a record leaves the queue once it is). */
+	if (rc == MDB_NOTFOUND && !again) {
+		if (cache_writer_owner(c, key, klen, name, size))
+			return (1);
+		again = 1;
+		goto again;
+	}
 	if (lost)
 		return (CACHE_OWNER_LOST);
 	return (rc == 0 ? 1 : 0);

@@ -349,6 +349,7 @@ proxy_delete_begin(struct proxy_req *pr)
 	    pr->px->delete_window, time(NULL)) == -1 ||
 	    cache_purge_id(pr->px->cache, pr->route.id, 0) == -1)
 		return (-1);
+	cache_writer_forget_id(pr->px->cache, pr->route.id);
 	return (0);
 }
 
@@ -371,15 +372,16 @@ proxy_delete_end(struct proxy_req *pr, int status)
 	if (status >= 500 || status == 408 || status < 200 ||
 	    (status >= 300 && status < 400))
 		return;
+	/* Not queued: its tombstone answers the next GET of the id. */
 	cache_delete_end(px->cache, pr->route.id, status < 300,
 	    px->tombstone_ttl, now);
 	if (status < 300)	/* the guard kept any new one out: a backstop */
-		cache_purge_id(px->cache, pr->route.id, 0);
+		cache_purge_id_later(px->cache, pr->route.id, 0);
 	if (status == 404 && px->tombstone_ttl > 0) {
 		body = proxy_not_found_body("Response", pr->route.id);
 		key = route_id_prefix(pr->who.tenant, RK_TOMBSTONE,
 		    pr->route.id, &klen);
-		cache_put(px->cache, key, klen, NULL, 404, "", 0,
+		cache_put_later(px->cache, key, klen, NULL, 404, "", 0,
 		    proxy_json_hdrs, sizeof proxy_json_hdrs - 1, body,
 		    strlen(body), now);
 		free(key);
@@ -397,7 +399,7 @@ proxy_invalidate(struct proxy_req *pr)
 	for (i = 0; i < sizeof kinds - 1; i++) {
 		prefix = route_id_prefix(pr->who.tenant, kinds[i],
 		    pr->route.id, &plen);
-		cache_invalidate(pr->px->cache, prefix, plen);
+		cache_invalidate_later(pr->px->cache, prefix, plen);
 		free(prefix);
 	}
 }
@@ -434,9 +436,9 @@ proxy_put(struct proxy_req *pr, const char *key, size_t klen,
 	/* An answer fetched before a DELETE of its id may not come back. */
 	g.id = id;
 	g.since = pr->since;
-	rc = cache_put(pr->px->cache, key, klen, &g, 200, etag, strlen(etag),
-	    (const char *)evbuffer_pullup(hb, -1), evbuffer_get_length(hb),
-	    body, len, time(NULL));
+	rc = cache_put_later(pr->px->cache, key, klen, &g, 200, etag,
+	    strlen(etag), (const char *)evbuffer_pullup(hb, -1),
+	    evbuffer_get_length(hb), body, len, time(NULL));
 	evbuffer_free(hb);
 	return (rc == 0);
 }

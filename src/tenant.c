@@ -101,7 +101,7 @@ tenant_own(struct cache *c, const struct tenant_who *who, const char *id)
 	if (!tenant_owned(who) || *id == '\0')
 		return;
 	key = route_id_prefix(who->tenant, RK_OWNER, id, &klen);
-	cache_owner_put(c, key, klen, who->client->name);
+	cache_owner_put_later(c, key, klen, who->client->name);
 	free(key);
 }
 

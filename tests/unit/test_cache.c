@@ -17,6 +17,7 @@
 #include "../../src/cache_owner.c"
 #include "../../src/cache_store.c"
 #include "../../src/cache_walk.c"
+#include "../../src/cache_writer.c"
 #include "tap.h"
 
 struct got {
@@ -348,6 +349,94 @@ test_damage(const char *dir)
 }
 
 /* A cache of record format 1 ("RCE1", no checksum) loses its entries. */
+/*
+ * The writer thread: what is queued is seen at once, before it is
+ * written (the test holds LMDB's writer lock meanwhile), and after; a
+ * purge or an invalidation queued behind a store hides it at once and
+ * removes it in order; a delete guard keeps a store fetched before the
+ * DELETE from ever being seen; what is queued at close is written.
+ */
+static void
+test_writer(const char *dir)
+{
+	struct cache		*c;
+	struct cache_guard	 g;
+	struct got		 got;
+	MDB_txn			*hold;
+	char			*cause, name[32];
+	time_t			 now = time(NULL);
+
+	c = cache_open(dir, 4 * 1024 * 1024, 0, &cause);
+	if (c == NULL || mdb_txn_begin(c->env, NULL, 0, &hold) != 0)
+		abort();
+	ok(cache_put_later(c, "t\0r\0resp_w1\0", 13, NULL, 200, "\"e\"", 3,
+	    "A: b\r\n", 6, "queued body", 11, now) == 0,
+	    "a store is queued");
+	memset(&got, 0, sizeof got);
+	ok(cache_get(c, "t\0r\0resp_w1\0", 13, now, visit, &got) == 1 &&
+	    got.len == 11 && memcmp(got.body, "queued body", 11) == 0 &&
+	    strcmp(got.hdrs, "A: b\r\n") == 0 && strcmp(got.etag, "\"e\"") == 0,
+	    "it is a hit before the writer could write it");
+	cache_owner_put_later(c, "t\0o\0resp_w1\0", 13, "alice");
+	ok(cache_owner_get(c, "t\0o\0resp_w1\0", 13, name, sizeof name) == 1 &&
+	    strcmp(name, "alice") == 0, "so is a queued owner record");
+	ok(cache_put_later(c, "t\0r\0resp_w2\0", 13, NULL, 200, "", 0, "", 0,
+	    "two", 3, now) == 0 && cache_put_later(c, "u\0i\0resp_w2\0x", 14,
+	    NULL, 200, "", 0, "", 0, "items", 5, now) == 0,
+	    "two stores of another id, for two tenants");
+	cache_purge_id_later(c, "resp_w2", 0);
+	ok(cache_get(c, "t\0r\0resp_w2\0", 13, now, visit, &got) == 0 &&
+	    cache_get(c, "u\0i\0resp_w2\0x", 14, now, visit, &got) == 0,
+	    "a purge queued behind them hides both at once");
+	ok(cache_put_later(c, "t\0r\0resp_w3\0", 13, NULL, 200, "", 0, "", 0,
+	    "three", 5, now) == 0, "a third store");
+	cache_invalidate_later(c, "t\0r\0resp_w3", 11);
+	ok(cache_get(c, "t\0r\0resp_w3\0", 13, now, visit, &got) == 0,
+	    "an invalidation of its prefix hides it at once");
+	mdb_txn_abort(hold);
+
+	cache_writer_flush(c);
+	ok(cache_get(c, "t\0r\0resp_w1\0", 13, now, visit, &got) == 1 &&
+	    cache_owner_get(c, "t\0o\0resp_w1\0", 13, name, sizeof name) == 1,
+	    "once written, the store and the owner record are in LMDB");
+	ok(cache_get(c, "t\0r\0resp_w2\0", 13, now, visit, &got) == 0 &&
+	    cache_get(c, "u\0i\0resp_w2\0x", 14, now, visit, &got) == 0 &&
+	    cache_get(c, "t\0r\0resp_w3\0", 13, now, visit, &got) == 0,
+	    "and the purged and invalidated ones are not");
+
+	/* A DELETE of resp_w4 begins: a store fetched before it is refused. */
+	ok(cache_delete_begin(c, "resp_w4", 60, now) == 0, "a DELETE begins");
+	g.id = "resp_w4";
+	g.since = now - 1;
+	ok(cache_put_later(c, "t\0r\0resp_w4\0", 13, &g, 200, "", 0, "", 0,
+	    "stale", 5, now) == 1 &&
+	    cache_get(c, "t\0r\0resp_w4\0", 13, now, visit, &got) == 0,
+	    "a store fetched before it is refused when queued, never seen");
+	/* Queued before the DELETE began: seen, until the DELETE forgets it. */
+	g.id = "resp_w5";
+	if (mdb_txn_begin(c->env, NULL, 0, &hold) != 0)
+		abort();
+	ok(cache_put_later(c, "t\0r\0resp_w5\0", 13, &g, 200, "", 0, "", 0,
+	    "early", 5, now) == 0 &&
+	    cache_get(c, "t\0r\0resp_w5\0", 13, now, visit, &got) == 1,
+	    "a store queued before a DELETE is seen");
+	mdb_txn_abort(hold);
+	ok(cache_delete_begin(c, "resp_w5", 60, now) == 0,
+	    "the DELETE's guard is written");
+	cache_writer_forget_id(c, "resp_w5");
+	cache_writer_flush(c);
+	ok(cache_get(c, "t\0r\0resp_w5\0", 13, now, visit, &got) == 0,
+	    "after it, the store is neither seen nor written");
+
+	ok(cache_put_later(c, "t\0r\0resp_w6\0", 13, NULL, 200, "", 0, "", 0,
+	    "last", 4, now) == 0, "a store queued just before close");
+	cache_close(c);
+	c = cache_open(dir, 4 * 1024 * 1024, 0, &cause);
+	ok(c != NULL && cache_get(c, "t\0r\0resp_w6\0", 13, now, visit,
+	    &got) == 1 && got.len == 4, "is written by close");
+	cache_close(c);
+}
+
 static void
 test_old_format(const char *dir)
 {
@@ -794,6 +883,7 @@ main(void)
 
 	test_damage(dir);
 	test_old_format(dir);
+	test_writer(dir);
 
 	snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
 	if (system(cmd) != 0)
