@@ -517,6 +517,9 @@ cache_stats(struct cache *c, struct cache_stats *out)
 	MDB_stat	 s;
 	MDB_envinfo	 ei;
 
+	/* What was asked for before counts: the writer's queue goes first. */
+	if (c->writer != NULL)
+		cache_writer_flush(c);
 	memset(out, 0, sizeof *out);
 	out->evictions = __atomic_load_n(&c->st.evictions, __ATOMIC_RELAXED);
 	out->map_full = __atomic_load_n(&c->st.map_full, __ATOMIC_RELAXED);

@@ -108,6 +108,7 @@ int	cache_invalidate(struct cache *, const void *prefix, size_t plen);
  */
 int	cache_purge_id(struct cache *, const char *id, int guards);
 
+/* Once what is queued for the writer is written (cache_writer_flush()). */
 void	cache_stats(struct cache *, struct cache_stats *);
 
 /*
