@@ -1,5 +1,6 @@
 /*
- * response.c - reading Response objects and create bodies with jansson.
+ * response.c - reading Response objects and create bodies with jansson
+ * (an upstream's Response body: response_scan.c).
  *
  * Only the miss path comes here: a cache hit never parses JSON.
  */
@@ -36,24 +37,6 @@ response_fill(json_t *root, struct response_info *info)
 	    response_status_final(json_string_value(json_object_get(root,
 	    "status")));
 	info->store_false = json_is_false(json_object_get(root, "store"));
-}
-
-int
-response_inspect(const char *body, size_t len, struct response_info *info)
-{
-	json_t	*root;
-
-	memset(info, 0, sizeof *info);
-	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
-	if (root == NULL)
-		return (-1);
-	if (!json_is_object(root)) {
-		json_decref(root);
-		return (-1);
-	}
-	response_fill(root, info);
-	json_decref(root);
-	return (0);
 }
 
 static int

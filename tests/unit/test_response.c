@@ -5,6 +5,7 @@
 #include "../../src/xmalloc.c"
 #include "../../src/route.c"
 #include "../../src/response.c"
+#include "../../src/response_scan.c"
 #include "tap.h"
 
 #define S(lit)	(lit), strlen(lit)
@@ -59,6 +60,39 @@ main(void)
 	s = "{\"id\":\"bad/id\",\"object\":\"response\"}";
 	ok(response_inspect(s, strlen(s), &i) == 0 && i.id[0] == '\0',
 	    "an invalid id is not taken");
+
+	/* The one-pass reader (response_scan.c) reads what jansson would. */
+	ok(final_of("\"response\"") == -1 && final_of("42") == -1 &&
+	    final_of("null") == -1 && final_of("true") == -1,
+	    "a string, number, null or boolean body is rejected");
+	ok(final_of("{\"object\":\"response\"} {}") == -1 &&
+	    final_of("{\"object\":\"response\"}x") == -1,
+	    "bytes after the object are rejected");
+	ok(final_of("{\"object\":\"response\",/* c */\"status\":"
+	    "\"completed\"}") == -1, "comments are rejected");
+	ok(final_of("{\"object\":\"response\",\"note\":\"\xff\xfe\"}") ==
+	    -1, "a string that is not UTF-8 is rejected");
+	ok(final_of("{\"object\":\"response\",\"status\":\"completed\","
+	    "\"status\":\"in_progress\"}") == -1,
+	    "a status given twice is rejected: which one holds?");
+	ok(final_of("{\"object\":\"response\",\"status\":\"completed\","
+	    "\"metadata\":{\"a\":1},\"metadata\":{}}") == 1,
+	    "another key given twice is read past");
+	s = "{\"object\":\"response\",\"output\":[{\"id\":\"msg_1\","
+	    "\"status\":\"in_progress\",\"store\":false,\"object\":\"x\"}],"
+	    "\"id\":\"resp_7\",\"status\":\"completed\",\"store\":true}";
+	ok(response_inspect(s, strlen(s), &i) == 0 && i.final &&
+	    !i.store_false && strcmp(i.id, "resp_7") == 0,
+	    "only top-level keys count, in any order, around nested ones");
+	s = "{\"id\":{\"id\":\"resp_1\"},\"object\":\"response\","
+	    "\"status\":\"completed\"}";
+	ok(response_inspect(s, strlen(s), &i) == 0 && i.id[0] == '\0' &&
+	    i.final, "an id that is not a string is no id");
+	memset(buf, 'a', sizeof buf);
+	memcpy(buf, "{\"id\":\"", 7);
+	memcpy(buf + 7 + 200, "\"}", 3);
+	ok(response_inspect(buf, strlen(buf), &i) == 0 && i.id[0] == '\0',
+	    "an id longer than an id may be is not taken");
 
 #define READ(lit)	response_request_read(S(lit), &rq, why, sizeof why)
 	ok(READ("{\"model\":\"m\",\"stream\":true}") == 0 && rq.stream &&
