@@ -244,3 +244,83 @@ stop_rc() {  # NAME: SIGTERM (it drains, then exits); it must be gone within 30 
 	stop_proc "${RC_PID[$1]}" TERM 30 "respcache ($1)" || die "respcache ($1) did not stop within 30 s of SIGTERM"
 	cat "$TMP/$1/stderr.now" >>"$TMP/$1/stderr"
 }
+
+# --- hit runs ----------------------------------------------------------------------
+# write_hit_lua FILE: wrk script, every request GET /v1/responses/ID of a
+# uniformly random index of BENCH_N. The id is made per request (~1 µs of
+# wrk's CPU): 1M pre-formatted requests would cost wrk ~200 MB and seconds
+# per thread. done() prints a BENCH line (latencies in µs).
+write_hit_lua() {
+	cat >"$1" <<'EOF'
+dofile(os.getenv("BENCH_LUA_IDS"))
+local n = tonumber(os.getenv("BENCH_N"))
+local seed = tonumber(os.getenv("BENCH_SEED") or "1")
+wrk.headers["Authorization"] = os.getenv("BENCH_AUTH")
+local t = 0
+function setup(thread)
+	thread:set("tid", t)
+	t = t + 1
+end
+local random, format = math.random, wrk.format
+function init(args)
+	math.randomseed(seed * 7919 + (tid or 0) * 104729 + n)
+end
+function request()
+	return format("GET", "/v1/responses/" .. id_of(random(0, n - 1)))
+end
+function done(summary, latency, requests)
+	local e = summary.errors
+	io.write(string.format(
+		"BENCH requests=%d duration_us=%d non2xx=%d connect=%d read=%d write=%d timeout=%d p50=%d p90=%d p99=%d max=%d\n",
+		summary.requests, summary.duration, e.status, e.connect, e.read, e.write, e.timeout,
+		latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+EOF
+}
+
+# hit_run KEY URL PID N: WARMUP s of wrk unrecorded, then DURATION s with
+# --latency (THREADS, CONNECTIONS, on LOAD_CPU) over ids 0..N-1 ->
+# M[KEY.rps|p50|p99|errors|upstream|proc_us|core_us|core_pct|minflt]. Needs
+# TMP/hit.lua, BENCH_LUA_IDS, BENCH_AUTH exported, and the upstream.
+declare -A M
+hit_run() {
+	local k=$1 url=$2 pid=$3 n=$4 out wpid p0 p1 j0 j1 u0 u1 line reqs a0 a1 f0 f1 b0 b1 i0 i1 x
+	out=$TMP/wrk.$k.out
+	if ((WARMUP > 0)); then
+		BENCH_N=$n taskset -c "$LOAD_CPU" wrk -t "$THREADS" -c "$CONNECTIONS" -d "${WARMUP}s" \
+			-s "$TMP/hit.lua" "$url" >"$out.warmup" 2>&1 || { cat "$out.warmup" >&2; die "warmup wrk failed ($k)"; }
+	fi
+	u0=$(upstream_requests)
+	p0=$(proc_stat "$pid") j0=$(cpu_jiffies "$SRV_CPU")
+	BENCH_N=$n taskset -c "$LOAD_CPU" wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" --latency \
+		-s "$TMP/hit.lua" "$url" >"$out" 2>&1 &
+	wpid=$!
+	PIDS+=("$wpid")
+	wait "$wpid" || { cat "$out" >&2; die "wrk failed ($k)"; }
+	forget_pid "$wpid"
+	p1=$(proc_stat "$pid") j1=$(cpu_jiffies "$SRV_CPU")
+	u1=$(upstream_requests)
+	kill -0 "$pid" 2>/dev/null || die "respcache (pid $pid) died during the run ($k)"
+	[[ -z ${VERBOSE:-} ]] || sed 's/^/    /' "$out" >&2
+	line=$(grep '^BENCH ' "$out" | tail -n1) || true
+	[[ -n $line ]] || { cat "$out" >&2; die "no BENCH line from wrk ($k)"; }
+	reqs=$(field "$line" requests)
+	((reqs > 0)) || die "no request completed ($k)"
+	read -r a0 f0 x <<<"$p0"
+	read -r a1 f1 x <<<"$p1"
+	read -r b0 i0 <<<"$j0"
+	read -r b1 i1 <<<"$j1"
+	M[$k.reqs]=$reqs
+	M[$k.rps]=$(awk -v r="$reqs" -v d="$(field "$line" duration_us)" 'BEGIN { printf "%.0f", r / (d / 1e6) }')
+	M[$k.p50]=$(field "$line" p50) M[$k.p99]=$(field "$line" p99)
+	M[$k.errors]=$(($(field "$line" non2xx) + $(field "$line" connect) + $(field "$line" read) + $(field "$line" write) + $(field "$line" timeout)))
+	M[$k.upstream]=$((u1 - u0 - 1))
+	M[$k.proc_us]=$(us_per $((a1 - a0)) "$reqs")
+	M[$k.core_us]=$(us_per $((b1 - b0)) "$reqs")
+	M[$k.core_pct]=$(awk -v b=$((b1 - b0)) -v i=$((i1 - i0)) 'BEGIN { printf "%.0f", (b + i) ? 100 * b / (b + i) : 0 }')
+	M[$k.minflt]=$(awk -v f=$((f1 - f0)) -v r="$reqs" 'BEGIN { printf "%.3f", f / r }')
+}
+hit_summary() {  # KEY: one line for the log
+	local k=$1
+	echo "${M[$k.rps]} req/s, p50 ${M[$k.p50]} µs, p99 ${M[$k.p99]} µs; CPU/hit ${M[$k.proc_us]} µs (process), ${M[$k.core_us]} µs (CPU $SRV_CPU, ${M[$k.core_pct]}% busy); ${M[$k.minflt]} page faults/hit; upstream +${M[$k.upstream]}, errors ${M[$k.errors]}"
+}
