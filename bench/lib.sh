@@ -219,9 +219,9 @@ upstream_requests() {  # requests nginx has handled, this one included
 # start_rc NAME PORT WORKERS CPUS: a daemon with the config TMP/NAME/respcache.conf
 # (the caller writes it) and the cache TMP/NAME/cache; CPUS is a taskset CPU
 # list or "all". -> RC_PID[NAME], RC_URL[NAME]. Its stderr: TMP/NAME/stderr.
-declare -A RC_PID RC_URL
+declare -A RC_PID RC_URL RC_START_S RC_STOP_S
 start_rc() {
-	local name=$1 port=$2 workers=$3 cpus=$4 pid i pin=()
+	local name=$1 port=$2 workers=$3 cpus=$4 pid i pin=() t0 limit
 	mkdir -p "$TMP/$name/cache"
 	[[ $cpus == all ]] || pin=(taskset -c "$cpus")
 	: >"$TMP/$name/stderr.now"
@@ -230,18 +230,28 @@ start_rc() {
 		--workers "$workers" --admin-listen "" >>"$TMP/$name/stdout" 2>"$TMP/$name/stderr.now" &
 	pid=$!
 	PIDS+=("$pid")
-	for ((i = 0; i < 300; i++)); do
+	# It checks the whole cache file before it listens (in a child: 10 s
+	# at most, and a second more per 50 MB): give it that and some.
+	t0=$(date +%s%N)
+	limit=$((100 + 20 * $(du -sm "$TMP/$name/cache" | awk '{ print $1 }') / 50))
+	for ((i = 0; i < limit * 10; i++)); do
 		grep -q "listening on 127.0.0.1:$port" "$TMP/$name/stderr.now" && break
 		kill -0 "$pid" 2>/dev/null || die "respcache ($name) exited: $(tail -n 5 "$TMP/$name/stderr.now")"
 		sleep 0.1
 	done
 	grep -q "listening on 127.0.0.1:$port" "$TMP/$name/stderr.now" ||
-		die "respcache ($name) not listening after 30 s: $(tail -n 5 "$TMP/$name/stderr.now")"
+		die "respcache ($name) not listening after $limit s: $(tail -n 5 "$TMP/$name/stderr.now")"
 	RC_PID[$name]=$pid RC_URL[$name]=http://127.0.0.1:$port
-	log "respcache ($name, $workers worker(s), CPUs $cpus) pid $pid on http://127.0.0.1:$port"
+	RC_START_S[$name]=$(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
+	log "respcache ($name, $workers worker(s), CPUs $cpus) pid $pid on http://127.0.0.1:$port, listening after ${RC_START_S[$name]} s"
 }
-stop_rc() {  # NAME: SIGTERM (it drains, then exits); it must be gone within 30 s.
-	stop_proc "${RC_PID[$1]}" TERM 30 "respcache ($1)" || die "respcache ($1) did not stop within 30 s of SIGTERM"
+# stop_rc NAME: SIGTERM (it drains, syncs the cache, exits); it must be gone
+# within 120 s. -> RC_STOP_S[NAME]
+stop_rc() {
+	local t0
+	t0=$(date +%s%N)
+	stop_proc "${RC_PID[$1]}" TERM 120 "respcache ($1)" || die "respcache ($1) did not stop within 120 s of SIGTERM"
+	RC_STOP_S[$1]=$(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN { printf "%.1f", (b - a) / 1e9 }')
 	cat "$TMP/$1/stderr.now" >>"$TMP/$1/stderr"
 }
 
