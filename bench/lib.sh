@@ -96,6 +96,8 @@ median() {
 		}'
 }
 
+minimum() { tr ' ' '\n' <<<"$*" | sort -g | awk 'NR == 1'; }
+
 # --- ids ----------------------------------------------------------------------------
 # The id of index i: six rounds of xorshift32 from i xor 0x5bd1e995, each
 # printed as 8 hex digits: resp_ + 48 hex like a real id, a bijection (no two
@@ -330,6 +332,8 @@ hit_run() {
 	M[$k.core_pct]=$(awk -v b=$((b1 - b0)) -v i=$((i1 - i0)) 'BEGIN { printf "%.0f", (b + i) ? 100 * b / (b + i) : 0 }')
 	M[$k.minflt]=$(awk -v f=$((f1 - f0)) -v r="$reqs" 'BEGIN { printf "%.3f", f / r }')
 }
+# shared KEY: did SRV_CPU do other work during the run (busy > 1.05 x the daemon's CPU)?
+shared() { awk -v c="${M[$1.core_us]}" -v p="${M[$1.proc_us]}" 'BEGIN { exit !(c > 1.05 * p) }'; }
 hit_summary() {  # KEY: one line for the log
 	local k=$1
 	echo "${M[$k.rps]} req/s, p50 ${M[$k.p50]} µs, p99 ${M[$k.p99]} µs; CPU/hit ${M[$k.proc_us]} µs (process), ${M[$k.core_us]} µs (CPU $SRV_CPU, ${M[$k.core_pct]}% busy); ${M[$k.minflt]} page faults/hit; upstream +${M[$k.upstream]}, errors ${M[$k.errors]}"
