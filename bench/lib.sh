@@ -96,6 +96,15 @@ median() {
 		}'
 }
 
+# pair_ratios A B FIELD: M[A.r.FIELD] / M[B.r.FIELD] for r = 1..REPS (runs
+# next to each other in time, so a drift of the host's speed mostly cancels).
+pair_ratios() {
+	local r out=()
+	for ((r = 1; r <= REPS; r++)); do
+		out+=("$(awk -v a="${M[$1.$r.$3]}" -v b="${M[$2.$r.$3]}" 'BEGIN { printf "%.3f", a / b }')")
+	done
+	echo "${out[*]}"
+}
 minimum() { tr ' ' '\n' <<<"$*" | sort -g | awk 'NR == 1'; }
 
 # --- ids ----------------------------------------------------------------------------
@@ -302,6 +311,7 @@ hit_run() {
 		BENCH_N=$n taskset -c "$LOAD_CPU" wrk -t "$THREADS" -c "$CONNECTIONS" -d "${WARMUP}s" \
 			-s "$TMP/hit.lua" "$url" >"$out.warmup" 2>&1 || { cat "$out.warmup" >&2; die "warmup wrk failed ($k)"; }
 	fi
+	M[$k.probe]=$(cpu_probe)
 	u0=$(upstream_requests)
 	p0=$(proc_stat "$pid") j0=$(cpu_jiffies "$SRV_CPU")
 	BENCH_N=$n taskset -c "$LOAD_CPU" wrk -t "$THREADS" -c "$CONNECTIONS" -d "${DURATION}s" --latency \
@@ -332,9 +342,20 @@ hit_run() {
 	M[$k.core_pct]=$(awk -v b=$((b1 - b0)) -v i=$((i1 - i0)) 'BEGIN { printf "%.0f", (b + i) ? 100 * b / (b + i) : 0 }')
 	M[$k.minflt]=$(awk -v f=$((f1 - f0)) -v r="$reqs" 'BEGIN { printf "%.3f", f / r }')
 }
+# cpu_probe: wall ms of a fixed CPU loop on SRV_CPU (as ../shared/bench does).
+# It moves when the VM's CPU gets slower under us (other tenants, an SMT
+# sibling, the host): then every figure of the run that follows moves too.
+cpu_probe() {
+	local t0 t1
+	t0=$(date +%s%N)
+	taskset -c "$SRV_CPU" awk 'BEGIN { for (i = 0; i < 3000000; i++) s += i; exit }'
+	t1=$(date +%s%N)
+	echo $(((t1 - t0) / 1000000))
+}
+
 # shared KEY: did SRV_CPU do other work during the run (busy > 1.05 x the daemon's CPU)?
 shared() { awk -v c="${M[$1.core_us]}" -v p="${M[$1.proc_us]}" 'BEGIN { exit !(c > 1.05 * p) }'; }
 hit_summary() {  # KEY: one line for the log
 	local k=$1
-	echo "${M[$k.rps]} req/s, p50 ${M[$k.p50]} µs, p99 ${M[$k.p99]} µs; CPU/hit ${M[$k.proc_us]} µs (process), ${M[$k.core_us]} µs (CPU $SRV_CPU, ${M[$k.core_pct]}% busy); ${M[$k.minflt]} page faults/hit; upstream +${M[$k.upstream]}, errors ${M[$k.errors]}"
+	echo "${M[$k.rps]} req/s, p50 ${M[$k.p50]} µs, p99 ${M[$k.p99]} µs; CPU/hit ${M[$k.proc_us]} µs (process), ${M[$k.core_us]} µs (CPU $SRV_CPU, ${M[$k.core_pct]}% busy); ${M[$k.minflt]} page faults/hit; upstream +${M[$k.upstream]}, errors ${M[$k.errors]}; probe ${M[$k.probe]} ms"
 }
