@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # bench/lib.sh — what bench/scale and bench/idle share; sourced, not run.
 #
 # Provides: die/log, a temp dir removed on exit with every process started
@@ -112,14 +113,14 @@ minimum() { tr ' ' '\n' <<<"$*" | sort -g | awk 'NR == 1'; }
 # printed as 8 hex digits: resp_ + 48 hex like a real id, a bijection (no two
 # indexes share an id), made from the index alone (no id file to load).
 id_of() {
-	local x=$(($1 ^ 0x5bd1e995)) k out=resp_
+	local x=$(($1 ^ 0x5bd1e995)) k id=resp_
 	for ((k = 0; k < 6; k++)); do
 		x=$(((x ^ (x << 13)) & 0xffffffff))
 		x=$((x ^ (x >> 17)))
 		x=$(((x ^ (x << 5)) & 0xffffffff))
-		printf -v out '%s%08x' "$out" "$x"
+		printf -v id '%s%08x' "$id" "$x"
 	done
-	echo "$out"
+	echo "$id"
 }
 write_ids_lua() {  # FILE: the same id_of() for wrk's LuaJIT
 	cat >"$1" <<'EOF'
@@ -231,6 +232,7 @@ upstream_requests() {  # requests nginx has handled, this one included
 # (the caller writes it) and the cache TMP/NAME/cache; CPUS is a taskset CPU
 # list or "all". -> RC_PID[NAME], RC_URL[NAME]. Its stderr: TMP/NAME/stderr.
 declare -A RC_PID RC_URL RC_START_S RC_STOP_S
+# shellcheck disable=SC2034  # the scripts read RC_URL
 start_rc() {
 	local name=$1 port=$2 workers=$3 cpus=$4 pid i pin=() t0 limit
 	mkdir -p "$TMP/$name/cache"
@@ -258,6 +260,7 @@ start_rc() {
 }
 # stop_rc NAME: SIGTERM (it drains, syncs the cache, exits); it must be gone
 # within 120 s. -> RC_STOP_S[NAME]
+# shellcheck disable=SC2034  # the scripts read RC_STOP_S
 stop_rc() {
 	local t0
 	t0=$(date +%s%N)
