@@ -303,6 +303,8 @@ upstream_free(struct upstream *up)
 		return;
 	while (up->reqs != NULL)
 		upstream_req_free(up->reqs);
+	while (up->nspare > 0)
+		curl_easy_cleanup(up->spare[--up->nspare]);
 	curl_multi_cleanup(up->multi);
 	event_free(up->timer);
 	event_free(up->again);

@@ -11,6 +11,9 @@
 #include <curl/curl.h>
 #include <event2/keyvalq_struct.h>
 
+/* Easy handles kept for reuse: curl_easy_init() costs every miss. */
+#define UPSTREAM_SPARE		64
+
 struct upstream {
 	struct event_base	*base;
 	CURLM			*multi;
@@ -26,6 +29,9 @@ struct upstream {
 	struct timeval		 fail_since;	/* ... since then */
 	struct event		*again;		/* after a failure: call curl again */
 	struct upstream_req	*reqs;		/* all in flight */
+	/* Easy handles of ended requests, reset for the next ones. */
+	CURL			*spare[UPSTREAM_SPARE];
+	int			 nspare;
 };
 
 struct upstream_req {

@@ -42,7 +42,11 @@ upstream_req_free(struct upstream_req *r)
 		up->npending--;
 	else
 		curl_multi_remove_handle(up->multi, r->easy);
-	curl_easy_cleanup(r->easy);
+	if (up->nspare < UPSTREAM_SPARE) {
+		curl_easy_reset(r->easy);
+		up->spare[up->nspare++] = r->easy;
+	} else
+		curl_easy_cleanup(r->easy);
 	if (r->idle != NULL)
 		event_free(r->idle);
 	/* The Authorization line holds a key: wiped, not just freed. */
@@ -233,7 +237,9 @@ upstream_start(struct upstream *up, const struct upstream_opts *o,
 	CURL			*e;
 
 	r = xcalloc(1, sizeof *r);
-	if ((e = curl_easy_init()) == NULL)
+	if (up->nspare > 0)
+		e = up->spare[--up->nspare];
+	else if ((e = curl_easy_init()) == NULL)
 		fatalx("out of memory");
 	TAILQ_INIT(&r->rhdrs);
 	r->up = up;
