@@ -235,6 +235,12 @@ declare -A RC_PID RC_URL RC_START_S RC_STOP_S
 # shellcheck disable=SC2034  # the scripts read RC_URL
 start_rc() {
 	local name=$1 port=$2 workers=$3 cpus=$4 pid i pin=() t0 limit
+	# ./configure --enable-sanitizers (the test build) costs each hit 2x.
+	if ldd "$RESPCACHE" 2>/dev/null | grep -Eq 'lib(a|t)san'; then
+		log "WARNING: $RESPCACHE is a sanitizer build: its figures are not" \
+		    "respcache's; build with ./configure (no --enable-sanitizers)" \
+		    "or set RESPCACHE="
+	fi
 	mkdir -p "$TMP/$name/cache"
 	[[ $cpus == all ]] || pin=(taskset -c "$cpus")
 	: >"$TMP/$name/stderr.now"
