@@ -52,6 +52,7 @@ struct cache_op {
 	struct cache_op		*next;		/* in the queue */
 	struct cache_op		*chain;		/* in its table bucket */
 	int			 shown;		/* in the table */
+	int			 cancelled;	/* forgotten: not to be written */
 	unsigned		 refs;		/* the queue's and readers' */
 	uint64_t		 hash;
 	/* What the op names: a key, a prefix or a response id. */
@@ -146,7 +147,11 @@ struct cache_id_match {
 	const char	*kinds;
 };
 
-/* Take every shown store that match() picks out of the table. */
+/*
+ * Take every shown store that match() picks out of the table, and out of
+ * the queue: a purge or a DELETE forgets them (the writer would write
+ * them before the purge runs, or, a DELETE refused meanwhile, for good).
+ */
 static void
 cache_table_forget(struct cache_writer *w,
     int (*match)(const struct cache_op *, const void *), const void *arg)
@@ -159,6 +164,9 @@ cache_table_forget(struct cache_writer *w,
 			if (op->kind == CO_PUT && match(op, arg)) {
 				*p = op->chain;
 				op->shown = 0;
+				/* Unless the writer has it in hand already. */
+				__atomic_store_n(&op->cancelled, 1,
+				    __ATOMIC_RELAXED);
 				cache_op_unref(op);
 			} else
 				p = &op->chain;
@@ -208,6 +216,8 @@ cache_op_run(struct cache *c, struct cache_op *op)
 {
 	struct cache_guard	g;
 
+	if (__atomic_load_n(&op->cancelled, __ATOMIC_RELAXED))
+		return;
 	switch (op->kind) {
 	case CO_PUT:
 		g.id = op->id;

@@ -428,6 +428,17 @@ test_writer(const char *dir)
 	ok(cache_get(c, "t\0r\0resp_w5\0", 13, now, visit, &got) == 0,
 	    "after it, the store is neither seen nor written");
 
+	/* Forgotten, it is not written either, guard or none. */
+	if (mdb_txn_begin(c->env, NULL, 0, &hold) != 0)
+		abort();
+	ok(cache_put_later(c, "t\0r\0resp_w7\0", 13, NULL, 200, "", 0, "", 0,
+	    "seven", 5, now) == 0, "a store queued, unguarded");
+	cache_writer_forget_id(c, "resp_w7");
+	mdb_txn_abort(hold);
+	cache_writer_flush(c);
+	ok(cache_get(c, "t\0r\0resp_w7\0", 13, now, visit, &got) == 0,
+	    "forgotten while queued: never written");
+
 	ok(cache_put_later(c, "t\0r\0resp_w6\0", 13, NULL, 200, "", 0, "", 0,
 	    "last", 4, now) == 0, "a store queued just before close");
 	cache_close(c);
