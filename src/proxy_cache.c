@@ -67,7 +67,7 @@ proxy_etag_match(const char *inm, const char *etag, size_t etag_len)
 }
 
 /* The Date header's value, formatted once a second (IMF-fixdate). */
-static const char *
+const char *
 proxy_date(struct proxy *px, time_t now)
 {
 	static const char	 days[] = "SunMonTueWedThuFriSat";
@@ -84,8 +84,6 @@ proxy_date(struct proxy *px, time_t now)
 	return (px->date);
 }
 
-/* The longest head a hit writes itself (else evhttp formats it). */
-#define PROXY_HEAD_MAX		8192
 #define PROXY_RID_MAX		128
 
 struct proxy_hit {

@@ -26,6 +26,7 @@
 
 #include "cache.h"
 #include "credential.h"
+#include "fmt.h"
 #include "log.h"
 #include "proxy_int.h"
 #include "reply.h"
@@ -76,6 +77,56 @@ proxy_copy_resp_headers(struct proxy_req *pr, struct evkeyvalq *out)
 	}
 }
 
+/*
+ * The answer's whole reply formatted here and written by reply_direct(),
+ * as a hit's is (proxy_hit_direct()).  Returns 0, pr untouched, if it
+ * may not be; else 1, pr ended.
+ */
+static int
+proxy_answer_direct(struct proxy_req *pr, const struct coalesce_answer *a)
+{
+	struct evhttp_request	*req = pr->req;
+	struct bufferevent	*bev;
+	const struct evkeyval	*h;
+	char			 head[PROXY_HEAD_MAX];
+	char			*p = head, *end = head + sizeof head;
+	const char		*phrase;
+
+	if (!reply_direct_ok(req) || (phrase = reply_phrase(a->status)) ==
+	    NULL || a->status == 304)
+		return (0);
+	p = fmt_lit(p, end, "HTTP/1.1 ");
+	p = fmt_u64(p, end, (uint64_t)a->status);
+	p = fmt_lit(p, end, " ");
+	p = fmt_str(p, end, phrase);
+	p = fmt_lit(p, end, "\r\nDate: ");
+	p = fmt_str(p, end, proxy_date(pr->px, time(NULL)));
+	p = fmt_lit(p, end, "\r\nContent-Length: ");
+	p = fmt_u64(p, end, a->body_len);
+	p = fmt_lit(p, end, "\r\n");
+	/* Parsed lines of the upstream's, or the proxy's own: no CR or LF. */
+	TAILQ_FOREACH(h, a->headers, next) {
+		p = fmt_str(p, end, h->key);
+		p = fmt_lit(p, end, ": ");
+		p = fmt_str(p, end, h->value);
+		p = fmt_lit(p, end, "\r\n");
+		if (strcasecmp(h->key, "x-request-id") == 0)
+			pr->rid = h->value;
+	}
+	p = fmt_lit(p, end, "\r\n");
+	if (p == NULL) {
+		pr->rid = NULL;
+		return (0);
+	}
+	bev = evhttp_connection_get_bufferevent(
+	    evhttp_request_get_connection(req));
+	reply_direct(req, a->status, head, (size_t)(p - head), a->body,
+	    a->body_len);
+	proxy_req_finish(pr, a->status, a->body_len);	/* pr is gone */
+	reply_direct_done(bev);		/* req may be gone */
+	return (1);
+}
+
 /* Send an answer (see coalesce.h) to this request's client.  Ends pr. */
 static void
 proxy_send_answer(struct proxy_req *pr, const struct coalesce_answer *a)
@@ -86,12 +137,16 @@ proxy_send_answer(struct proxy_req *pr, const struct coalesce_answer *a)
 	const char		*etag, *inm;
 
 	proxy_unwatch_client(pr);
-	TAILQ_FOREACH(h, a->headers, next)
-		evhttp_add_header(out, h->key, h->value);
 	etag = evhttp_find_header(a->headers, "ETag");
 	inm = evhttp_find_header(evhttp_request_get_input_headers(req),
 	    "If-None-Match");
 	proxy_track_reply(pr->px, req);
+	if (!(a->status == 200 && etag != NULL &&
+	    proxy_etag_match(inm, etag, strlen(etag))) &&
+	    proxy_answer_direct(pr, a))
+		return;		/* pr is gone */
+	TAILQ_FOREACH(h, a->headers, next)
+		evhttp_add_header(out, h->key, h->value);
 	if (a->status == 200 && etag != NULL &&
 	    proxy_etag_match(inm, etag, strlen(etag))) {
 		evhttp_send_reply(req, 304, "Not Modified", NULL);

@@ -169,6 +169,10 @@ int	proxy_is_delete(const struct proxy_req *);
 void	proxy_xcache(struct evkeyvalq *, const char *);
 
 /* proxy_cache.c */
+/* The longest head written past evhttp (else evhttp formats it). */
+#define PROXY_HEAD_MAX		8192
+/* Date's value for now, formatted once a second. */
+const char	*proxy_date(struct proxy *, time_t now);
 /* The hit path: 1 if the cache (an entry or a tombstone) answered; ends pr. */
 int	proxy_lookup(struct proxy_req *);
 /* 1 if If-None-Match names etag (weak comparison, RFC 9110). */

@@ -50,14 +50,20 @@ reply_phrase(int status)
 {
 	switch (status) {
 	case 200: return ("OK");
+	case 201: return ("Created");
+	case 202: return ("Accepted");
 	case 304: return ("Not Modified");
 	case 400: return ("Bad Request");
 	case 401: return ("Unauthorized");
+	case 403: return ("Forbidden");
 	case 404: return ("Not Found");
 	case 405: return ("Method Not Allowed");
 	case 413: return ("Payload Too Large");
+	case 409: return ("Conflict");
 	case 417: return ("Expectation Failed");
+	case 429: return ("Too Many Requests");
 	case 431: return ("Request Header Fields Too Large");
+	case 500: return ("Internal Server Error");
 	case 501: return ("Not Implemented");
 	case 502: return ("Bad Gateway");
 	case 503: return ("Service Unavailable");
@@ -148,8 +154,15 @@ reply_direct_ok(struct evhttp_request *req)
 	const char	*conn;
 
 	/* What evhttp_make_header() would add a header of its own for. */
-	if (evhttp_request_get_command(req) != EVHTTP_REQ_GET ||
-	    req->major != 1 || req->minor != 1 ||
+	switch (evhttp_request_get_command(req)) {
+	case EVHTTP_REQ_GET:
+	case EVHTTP_REQ_POST:
+	case EVHTTP_REQ_DELETE:
+		break;
+	default:
+		return (0);
+	}
+	if (req->major != 1 || req->minor != 1 ||
 	    (req->flags & EVHTTP_PROXY_REQUEST) ||
 	    evhttp_request_get_connection(req) == NULL)
 		return (0);

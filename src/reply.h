@@ -40,8 +40,9 @@ void	reply_error_event(struct evbuffer *, const char *type,
  * A reply the caller formatted whole, for the hit path: head is the
  * status line to the blank line (with Date and Content-Length), and
  * evhttp formats nothing of its own.  Only for a request that
- * reply_direct_ok() allows: a GET over HTTP/1.1 that does not close its
- * connection (evhttp would add a header to the others).  The bytes go
+ * reply_direct_ok() allows: a GET, POST or DELETE over HTTP/1.1 that does
+ * not close its connection (evhttp would add a header to the others),
+ * and a status with a body (not 1xx, 204 or 304).  The bytes go
  * straight to the socket when nothing is queued before them.  Once the
  * caller is done with req, reply_direct_done() with its connection's
  * bufferevent ends it, at once if all was written: req is gone then.
