@@ -84,6 +84,25 @@ proxy_date(struct proxy *px, time_t now)
 	return (px->date);
 }
 
+char *
+proxy_head_begin(char *p, const char *end, struct proxy *px, int status,
+    time_t now, size_t body_len)
+{
+	const char	*phrase;
+
+	if ((phrase = reply_phrase(status)) == NULL)
+		return (NULL);
+	p = fmt_lit(p, end, "HTTP/1.1 ");
+	p = fmt_u64(p, end, (uint64_t)status);
+	p = fmt_lit(p, end, " ");
+	p = fmt_str(p, end, phrase);
+	p = fmt_lit(p, end, "\r\nDate: ");
+	p = fmt_str(p, end, proxy_date(px, now));
+	p = fmt_lit(p, end, "\r\nContent-Length: ");
+	p = fmt_u64(p, end, body_len);
+	return (fmt_lit(p, end, "\r\n"));
+}
+
 #define PROXY_RID_MAX		128
 
 struct proxy_hit {
@@ -122,7 +141,8 @@ proxy_hit_rid(struct proxy_hit *h, const struct cache_entry *e)
 /*
  * The hit's whole reply formatted here, and written by reply_direct():
  * the stored lines are our own "Name: value\r\n" records, copied as they
- * are.  Returns 0 if it does not fit, for evhttp to format.
+ * are.  Returns 0 if it does not fit or its status has no phrase of
+ * ours, for evhttp to format.
  */
 static int
 proxy_hit_direct(struct proxy_hit *h, const struct cache_entry *e, long secs)
@@ -130,20 +150,9 @@ proxy_hit_direct(struct proxy_hit *h, const struct cache_entry *e, long secs)
 	struct evhttp_request	*req = h->pr->req;
 	char			 head[PROXY_HEAD_MAX];
 	char			*p = head, *end = head + sizeof head;
-	const char		*phrase, *date;
 
-	if ((phrase = reply_phrase(e->status)) == NULL)
-		return (0);
-	p = fmt_lit(p, end, "HTTP/1.1 ");
-	p = fmt_u64(p, end, (unsigned)e->status);
-	p = fmt_lit(p, end, " ");
-	p = fmt_mem(p, end, phrase, strlen(phrase));
-	p = fmt_lit(p, end, "\r\nDate: ");
-	date = proxy_date(h->pr->px, h->now);
-	p = fmt_mem(p, end, date, strlen(date));
-	p = fmt_lit(p, end, "\r\nContent-Length: ");
-	p = fmt_u64(p, end, e->body_len);
-	p = fmt_lit(p, end, "\r\n");
+	p = proxy_head_begin(p, end, h->pr->px, e->status, h->now,
+	    e->body_len);
 	p = fmt_mem(p, end, e->hdrs, e->hdrs_len);
 	p = fmt_lit(p, end, "Age: ");
 	p = fmt_u64(p, end, (unsigned long long)(secs < 0 ? 0 : secs));

@@ -90,20 +90,11 @@ proxy_answer_direct(struct proxy_req *pr, const struct coalesce_answer *a)
 	const struct evkeyval	*h;
 	char			 head[PROXY_HEAD_MAX];
 	char			*p = head, *end = head + sizeof head;
-	const char		*phrase;
 
-	if (!reply_direct_ok(req) || (phrase = reply_phrase(a->status)) ==
-	    NULL || a->status == 304)
+	if (!reply_direct_ok(req) || a->status == 304)
 		return (0);
-	p = fmt_lit(p, end, "HTTP/1.1 ");
-	p = fmt_u64(p, end, (uint64_t)a->status);
-	p = fmt_lit(p, end, " ");
-	p = fmt_str(p, end, phrase);
-	p = fmt_lit(p, end, "\r\nDate: ");
-	p = fmt_str(p, end, proxy_date(pr->px, time(NULL)));
-	p = fmt_lit(p, end, "\r\nContent-Length: ");
-	p = fmt_u64(p, end, a->body_len);
-	p = fmt_lit(p, end, "\r\n");
+	p = proxy_head_begin(p, end, pr->px, a->status, time(NULL),
+	    a->body_len);
 	/* Parsed lines of the upstream's, or the proxy's own: no CR or LF. */
 	TAILQ_FOREACH(h, a->headers, next) {
 		p = fmt_str(p, end, h->key);
@@ -135,20 +126,20 @@ proxy_send_answer(struct proxy_req *pr, const struct coalesce_answer *a)
 	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
 	struct evkeyval		*h;
 	const char		*etag, *inm;
+	int			 unchanged;
 
 	proxy_unwatch_client(pr);
 	etag = evhttp_find_header(a->headers, "ETag");
 	inm = evhttp_find_header(evhttp_request_get_input_headers(req),
 	    "If-None-Match");
+	unchanged = a->status == 200 && etag != NULL &&
+	    proxy_etag_match(inm, etag, strlen(etag));
 	proxy_track_reply(pr->px, req);
-	if (!(a->status == 200 && etag != NULL &&
-	    proxy_etag_match(inm, etag, strlen(etag))) &&
-	    proxy_answer_direct(pr, a))
+	if (!unchanged && proxy_answer_direct(pr, a))
 		return;		/* pr is gone */
 	TAILQ_FOREACH(h, a->headers, next)
 		evhttp_add_header(out, h->key, h->value);
-	if (a->status == 200 && etag != NULL &&
-	    proxy_etag_match(inm, etag, strlen(etag))) {
+	if (unchanged) {
 		evhttp_send_reply(req, 304, "Not Modified", NULL);
 		proxy_req_finish(pr, 304, 0);	/* pr is gone */
 		return;

@@ -171,8 +171,13 @@ void	proxy_xcache(struct evkeyvalq *, const char *);
 /* proxy_cache.c */
 /* The longest head written past evhttp (else evhttp formats it). */
 #define PROXY_HEAD_MAX		8192
-/* Date's value for now, formatted once a second. */
-const char	*proxy_date(struct proxy *, time_t now);
+/*
+ * The start of a head written past evhttp (see fmt.h): the status line,
+ * Date and Content-Length; NULL if status has no reason phrase of ours
+ * (reply_phrase()) or it does not fit.
+ */
+char	*proxy_head_begin(char *p, const char *end, struct proxy *,
+	    int status, time_t now, size_t body_len);
 /* The hit path: 1 if the cache (an entry or a tombstone) answered; ends pr. */
 int	proxy_lookup(struct proxy_req *);
 /* 1 if If-None-Match names etag (weak comparison, RFC 9110). */
