@@ -227,6 +227,14 @@ int		 cache_guard_blocks(struct cache *, MDB_txn *, const char *id,
 /* The pages the guards use, in bytes. */
 size_t		 cache_guards_used(struct cache *, MDB_txn *);
 
+/* cache_store.c */
+/*
+ * The room a store of these sizes needs (key, record and its index), or
+ * 0 if it is never stored: a key LMDB refuses, or over half of max_size.
+ */
+size_t		 cache_put_need(struct cache *, size_t klen, size_t etag_len,
+		    size_t hlen, size_t blen);
+
 /* cache_writer.c: the writer thread */
 void		 cache_writer_start(struct cache *);
 /* Write what is queued, then end the thread. */

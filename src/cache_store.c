@@ -79,6 +79,20 @@ cache_put_once(struct cache *c, const MDB_val *k,
 	return (mdb_txn_commit(txn));
 }
 
+size_t
+cache_put_need(struct cache *c, size_t klen, size_t etag_len, size_t hlen,
+    size_t blen)
+{
+	size_t	need;
+
+	need = klen * 2 + sizeof(struct cache_rec) + etag_len + hlen + blen +
+	    64;
+	if (klen > (size_t)mdb_env_get_maxkeysize(c->env) ||
+	    need > c->max_size / 2 || etag_len > UINT16_MAX)
+		return (0);
+	return (need);
+}
+
 int
 cache_put(struct cache *c, const void *key, size_t klen,
     const struct cache_guard *guard, int status, const char *etag,
@@ -90,9 +104,7 @@ cache_put(struct cache *c, const void *key, size_t klen,
 	size_t			 need, budget = c->max_size;
 	int			 rc, tries;
 
-	need = klen * 2 + sizeof rec + etag_len + hlen + blen + 64;
-	if (klen > (size_t)mdb_env_get_maxkeysize(c->env) ||
-	    need > c->max_size / 2 || etag_len > UINT16_MAX)
+	if ((need = cache_put_need(c, klen, etag_len, hlen, blen)) == 0)
 		return (1);
 	memset(&rec, 0, sizeof rec);
 	rec.magic = CACHE_MAGIC;

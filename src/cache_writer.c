@@ -351,9 +351,7 @@ cache_put_later(struct cache *c, const void *key, size_t klen,
 	char			*p;
 	int			 rc = 0;
 
-	if (klen > (size_t)mdb_env_get_maxkeysize(c->env) ||
-	    klen * 2 + etag_len + hlen + blen + 64 > c->max_size / 2 ||
-	    etag_len > UINT16_MAX)
+	if (cache_put_need(c, klen, etag_len, hlen, blen) == 0)
 		return (1);
 	op = cache_op_new(CO_PUT, key, klen, idlen + 1 + etag_len + 1 +
 	    hlen + 1 + blen);
