@@ -136,8 +136,8 @@ int	cache_owner_put(struct cache *, const void *key, size_t klen,
  * (and again when written).  A DELETE's own writes are not queued: it
  * waits for its guard (cache_delete_begin(), after which
  * cache_writer_forget_id() keeps the id's queued stores from being seen
- * or written),
- * and its tombstone answers the next GET (cache_delete_end()).
+ * or written), and its tombstone answers the next GET
+ * (cache_delete_end()).
  */
 int	cache_put_later(struct cache *, const void *key, size_t klen,
 	    const struct cache_guard *, int status, const char *etag,

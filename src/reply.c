@@ -58,8 +58,8 @@ reply_phrase(int status)
 	case 403: return ("Forbidden");
 	case 404: return ("Not Found");
 	case 405: return ("Method Not Allowed");
-	case 413: return ("Payload Too Large");
 	case 409: return ("Conflict");
+	case 413: return ("Payload Too Large");
 	case 417: return ("Expectation Failed");
 	case 429: return ("Too Many Requests");
 	case 431: return ("Request Header Fields Too Large");

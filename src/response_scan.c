@@ -76,8 +76,8 @@ response_scan_string(void *ctx, const unsigned char *v, size_t len)
 	if (s->depth == 1) {
 		switch (s->key) {
 		case RS_ID:
-			if (len <= ROUTE_ID_MAX &&
-			    route_valid_id((const char *)v, len)) {
+			/* Valid, it fits: at most ROUTE_ID_MAX bytes. */
+			if (route_valid_id((const char *)v, len)) {
 				memcpy(s->info->id, v, len);
 				s->info->id[len] = '\0';
 			}
