@@ -55,4 +55,17 @@ fmt_u64_0(char *p, const char *end, uint64_t v, size_t width)
 	return (fmt_mem(p, end, tmp + sizeof tmp - n, n));
 }
 
+/* v in lower-case hexadecimal, as a chunk's size line has it. */
+static inline char *
+fmt_hex(char *p, const char *end, uint64_t v)
+{
+	char	tmp[16];
+	size_t	n = 0;
+
+	do
+		tmp[sizeof tmp - ++n] = "0123456789abcdef"[v & 0xf];
+	while ((v >>= 4) != 0);
+	return (fmt_mem(p, end, tmp + sizeof tmp - n, n));
+}
+
 #endif

@@ -122,6 +122,7 @@ struct proxy_req {
 	void			*sent;		/* a DELETE's body, our own copy */
 	int			 raw;		/* relayed as bytes, not events */
 	int			 cut;		/* its stream ends mid-event */
+	int			 drain_cb;	/* evhttp has proxy_stream_drained */
 	size_t			 relayed;	/* stream bytes sent on */
 	char			 tail[4];	/* the last of them */
 	struct sse		*sse;		/* a streamed create's events */

@@ -116,11 +116,18 @@ proxy_stream_data(struct proxy_req *pr, const char *p, size_t len)
 			proxy_req_set_state(pr, PR_PAUSED);
 		return (UPSTREAM_PAUSE);
 	}
-	chunk = xevbuffer_new();
-	evbuffer_add(chunk, p, len);
-	evhttp_send_reply_chunk_with_cb(pr->req, chunk, proxy_stream_drained,
-	    pr);
-	evbuffer_free(chunk);
+	/*
+	 * Straight to the socket once evhttp knows to call
+	 * proxy_stream_drained when what is queued is out.
+	 */
+	if (!pr->drain_cb || !reply_chunk_direct(pr->req, p, len)) {
+		chunk = xevbuffer_new();
+		evbuffer_add(chunk, p, len);
+		evhttp_send_reply_chunk_with_cb(pr->req, chunk,
+		    proxy_stream_drained, pr);
+		evbuffer_free(chunk);
+		pr->drain_cb = 1;
+	}
 	proxy_stream_tail(pr, p, len);
 	/* Relay first: reading the stream adds no delay to it. */
 	if (pr->sse != NULL)

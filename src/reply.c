@@ -28,6 +28,7 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include "fmt.h"
 #include "log.h"
 #include "reply.h"
 #include "xmalloc.h"
@@ -241,6 +242,60 @@ reply_direct_done(struct bufferevent *bev)
 	 */
 	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 		bufferevent_trigger(bev, EV_WRITE, 0);
+}
+
+/*
+ * Like reply_direct(), for a chunk: with nothing queued, the chunk goes
+ * to the socket in one writev and evhttp never sets write interest for
+ * it (two epoll_ctl and a loop turn per relayed event, else).  The rest,
+ * if the socket does not take it all, is queued where evhttp's own
+ * chunks go: the bufferevent writes it, and its write callback (the one
+ * evhttp_send_reply_chunk_with_cb() set last) runs once all is out.
+ */
+int
+reply_chunk_direct(struct evhttp_request *req, const void *p, size_t len)
+{
+	static const char	 crlf[] = "\r\n";
+	struct bufferevent	*bev;
+	struct evbuffer		*out;
+	struct iovec		 iov[3];
+	char			 size[24], *e;
+	ssize_t			 n;
+	size_t			 i, skip;
+
+	if (!req->chunked || len == 0 ||
+	    evhttp_request_get_connection(req) == NULL)
+		return (0);
+	bev = evhttp_connection_get_bufferevent(
+	    evhttp_request_get_connection(req));
+	out = bufferevent_get_output(bev);
+	if (evbuffer_get_length(out) != 0)
+		return (0);
+	e = fmt_hex(size, size + sizeof size, len);
+	e = fmt_lit(e, size + sizeof size, "\r\n");
+	iov[0].iov_base = size;
+	iov[0].iov_len = (size_t)(e - size);
+	iov[1].iov_base = (void *)(uintptr_t)p;
+	iov[1].iov_len = len;
+	iov[2].iov_base = (void *)(uintptr_t)crlf;
+	iov[2].iov_len = 2;
+	do
+		n = writev(bufferevent_getfd(bev), iov, 3);
+	while (n == -1 && errno == EINTR);
+	/* A full socket, or an error its next write meets again. */
+	skip = n < 0 ? 0 : (size_t)n;
+	for (i = 0; i < 3; i++) {
+		if (skip >= iov[i].iov_len) {
+			skip -= iov[i].iov_len;
+			continue;
+		}
+		if (evbuffer_add(out, (char *)iov[i].iov_base + skip,
+		    iov[i].iov_len - skip) == -1)
+			fatalx("out of memory");
+		skip = 0;
+	}
+	/* Queued: evhttp left write enabled, so the bufferevent writes it. */
+	return (1);
 }
 
 /*

@@ -53,6 +53,14 @@ void	reply_direct(struct evhttp_request *, int status, const char *head,
 void	reply_direct_done(struct bufferevent *);
 
 /*
+ * One chunk of a reply evhttp_send_reply_start() made chunked, written
+ * straight to the socket when nothing is queued before it; what the
+ * socket does not take is queued behind.  0 if it did nothing (not
+ * chunked, or bytes queued already): evhttp_send_reply_chunk() then.
+ */
+int	reply_chunk_direct(struct evhttp_request *, const void *, size_t);
+
+/*
  * Call fn(arg, req, status, body length) after each answer evhttp makes
  * itself on this thread (a request it could not read), so that it is
  * logged and counted like the others.
