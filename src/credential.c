@@ -68,12 +68,8 @@ keyring_strdup(const char *s)
 	return (xstrdup(s));
 }
 
-/*
- * Read a key file into cr->auth: the first line, surrounding blanks
- * trimmed.  Returns -1 and *cause if it cannot be read or holds no key.
- */
-static int
-keyring_read_key(struct credential *cr, const char *file, char **cause)
+int
+secret_read(const char *what, const char *file, char **out, char **cause)
 {
 	struct stat	 st;
 	const char	*dir;
@@ -81,24 +77,24 @@ keyring_read_key(struct credential *cr, const char *file, char **cause)
 	ssize_t		 n;
 	int		 fd;
 
+	*out = NULL;
 	dir = getenv("CREDENTIALS_DIRECTORY");
 	if (file[0] != '/' && dir != NULL && *dir != '\0')
 		xasprintf(&path, "%s/%s", dir, file);
 	else
 		path = keyring_strdup(file);
-	/* read(2) into our buffer: no stdio copy of the key is left. */
+	/* read(2) into our buffer: no stdio copy of the secret is left. */
 	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) == -1) {
 		/* A key written where its file's name belongs is not shown. */
-		xasprintf(cause, "[credential %s] key_file %s: %s",
-		    cr->name, strncmp(file, "sk-", 3) == 0 ? "(it looks like "
-		    "a key, not the name of a file holding one)" : path,
-		    strerror(errno));
+		xasprintf(cause, "%s %s: %s", what, strncmp(file, "sk-", 3) ==
+		    0 ? "(it looks like a key, not the name of a file holding "
+		    "one)" : path, strerror(errno));
 		free(path);
 		return (-1);
 	}
 	if (fstat(fd, &st) == 0 && (st.st_mode & 0044) != 0)
-		log_warnx("key file %s is readable by other users; "
-		    "chmod 600 it", path);
+		log_warnx("%s %s is readable by other users; chmod 600 it",
+		    what, path);
 	n = read(fd, buf, sizeof buf - 1);
 	close(fd);
 	buf[n > 0 ? n : 0] = '\0';
@@ -109,19 +105,47 @@ keyring_read_key(struct credential *cr, const char *file, char **cause)
 	while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
 		e--;
 	*e = '\0';
-	if (*s == '\0' || strpbrk(s, " \t") != NULL ||
-	    strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	    "0123456789-_.:+/=") != strlen(s)) {
+	for (e = s; *e > ' ' && *e < 0x7f; e++)
+		;
+	if (*s == '\0' || *e != '\0') {
 		OPENSSL_cleanse(buf, sizeof buf);
-		xasprintf(cause, "[credential %s] key_file %s: no key on "
-		    "its first line", cr->name, path);
+		xasprintf(cause, "%s %s: no secret on its first line (one "
+		    "word of printable ASCII)", what, path);
 		free(path);
 		return (-1);
 	}
-	xasprintf(&cr->auth, "Bearer %s", s);
+	*out = xstrdup(s);
 	OPENSSL_cleanse(buf, sizeof buf);
 	free(path);
 	return (0);
+}
+
+/*
+ * Read a key file into cr->auth: the first line, surrounding blanks
+ * trimmed.  Returns -1 and *cause if it cannot be read or holds no key.
+ */
+static int
+keyring_read_key(struct credential *cr, const char *file, char **cause)
+{
+	char	*what, *key;
+	int	 ok;
+
+	xasprintf(&what, "[credential %s] key_file", cr->name);
+	if (secret_read(what, file, &key, cause) == -1) {
+		free(what);
+		return (-1);
+	}
+	ok = strspn(key, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	    "0123456789-_.:+/=") == strlen(key);
+	if (ok)
+		xasprintf(&cr->auth, "Bearer %s", key);
+	else
+		xasprintf(cause, "%s %s: no key on its first line", what,
+		    file);
+	OPENSSL_cleanse(key, strlen(key));
+	free(key);
+	free(what);
+	return (ok ? 0 : -1);
 }
 
 static int

@@ -53,6 +53,15 @@ struct keyring {
  * set, as systemd's LoadCredential= provides it).  Returns NULL and
  * *cause (caller frees; never holding a key) on failure.
  */
+/*
+ * A secret's file (a name without a slash is looked up in
+ * $CREDENTIALS_DIRECTORY when set): its first line, blanks trimmed, one
+ * word of printable ASCII, into *out (the caller wipes and frees it).
+ * what names the setting in *cause and in the warning about a file
+ * others may read; the secret itself is never in either.
+ */
+int		 secret_read(const char *what, const char *file, char **out,
+		    char **cause);
 struct keyring	*keyring_load(const struct conf *, char **cause);
 struct keyring	*keyring_ref(struct keyring *);
 /* Drop a reference; the last one wipes the keys from memory and frees. */
