@@ -8,6 +8,11 @@
  */
 #include "config.h"
 
+#include <sys/types.h>
+#include <sys/socket.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -67,6 +72,11 @@ static const struct conf_key conf_keys[] = {
 	K("cache", "max_size", CT_SIZE, cache_max_size, CW_RESTART),
 	K("cache", "ttl", CT_SECONDS, cache_ttl, CW_RESTART),
 	K("cache", "tombstone_ttl", CT_SECONDS, tombstone_ttl, CW_RESTART),
+	K("shared", "redis", CT_OPTSTRING, shared_redis, CW_RESTART),
+	K("shared", "password_file", CT_OPTSTRING, shared_password_file,
+	    CW_RESTART),
+	K("shared", "timeout", CT_SECONDS, shared_timeout, CW_RESTART),
+	K("shared", "prefix", CT_STRING, shared_prefix, CW_RESTART),
 	K("log", "level", CT_LEVEL, log_level, CW_RELOAD),
 	K("log", "log_format", CT_FORMAT, log_json, CW_RESTART),
 	K("log", "access_log", CT_STRING, access_log, CW_RESTART),
@@ -121,6 +131,8 @@ conf_init(struct conf *c)
 	c->cache_max_size = (size_t)1024 * 1024 * 1024;
 	c->cache_ttl = 0;
 	c->tombstone_ttl = 60;
+	c->shared_timeout = 0.005;
+	c->shared_prefix = conf_strdup("respcache:");
 	c->log_level = LOG_INFO;
 	c->access_log = conf_strdup("stderr");
 	c->error_log = conf_strdup("stderr");
@@ -154,6 +166,11 @@ conf_free(struct conf *c)
 	free(c->upstream_url);
 	free(c->upstream_key_file);
 	free(c->cache_dir);
+	free(c->shared_redis);
+	free(c->shared_password_file);
+	free(c->shared_prefix);
+	free(c->shared_host);
+	free(c->shared_unix);
 	memset(c, 0, sizeof *c);
 }
 
@@ -447,6 +464,102 @@ conf_load(struct conf *c, const char *path, char **cause)
 	return (-1);
 }
 
+/*
+ * [shared] redis: "redis://HOST[:PORT][/DB]" or "unix:PATH".  HOST is
+ * resolved here, once, so that no worker ever waits on a name lookup
+ * (hiredis resolves with getaddrinfo(), which blocks).  A password in
+ * the URL is refused: it belongs in password_file, kept out of logs.
+ */
+static int
+conf_check_shared(struct conf *c, char **cause)
+{
+	struct addrinfo	 hints, *res = NULL;
+	const char	*u = c->shared_redis, *h, *e, *slash;
+	char		*host = NULL, addr[INET6_ADDRSTRLEN], *end;
+	long		 n;
+	int		 rc;
+
+	free(c->shared_host);
+	free(c->shared_unix);
+	c->shared_host = c->shared_unix = NULL;
+	c->shared_port = 6379;
+	c->shared_db = 0;
+	if (c->shared_timeout <= 0) {
+		*cause = conf_fmt("[shared] timeout must be greater than 0");
+		return (-1);
+	}
+	if (u == NULL)
+		return (0);
+	if (strncmp(u, "unix:", 5) == 0) {
+		if (u[5] == '\0' || strlen(u + 5) > 100) {
+			*cause = conf_fmt("[shared] redis: \"%s\" names no "
+			    "socket (unix:/path/to/redis.sock)", u);
+			return (-1);
+		}
+		c->shared_unix = conf_strdup(u + 5);
+		return (0);
+	}
+	if (strncmp(u, "redis://", 8) != 0) {
+		*cause = conf_fmt("[shared] redis: \"%s\" is not redis://HOST"
+		    "[:PORT][/DB] nor unix:PATH (for TLS, see README)", u);
+		return (-1);
+	}
+	h = u + 8;
+	slash = h + strcspn(h, "/");
+	if (memchr(h, '@', (size_t)(slash - h)) != NULL) {
+		*cause = conf_fmt("[shared] redis: the URL holds a user or "
+		    "password; put the password in [shared] password_file");
+		return (-1);
+	}
+	if (*h == '[') {
+		if ((e = memchr(h, ']', (size_t)(slash - h))) == NULL)
+			goto bad;
+		host = conf_fmt("%.*s", (int)(e - h - 1), h + 1);
+		e++;
+	} else {
+		e = h + strcspn(h, ":/");
+		host = conf_fmt("%.*s", (int)(e - h), h);
+	}
+	if (*host == '\0')
+		goto bad;
+	if (*e == ':') {
+		n = strtol(e + 1, &end, 10);
+		if (end == e + 1 || end != slash || n < 1 || n > 65535)
+			goto bad;
+		c->shared_port = (int)n;
+	} else if (e != slash)
+		goto bad;
+	if (*slash == '/' && slash[1] != '\0') {
+		n = strtol(slash + 1, &end, 10);
+		if (*end != '\0' || n < 0 || n > 100000)
+			goto bad;
+		c->shared_db = (int)n;
+	}
+	memset(&hints, 0, sizeof hints);
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	if ((rc = getaddrinfo(host, NULL, &hints, &res)) != 0) {
+		*cause = conf_fmt("[shared] redis: cannot resolve %s: %s",
+		    host, gai_strerror(rc));
+		free(host);
+		return (-1);
+	}
+	rc = getnameinfo(res->ai_addr, res->ai_addrlen, addr, sizeof addr,
+	    NULL, 0, NI_NUMERICHOST);
+	freeaddrinfo(res);
+	free(host);
+	host = NULL;
+	if (rc != 0)
+		goto bad;
+	c->shared_host = conf_strdup(addr);
+	return (0);
+bad:
+	free(host);
+	*cause = conf_fmt("[shared] redis: \"%s\" is not redis://HOST"
+	    "[:PORT][/DB] nor unix:PATH", u);
+	return (-1);
+}
+
 int
 conf_check(struct conf *c, char **cause)
 {
@@ -498,5 +611,7 @@ conf_check(struct conf *c, char **cause)
 		*cause = conf_fmt("[cache] max_size must be at least 16k");
 		return (-1);
 	}
+	if (conf_check_shared(c, cause) == -1)
+		return (-1);
 	return (conf_check_keys(c, cause));
 }

@@ -59,6 +59,17 @@ struct conf {
 	double	 cache_ttl;		/* 0: entries never expire */
 	double	 tombstone_ttl;		/* 0: no tombstones */
 
+	/* [shared] */
+	char	*shared_redis;		/* NULL: no shared tier */
+	char	*shared_password_file;	/* NULL: no AUTH */
+	double	 shared_timeout;	/* the longest a lookup waits */
+	char	*shared_prefix;		/* of every key it writes */
+	/* Parsed by conf_check() from shared_redis: */
+	char	*shared_host;		/* a numeric address, or NULL */
+	int	 shared_port;
+	char	*shared_unix;		/* a socket's path, or NULL */
+	int	 shared_db;
+
 	/* [log] */
 	int	 log_level;
 	int	 log_json;		/* access log lines as JSON */

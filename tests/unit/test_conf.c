@@ -54,6 +54,10 @@ static const struct {
 	{ "cache", "max_size", "2g", 1 },
 	{ "cache", "ttl", "60", 1 },
 	{ "cache", "tombstone_ttl", "0", 1 },
+	{ "shared", "redis", "redis://127.0.0.1:6380", 1 },
+	{ "shared", "password_file", "/etc/respcache/redis-password", 1 },
+	{ "shared", "timeout", "10ms", 1 },
+	{ "shared", "prefix", "fleet-a:", 1 },
 	{ "log", "level", "debug", 0 },
 	{ "log", "log_format", "json", 1 },
 	{ "log", "access_log", "off", 1 },
@@ -73,6 +77,64 @@ reload_conf(struct conf *c, const char *section, const char *key,
 		printf("# %s\n", cause);
 		abort();
 	}
+}
+
+/*
+ * [shared] redis as conf_check() reads it: its address (host "*": any,
+ * a name resolved), or a socket's path; both NULL: it refuses it.
+ */
+static void
+shared_url(const char *url, const char *host, int port, const char *unix_path,
+    int db)
+{
+	struct conf	 c;
+	char		*cause = NULL;
+	int		 rc;
+
+	conf_init(&c);
+	rc = conf_set(&c, "shared", "redis", url, &cause) == 0 ?
+	    conf_check(&c, &cause) : -1;
+	if (host == NULL && unix_path == NULL) {
+		ok(rc == -1 && cause != NULL && strstr(cause, "[shared]") != NULL,
+		    "shared: %s refused: %s", url, cause ? cause : "(none)");
+	} else
+		ok(rc == 0 && (host == NULL ? c.shared_host == NULL :
+		    c.shared_host != NULL && (strcmp(host, "*") == 0 ||
+		    strcmp(c.shared_host, host) == 0)) &&
+		    (unix_path == NULL ? c.shared_unix == NULL :
+		    c.shared_unix != NULL &&
+		    strcmp(c.shared_unix, unix_path) == 0) &&
+		    c.shared_port == port && c.shared_db == db,
+		    "shared: %s", url);
+	free(cause);
+	conf_free(&c);
+}
+
+static void
+test_shared(void)
+{
+	struct conf	 c;
+	char		*cause = NULL;
+
+	conf_init(&c);
+	ok(conf_check(&c, &cause) == 0 && c.shared_redis == NULL &&
+	    c.shared_host == NULL && c.shared_timeout == 0.005 &&
+	    strcmp(c.shared_prefix, "respcache:") == 0,
+	    "shared: off by default; timeout 5 ms, prefix respcache:");
+	conf_free(&c);
+	shared_url("redis://127.0.0.1", "127.0.0.1", 6379, NULL, 0);
+	shared_url("redis://127.0.0.1:6380/2", "127.0.0.1", 6380, NULL, 2);
+	shared_url("redis://[::1]:7000/", "::1", 7000, NULL, 0);
+	shared_url("redis://localhost:6379/1", "*", 6379, NULL, 1);
+	shared_url("unix:/run/redis/redis.sock", NULL, 6379,
+	    "/run/redis/redis.sock", 0);
+	shared_url("redis://:secret@127.0.0.1:6379", NULL, 0, NULL, 0);
+	shared_url("rediss://127.0.0.1:6379", NULL, 0, NULL, 0);
+	shared_url("redis://127.0.0.1:0", NULL, 0, NULL, 0);
+	shared_url("redis://127.0.0.1:6379/x", NULL, 0, NULL, 0);
+	shared_url("redis://", NULL, 0, NULL, 0);
+	shared_url("unix:", NULL, 0, NULL, 0);
+	shared_url("redis://no-such-host.invalid", NULL, 0, NULL, 0);
 }
 
 static void
@@ -234,5 +296,6 @@ main(void)
 	conf_free(&c);
 
 	test_reload();
+	test_shared();
 	return (done_testing());
 }
