@@ -98,11 +98,24 @@ admin_healthz(struct admin *a, struct evhttp_request *req)
 	admin_json(req, 200, json_pack("{s:s}", "status", "ok"));
 }
 
+/*
+ * Ready unless draining.  The shared tier, when configured, is told but
+ * never makes a node unready: without it a node serves from its own cache
+ * and the upstream.
+ */
 static void
 admin_readyz(struct admin *a, struct evhttp_request *req)
 {
-	admin_json(req, a->draining ? 503 : 200, json_pack("{s:s}", "status",
-	    a->draining ? "draining" : "ready"));
+	json_t	*o;
+	int	 conf, up;
+
+	o = json_pack("{s:s}", "status", a->draining ? "draining" : "ready");
+	metrics_shared_state(&conf, &up);
+	if (conf > 0)
+		json_object_set_new(o, "shared", json_pack("{s:s,s:i,s:i}",
+		    "redis", up == conf ? "up" : up > 0 ? "partly up" : "down",
+		    "connections_up", up, "connections", conf));
+	admin_json(req, a->draining ? 503 : 200, o);
 }
 
 static void

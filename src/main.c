@@ -331,6 +331,7 @@ main(int argc, char **argv)
 	struct server			 sv;
 	sigset_t			 all, old;
 	char				*cause = NULL, name[80], aname[80];
+	char				*shared_pw = NULL;
 	int				*fds, admin_fd = -1, nfds, ch, i;
 	int				 test = 0;
 
@@ -451,9 +452,18 @@ main(int argc, char **argv)
 	if ((sv.drained_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1)
 		fatalx("eventfd: %s", strerror(errno));
 	flights = coalesce_new();
+	if (conf.shared_redis != NULL && conf.shared_password_file != NULL &&
+	    secret_read("[shared] password_file", conf.shared_password_file,
+	    &shared_pw, &cause) == -1)
+		fatalx("%s", cause);
 	for (i = 0; i < sv.nworkers; i++)
 		sv.workers[i] = worker_new(i, &conf, cache, flights, keys,
-		    fds[i], sv.drained_fd);
+		    shared_pw, fds[i], sv.drained_fd);
+	/* Each worker's connection keeps its own copy. */
+	if (shared_pw != NULL) {
+		explicit_bzero(shared_pw, strlen(shared_pw));
+		free(shared_pw);
+	}
 	/* Each worker holds its own: rotated keys leave memory with them. */
 	keyring_unref(keys);
 	listener_name(fds[0], name, sizeof name);

@@ -45,11 +45,17 @@ struct metrics {
 	int64_t			 inflight;
 	int64_t			 streams;
 	int64_t			 states[MS_COUNT];
+	uint64_t		 shared[MSH_COUNT];
+	int64_t			 shared_conf;
+	int64_t			 shared_up;
 	struct metrics		*next;
 };
 
 static const char *const metrics_state_names[MS_COUNT] = {
-	"waiting", "fetching", "streaming", "paused", "orphaned"
+	"waiting", "fetching", "streaming", "paused", "orphaned", "shared"
+};
+static const char *const metrics_shared_names[MSH_COUNT] = {
+	"hit", "miss", "timeout", "error", "stored", "refused"
 };
 
 static pthread_mutex_t	 metrics_mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -83,7 +89,7 @@ static const char *const metrics_method_names[MM_COUNT] = {
 	"GET", "POST", "DELETE", "other"
 };
 static const char *const metrics_cache_names[MC_COUNT] = {
-	"hit", "miss", "coalesced", "bypass"
+	"hit", "miss", "coalesced", "bypass", "shared"
 };
 static const char *const metrics_uperr_names[MU_COUNT] = {
 	"connect", "timeout", "tls", "protocol"
@@ -191,6 +197,41 @@ metrics_state(struct metrics *m, enum metrics_state s, int delta)
 {
 	if (m != NULL)
 		BUMP(&m->states[s], delta);
+}
+
+void
+metrics_shared(struct metrics *m, enum metrics_shared r)
+{
+	if (m != NULL)
+		BUMP(&m->shared[r], 1);
+}
+
+void
+metrics_shared_conf(struct metrics *m, int on)
+{
+	if (m != NULL)
+		__atomic_store_n(&m->shared_conf, on, __ATOMIC_RELAXED);
+}
+
+void
+metrics_shared_up(struct metrics *m, int up)
+{
+	if (m != NULL)
+		__atomic_store_n(&m->shared_up, up, __ATOMIC_RELAXED);
+}
+
+void
+metrics_shared_state(int *conf, int *up)
+{
+	struct metrics	*m;
+
+	*conf = *up = 0;
+	pthread_mutex_lock(&metrics_mtx);
+	for (m = metrics_all; m != NULL; m = m->next) {
+		*conf += (int)READ(&m->shared_conf);
+		*up += (int)READ(&m->shared_up);
+	}
+	pthread_mutex_unlock(&metrics_mtx);
 }
 
 void
@@ -323,6 +364,10 @@ metrics_render(struct evbuffer *b, const struct cache_stats *cs, int workers)
 		sum->streams += READ(&m->streams);
 		for (i = 0; i < MS_COUNT; i++)
 			sum->states[i] += READ(&m->states[i]);
+		for (i = 0; i < MSH_COUNT; i++)
+			sum->shared[i] += READ(&m->shared[i]);
+		sum->shared_conf += READ(&m->shared_conf);
+		sum->shared_up += READ(&m->shared_up);
 	}
 	pthread_mutex_unlock(&metrics_mtx);
 
@@ -380,6 +425,28 @@ metrics_render(struct evbuffer *b, const struct cache_stats *cs, int workers)
 		evbuffer_add_printf(b, "respcache_requests_by_state{state="
 		    "\"%s\"} %lld\n", metrics_state_names[i],
 		    (long long)sum->states[i]);
+	if (sum->shared_conf > 0) {
+		metrics_one(b, "shared_up", "gauge", "1 while every worker's "
+		    "connection to the shared tier (Redis) is up.",
+		    sum->shared_up == sum->shared_conf ? 1LL : 0LL);
+		metrics_one(b, "shared_connections", "gauge", "Workers' "
+		    "connections to the shared tier that are up.",
+		    (long long)sum->shared_up);
+		metrics_head(b, "shared_lookups_total", "counter", "Lookups "
+		    "in the shared tier by result, and failed exchanges "
+		    "(error).");
+		for (i = 0; i < MSH_STORED; i++)
+			evbuffer_add_printf(b, "respcache_shared_lookups_total"
+			    "{result=\"%s\"} %llu\n", metrics_shared_names[i],
+			    (unsigned long long)sum->shared[i]);
+		metrics_head(b, "shared_stores_total", "counter", "Stores in "
+		    "the shared tier: written, or refused because the id was "
+		    "deleted meanwhile.");
+		for (i = MSH_STORED; i < MSH_COUNT; i++)
+			evbuffer_add_printf(b, "respcache_shared_stores_total"
+			    "{result=\"%s\"} %llu\n", metrics_shared_names[i],
+			    (unsigned long long)sum->shared[i]);
+	}
 	free(sum);
 
 	metrics_one(b, "cache_entries", "gauge", "Entries in the cache.",

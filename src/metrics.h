@@ -19,6 +19,7 @@ enum metrics_cache {
 	MC_MISS,		/* fetched upstream, maybe stored */
 	MC_COALESCED,		/* got the answer of a fetch in flight */
 	MC_BYPASS,		/* not a cacheable request */
+	MC_SHARED,		/* answered from the shared tier */
 	MC_COUNT
 };
 
@@ -45,7 +46,14 @@ enum metrics_listener {
 /* What a request in the proxy's hands is doing (proxy_int.h's states). */
 enum metrics_state {
 	MS_WAITING, MS_FETCHING, MS_STREAMING, MS_PAUSED, MS_ORPHANED,
-	MS_COUNT
+	MS_SHARED, MS_COUNT
+};
+
+/* What a lookup in the shared tier came to, or a failed exchange. */
+enum metrics_shared {
+	MSH_HIT, MSH_MISS, MSH_TIMEOUT, MSH_ERROR,
+	MSH_STORED, MSH_REFUSED,	/* stores: written; the id deleted */
+	MSH_COUNT
 };
 
 struct metrics;
@@ -67,6 +75,12 @@ void	metrics_inflight(struct metrics *, int delta);
 void	metrics_streams(struct metrics *, int delta);
 /* Requests in a state: +1 or -1. */
 void	metrics_state(struct metrics *, enum metrics_state, int delta);
+void	metrics_shared(struct metrics *, enum metrics_shared);
+/* This worker's connection to the shared tier: configured; up. */
+void	metrics_shared_conf(struct metrics *, int on);
+void	metrics_shared_up(struct metrics *, int up);
+/* From any thread: workers with a connection to the shared tier; up. */
+void	metrics_shared_state(int *conf, int *up);
 
 /* Process-wide, from the main thread. */
 void	metrics_reload(int ok);

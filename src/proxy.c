@@ -41,6 +41,7 @@
 #include "proxy.h"
 #include "proxy_int.h"
 #include "reply.h"
+#include "shared.h"
 #include "sse.h"
 #include "upstream.h"
 #include "xmalloc.h"
@@ -51,7 +52,7 @@ static struct log_limit	proxy_lim_watch;
 static uint64_t		proxy_serial;
 
 static const char *const proxy_result_names[MC_COUNT] = {
-	"hit", "miss", "coalesced", "bypass"
+	"hit", "miss", "coalesced", "bypass", "shared"
 };
 
 double
@@ -78,7 +79,7 @@ proxy_xcache(struct evkeyvalq *out, const char *what)
 
 /* The states the metrics count requests in (metrics.h). */
 static const int proxy_state_gauge[PR_NSTATES] = {
-	[PR_STARTED] = -1, [PR_WAITING] = MS_WAITING,
+	[PR_STARTED] = -1, [PR_WAITING] = MS_WAITING, [PR_SHARED] = MS_SHARED,
 	[PR_FETCHING] = MS_FETCHING, [PR_STREAMING] = MS_STREAMING,
 	[PR_PAUSED] = MS_PAUSED, [PR_ORPHANED] = MS_ORPHANED,
 	[PR_FINISHED] = -1
@@ -162,7 +163,7 @@ proxy_req_count(struct proxy_req *pr, int status, size_t bytes)
 	e.status = status;
 	e.cache = proxy_result_names[pr->result];
 	e.upstream_status = pr->result != MC_COALESCED &&
-	    pr->result != MC_HIT ? pr->status : 0;
+	    pr->result != MC_HIT && pr->result != MC_SHARED ? pr->status : 0;
 	e.upstream_secs = pr->ureq != NULL ? now - pr->ut0 : pr->usecs;
 	e.bytes = bytes;
 	if ((e.request_id = pr->rid) == NULL && pr->req != NULL)
@@ -180,6 +181,8 @@ proxy_req_finish(struct proxy_req *pr, int status, size_t bytes)
 	size_t			 i;
 
 	proxy_req_set_state(pr, PR_FINISHED);
+	shared_get_cancel(pr->sget);
+	pr->sget = NULL;
 	if (pr->ureq != NULL) {
 		pr->usecs = proxy_clock() - pr->ut0;
 		upstream_abort(pr->ureq);
@@ -541,6 +544,9 @@ proxy_handle(struct evhttp_request *req, void *arg)
 			return;
 		}
 		pr->result = MC_MISS;
+		/* The fleet may have it: the shared tier, then upstream. */
+		if (proxy_ask_shared(pr))
+			return;
 	}
 	proxy_forward(pr);	/* pr may be gone */
 }
@@ -553,6 +559,7 @@ proxy_new(struct evhttp *http, const struct proxy_env *env)
 	px = xcalloc(1, sizeof *px);
 	px->cache = env->cache;
 	px->up = env->up;
+	px->shared = env->shared;
 	px->keys = keyring_ref(env->keys);
 	px->flights = env->flights;
 	px->box = env->box;

@@ -357,6 +357,7 @@ proxy_delete_begin(struct proxy_req *pr)
 	    cache_purge_id(pr->px->cache, pr->route.id, 0) == -1)
 		return (-1);
 	cache_writer_forget_id(pr->px->cache, pr->route.id);
+	proxy_unshare(pr, pr->route.id);
 	return (0);
 }
 
@@ -382,8 +383,10 @@ proxy_delete_end(struct proxy_req *pr, int status)
 	/* Not queued: its tombstone answers the next GET of the id. */
 	cache_delete_end(px->cache, pr->route.id, status < 300,
 	    px->tombstone_ttl, now);
-	if (status < 300)	/* the guard kept any new one out: a backstop */
+	if (status < 300) {	/* the guard kept any new one out: a backstop */
 		cache_purge_id_later(px->cache, pr->route.id, 0);
+		proxy_unshare(pr, pr->route.id);
+	}
 	if (status == 404 && px->tombstone_ttl > 0) {
 		body = proxy_not_found_body("Response", pr->route.id);
 		key = route_id_prefix(pr->who.tenant, RK_TOMBSTONE,
@@ -429,6 +432,7 @@ proxy_put(struct proxy_req *pr, const char *key, size_t klen,
 	struct evkeyval		*h;
 	struct evbuffer		*hb;
 	struct cache_guard	 g;
+	time_t			 now = time(NULL);
 	int			 rc;
 
 	hb = xevbuffer_new();
@@ -445,7 +449,11 @@ proxy_put(struct proxy_req *pr, const char *key, size_t klen,
 	g.since = pr->since;
 	rc = cache_put_later(pr->px->cache, key, klen, &g, 200, etag,
 	    strlen(etag), (const char *)evbuffer_pullup(hb, -1),
-	    evbuffer_get_length(hb), body, len, time(NULL));
+	    evbuffer_get_length(hb), body, len, now);
+	if (rc == 0)
+		proxy_share(pr, id, key, klen, etag,
+		    (const char *)evbuffer_pullup(hb, -1),
+		    evbuffer_get_length(hb), body, len, now);
 	evbuffer_free(hb);
 	return (rc == 0);
 }

@@ -163,7 +163,7 @@ proxy_end_fetch(struct proxy_req *pr, const struct coalesce_answer *a)
 }
 
 /* Answer this request's client, if still there, and all who waited.  Ends pr. */
-static void
+void
 proxy_answer(struct proxy_req *pr, const struct coalesce_answer *a)
 {
 	proxy_end_fetch(pr, a);

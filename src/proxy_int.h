@@ -40,8 +40,9 @@ struct sse;
 /*
  * Where a request is.  The legal moves (proxy_state.c):
  *
- *   STARTED  -> WAITING | FETCHING | FINISHED
+ *   STARTED  -> WAITING | SHARED | FETCHING | FINISHED
  *   WAITING  -> FETCHING (the fetch ended with nothing to share) | FINISHED
+ *   SHARED   -> FETCHING (not there, or no answer in time) | FINISHED
  *   FETCHING -> STREAMING | ORPHANED | FINISHED
  *   STREAMING <-> PAUSED;  STREAMING | PAUSED -> FINISHED
  *   ORPHANED -> FINISHED
@@ -49,6 +50,7 @@ struct sse;
 enum proxy_state {
 	PR_STARTED,	/* read, routed, looked up: no event is pending */
 	PR_WAITING,	/* on another request's fetch of the same key */
+	PR_SHARED,	/* asking the shared tier; others may wait on it */
 	PR_FETCHING,	/* its upstream request is out; the answer is held */
 	PR_STREAMING,	/* the answer is relayed to the client as it comes */
 	PR_PAUSED,	/* as STREAMING, the upstream held: the client is behind */
@@ -76,6 +78,7 @@ struct proxy {
 	struct keyring		*keys;		/* the newest; requests hold theirs */
 	struct coalesce		*flights;	/* fetches others may wait on */
 	struct coalesce_box	*box;		/* this loop's, for waiting */
+	struct shared		*shared;	/* this loop's, or NULL */
 	struct metrics		*metrics;
 	struct accesslog	*alog;
 	struct timeval		 client_tv;
@@ -101,6 +104,7 @@ struct proxy_req {
 	int			 watching;	/* proxy_client_closed is set */
 	struct coalesce_fetch	*fetch;		/* others may wait on ours */
 	struct coalesce_waiter	 waiter;	/* or we wait on another's */
+	struct shared_get	*sget;		/* SHARED: its lookup */
 	struct route		 route;
 	struct keyring		*keys;		/* as the request began */
 	int			 keys_held;	/* a reference: it went async */
@@ -198,16 +202,35 @@ void	proxy_stream_event(void *, const char *, const char *, size_t);
 void	proxy_own(struct proxy_req *, const char *id);
 
 /* proxy_fetch.c */
-/* WAITING or STARTED -> FETCHING: the upstream request goes out.  May end pr. */
+/*
+ * STARTED, WAITING or SHARED -> FETCHING: the upstream request goes out.
+ * May end pr.
+ */
 void	proxy_forward(struct proxy_req *);
 /* coalesce waiter: the fetch this request waited on is over.  Ends pr or forwards. */
 void	proxy_waited(struct coalesce_waiter *, const struct coalesce_answer *);
 /* Those waiting on this request's fetch get a (or NULL: fetch their own). */
 void	proxy_end_fetch(struct proxy_req *, const struct coalesce_answer *);
+/* Answer the client, if still there, and all who waited.  Ends pr. */
+void	proxy_answer(struct proxy_req *, const struct coalesce_answer *);
 /* Copy the upstream headers that go back to the client into out. */
 void	proxy_copy_resp_headers(struct proxy_req *, struct evkeyvalq *);
 /* 1 if name is in a NULL-terminated list (case-insensitive). */
 int	proxy_in_list(const char *name, const char *const *list);
+
+/* proxy_shared.c */
+/*
+ * STARTED -> SHARED: a cacheable GET this node missed asks the shared
+ * tier, and then answers, or forwards.  0 (pr untouched) if it cannot
+ * ask: no tier, or it is down.
+ */
+int	proxy_ask_shared(struct proxy_req *);
+/* What this node stores (status 200) goes to the shared tier too. */
+void	proxy_share(struct proxy_req *, const char *id, const char *key,
+	    size_t klen, const char *etag, const char *hdrs, size_t hlen,
+	    const char *body, size_t blen, time_t now);
+/* A DELETE of id: the shared tier forgets it, and refuses it back. */
+void	proxy_unshare(struct proxy_req *, const char *id);
 
 /* proxy_stream.c */
 /* FETCHING -> STREAMING: the reply starts.  May end pr. */

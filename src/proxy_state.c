@@ -14,6 +14,7 @@
 static const char *const proxy_state_names[PR_NSTATES] = {
 	[PR_STARTED] = "started",
 	[PR_WAITING] = "waiting",
+	[PR_SHARED] = "shared",
 	[PR_FETCHING] = "fetching",
 	[PR_STREAMING] = "streaming",
 	[PR_PAUSED] = "paused",
@@ -23,8 +24,10 @@ static const char *const proxy_state_names[PR_NSTATES] = {
 
 #define TO(s)	(1u << (s))
 static const unsigned proxy_state_moves[PR_NSTATES] = {
-	[PR_STARTED] = TO(PR_WAITING) | TO(PR_FETCHING) | TO(PR_FINISHED),
+	[PR_STARTED] = TO(PR_WAITING) | TO(PR_SHARED) | TO(PR_FETCHING) |
+	    TO(PR_FINISHED),
 	[PR_WAITING] = TO(PR_FETCHING) | TO(PR_FINISHED),
+	[PR_SHARED] = TO(PR_FETCHING) | TO(PR_FINISHED),
 	[PR_FETCHING] = TO(PR_STREAMING) | TO(PR_ORPHANED) | TO(PR_FINISHED),
 	[PR_STREAMING] = TO(PR_PAUSED) | TO(PR_FINISHED),
 	[PR_PAUSED] = TO(PR_STREAMING) | TO(PR_FINISHED),

@@ -31,6 +31,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "proxy.h"
+#include "shared.h"
 #include "upstream.h"
 #include "worker.h"
 #include "xmalloc.h"
@@ -44,6 +45,7 @@ struct worker {
 	struct evhttp			*http;
 	struct listener_accept		*la;
 	struct upstream			*up;
+	struct shared			*shared;	/* or NULL */
 	struct proxy			*px;
 	struct coalesce_box		*box;
 	struct metrics			*metrics;
@@ -65,12 +67,13 @@ static void	worker_mail(evutil_socket_t, short, void *);
 
 struct worker *
 worker_new(int id, const struct conf *c, struct cache *cache,
-    struct coalesce *flights, struct keyring *keys, int listen_fd,
-    int drained_fd)
+    struct coalesce *flights, struct keyring *keys, const char *shared_pw,
+    int listen_fd, int drained_fd)
 {
 	struct worker	*w;
 	struct event_config *evcfg;
 	struct proxy_env env;
+	struct shared_conf sc;
 	char		 who[32];
 
 	w = xcalloc(1, sizeof *w);
@@ -113,6 +116,22 @@ worker_new(int id, const struct conf *c, struct cache *cache,
 		w->metrics = metrics_new();
 	w->alog = accesslog_new(w->base);
 	memset(&env, 0, sizeof env);
+	/* A DELETE given up on may still take effect upstream meanwhile. */
+	env.delete_window = 2 * (c->connect_timeout + c->timeout);
+	if (c->shared_redis != NULL) {
+		memset(&sc, 0, sizeof sc);
+		sc.host = c->shared_host;
+		sc.port = c->shared_port;
+		sc.unix_path = c->shared_unix;
+		sc.db = c->shared_db;
+		sc.password = shared_pw;
+		sc.prefix = c->shared_prefix;
+		sc.timeout = c->shared_timeout;
+		sc.ttl = c->cache_ttl;
+		sc.mark_ttl = env.delete_window;
+		w->shared = shared_new(w->base, &sc, w->metrics);
+	}
+	env.shared = w->shared;
 	env.cache = cache;
 	env.flights = flights;
 	env.box = w->box;
@@ -122,8 +141,6 @@ worker_new(int id, const struct conf *c, struct cache *cache,
 	env.alog = w->alog;
 	env.client_tv = w->client_tv;
 	env.tombstone_ttl = c->tombstone_ttl;
-	/* A DELETE given up on may still take effect upstream meanwhile. */
-	env.delete_window = 2 * (c->connect_timeout + c->timeout);
 	/* A forwarded answer is relayed as it comes: silence ends it. */
 	env.forward_idle = c->timeout > c->stream_idle_timeout ? c->timeout :
 	    c->stream_idle_timeout;
@@ -276,6 +293,7 @@ worker_free(struct worker *w)
 	if (w->http != NULL)
 		evhttp_free(w->http);
 	proxy_free(w->px);
+	shared_free(w->shared);
 	upstream_free(w->up);
 	accesslog_free(w->alog);
 	coalesce_box_free(w->box);

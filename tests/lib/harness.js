@@ -1095,7 +1095,15 @@ function inState(px, state) {
 	return metric(px, 'respcache_requests_by_state', `{state="${state}"}`);
 }
 
+/* A process of a test's own (a redis-server): SIGKILLed if it outlives the test. */
+function track(proc) {
+	liveProcs.add(proc);
+	proc.on('exit', () => liveProcs.delete(proc));
+	return proc;
+}
+
 module.exports = {
+	track,
 	metric,
 	inState,
 	startUpstream,

@@ -1,0 +1,126 @@
+/*
+ * proxy_shared.c - the proxy's use of the shared tier (shared.h).
+ *
+ * A cacheable GET this node misses, and leads the fetch of (others on
+ * this node wait on it), asks the shared tier first (SHARED).  Found,
+ * the entry is answered to it and to those waiting, and kept in this
+ * node's cache too; not found, or not in [shared] timeout, the request
+ * goes upstream as it would have.  What this node stores goes to the
+ * shared tier as well, and a DELETE makes it forget the id.
+ */
+#include "config.h"
+
+#include <sys/queue.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "cache.h"
+#include "proxy_int.h"
+#include "shared.h"
+
+/* The longest stored header line an answer from the tier replays. */
+#define PROXY_SHARED_LINE	1100
+
+/* shared_got_fn: what the shared tier said of pr's key. */
+static void
+proxy_shared_got(void *arg, const struct cache_entry *e)
+{
+	struct proxy_req	*pr = arg;
+	struct cache_guard	 g;
+	struct coalesce_answer	 a;
+	struct evkeyvalq	 hdrs;
+	const char		*p, *end, *eol, *colon;
+	char			 line[PROXY_SHARED_LINE], val[32];
+	long			 secs;
+
+	pr->sget = NULL;
+	if (e == NULL) {
+		proxy_forward(pr);	/* pr may be gone */
+		return;
+	}
+	/* Kept here too, unless a DELETE of the id began since it asked. */
+	g.id = pr->route.id;
+	g.since = pr->since;
+	cache_put_later(pr->px->cache, pr->key, pr->klen, &g, e->status,
+	    e->etag, e->etag_len, e->hdrs, e->hdrs_len, e->body, e->body_len,
+	    e->stored_at);
+
+	TAILQ_INIT(&hdrs);
+	/* The stored lines are a node's own "Name: value\r\n" records. */
+	for (p = e->hdrs, end = e->hdrs + e->hdrs_len; p < end; p = eol + 2) {
+		if ((eol = memchr(p, '\r', (size_t)(end - p))) == NULL)
+			break;
+		if ((size_t)(eol - p) >= sizeof line ||
+		    (colon = memchr(p, ':', (size_t)(eol - p))) == NULL ||
+		    colon + 2 > eol)
+			continue;
+		memcpy(line, p, (size_t)(eol - p));
+		line[eol - p] = '\0';
+		line[colon - p] = '\0';
+		evhttp_add_header(&hdrs, line, line + (colon - p) + 2);
+	}
+	secs = (long)(time(NULL) - e->stored_at);
+	snprintf(val, sizeof val, "%ld", secs < 0 ? 0 : secs);
+	evhttp_add_header(&hdrs, "Age", val);
+	if (e->etag_len > 0 && e->etag_len < sizeof line) {
+		memcpy(line, e->etag, e->etag_len);
+		line[e->etag_len] = '\0';
+		evhttp_add_header(&hdrs, "ETag", line);
+	}
+	proxy_xcache(&hdrs, "HIT");
+	a.status = e->status;
+	a.headers = &hdrs;
+	a.body = e->body;
+	a.body_len = e->body_len;
+	pr->result = MC_SHARED;
+	proxy_answer(pr, &a);	/* pr is gone */
+	evhttp_clear_headers(&hdrs);
+}
+
+int
+proxy_ask_shared(struct proxy_req *pr)
+{
+	if (pr->px->shared == NULL)
+		return (0);
+	/* An answer fetched from here on is refused by a DELETE's guard. */
+	pr->since = time(NULL);
+	pr->sget = shared_get(pr->px->shared, pr->route.id, pr->key,
+	    pr->klen, proxy_shared_got, pr);
+	if (pr->sget == NULL)
+		return (0);
+	proxy_req_set_state(pr, PR_SHARED);
+	proxy_watch_client(pr);
+	return (1);
+}
+
+void
+proxy_share(struct proxy_req *pr, const char *id, const char *key,
+    size_t klen, const char *etag, const char *hdrs, size_t hlen,
+    const char *body, size_t blen, time_t now)
+{
+	struct cache_entry	e;
+
+	if (pr->px->shared == NULL)
+		return;
+	memset(&e, 0, sizeof e);
+	e.status = 200;
+	e.etag = etag;
+	e.etag_len = strlen(etag);
+	e.hdrs = hdrs;
+	e.hdrs_len = hlen;
+	e.body = body;
+	e.body_len = blen;
+	e.stored_at = now;
+	shared_put(pr->px->shared, id, key, klen, &e);
+}
+
+void
+proxy_unshare(struct proxy_req *pr, const char *id)
+{
+	if (pr->px->shared != NULL)
+		shared_delete(pr->px->shared, id);
+}

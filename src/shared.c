@@ -1,0 +1,573 @@
+/*
+ * shared.c - the shared tier on Redis (see shared.h).
+ *
+ * Each worker has its own connection, on its own loop, through
+ * hiredis's libevent adapter.  It connects with AUTH (the password file's)
+ * and SELECT, and is up once a PING after them is answered.  A lost
+ * connection is retried after 100 ms, doubling to 5 s.  A lookup not
+ * answered within [shared] timeout is a miss; eight in a row drop the
+ * connection, so that a Redis that hangs counts as one that is gone.
+ *
+ * In Redis, every key starting with [shared] prefix:
+ *
+ *   <prefix>r:<id>  a hash: cache key (tenant, kind, id, query; see
+ *                   route_cache_key()) -> an encoded entry.  Its TTL is
+ *                   [cache] ttl, 30 days at most (the upstream keeps a
+ *                   response no longer), renewed by each store.  One DEL
+ *                   forgets every tenant's answers of the id.
+ *   <prefix>d:<id>  the id was deleted: for mark_ttl, a store of it is
+ *                   refused.  The store is a script that checks the mark
+ *                   and writes in one step, so an answer fetched before
+ *                   a DELETE never lands after it.
+ *
+ * An entry: a 32-byte head, "RCS1", status (2 bytes), ETag length (2),
+ * header lines' length (4), body length (4), stored_at (8, seconds),
+ * then a checksum (8): XXH3 of the rest seeded with that of the head's
+ * first 24 bytes; then the ETag, the header lines, the body.  Numbers
+ * are little-endian.  A damaged or foreign value is a miss.
+ */
+#include "config.h"
+
+#include <sys/time.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libevent.h>
+#include <openssl/crypto.h>
+#include <xxhash.h>
+
+#include "cache.h"
+#include "log.h"
+#include "metrics.h"
+#include "shared.h"
+#include "xmalloc.h"
+
+#define SHARED_HEAD		32
+#define SHARED_MAX_TTL		(30.0 * 24 * 3600)
+#define SHARED_TIMEOUTS_MAX	8	/* lookups in a row, then reconnect */
+
+static const struct timeval	shared_backoff_min = { 0, 100 * 1000 };
+static const struct timeval	shared_backoff_max = { 5, 0 };
+
+/* One store: the mark first, then the entry, and the hash's TTL. */
+static const char	shared_put_lua[] =
+	"if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end "
+	"redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) "
+	"redis.call('PEXPIRE', KEYS[1], ARGV[3]) "
+	"return 1";
+
+static struct log_limit	shared_lim;
+
+struct shared {
+	struct event_base	*base;
+	char			*host;
+	int			 port;
+	char			*unix_path;
+	int			 db;
+	char			*password;
+	char			*prefix;
+	size_t			 plen;
+	struct timeval		 timeout;
+	double			 ttl;
+	long long		 ttl_ms;
+	long long		 mark_ms;
+	struct metrics		*metrics;
+
+	redisAsyncContext	*ac;
+	int			 up;		/* PING answered */
+	int			 freeing;
+	int			 timeouts;	/* lookups in a row */
+	struct event		*retry;
+	struct timeval		 backoff;
+};
+
+struct shared_get {
+	struct shared		*s;
+	shared_got_fn		*fn;		/* NULL once answered or cancelled */
+	void			*arg;
+	struct event		*timer;
+};
+
+static void	shared_connect(struct shared *);
+
+static void
+shared_where(const struct shared *s, char *buf, size_t len)
+{
+	if (s->unix_path != NULL)
+		snprintf(buf, len, "unix:%s", s->unix_path);
+	else if (strchr(s->host, ':') != NULL)
+		snprintf(buf, len, "[%s]:%d", s->host, s->port);
+	else
+		snprintf(buf, len, "%s:%d", s->host, s->port);
+}
+
+static void
+shared_set_up(struct shared *s, int up)
+{
+	char	where[160];
+
+	if (s->up == up)
+		return;
+	s->up = up;
+	metrics_shared_up(s->metrics, up);
+	shared_where(s, where, sizeof where);
+	if (up)
+		log_info("shared tier: connected to Redis at %s", where);
+	else
+		log_warnx_limited(&shared_lim, "shared tier: lost Redis at %s; "
+		    "serving from the local cache and the upstream until it "
+		    "is back", where);
+}
+
+static void
+shared_retry_later(struct shared *s)
+{
+	if (s->freeing)
+		return;
+	evtimer_add(s->retry, &s->backoff);
+	timeradd(&s->backoff, &s->backoff, &s->backoff);
+	if (timercmp(&s->backoff, &shared_backoff_max, >))
+		s->backoff = shared_backoff_max;
+}
+
+static void
+shared_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	shared_connect(arg);
+}
+
+static void
+shared_connected(const redisAsyncContext *ac, int status)
+{
+	struct shared	*s = ac->data;
+	char		 where[160];
+
+	if (status == REDIS_OK)
+		return;
+	/* hiredis frees ac once this returns. */
+	s->ac = NULL;
+	shared_where(s, where, sizeof where);
+	log_warnx_limited(&shared_lim, "shared tier: cannot connect to Redis "
+	    "at %s: %s", where, ac->errstr);
+	metrics_shared(s->metrics, MSH_ERROR);
+	shared_retry_later(s);
+}
+
+static void
+shared_disconnected(const redisAsyncContext *ac, int status)
+{
+	struct shared	*s = ac->data;
+
+	(void)status;
+	s->ac = NULL;
+	if (s->freeing)
+		return;
+	shared_set_up(s, 0);
+	if (!evtimer_pending(s->retry, NULL))
+		shared_retry_later(s);
+}
+
+/* An error reply's text: Redis's own words, never what we sent. */
+static const char *
+shared_err(const redisReply *r, const redisAsyncContext *ac)
+{
+	if (r == NULL)
+		return (ac->errstr[0] != '\0' ? ac->errstr : "connection lost");
+	if (r->type == REDIS_REPLY_ERROR)
+		return (r->str);
+	return (NULL);
+}
+
+/* AUTH or SELECT: an error leaves the connection, to be tried again. */
+static void
+shared_setup_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct shared	*s = priv;
+	const char	*why;
+
+	if (r == NULL || (why = shared_err(r, ac)) == NULL)
+		return;
+	log_warnx_limited(&shared_lim, "shared tier: Redis refused the "
+	    "connection's set-up (AUTH or SELECT): %s", why);
+	metrics_shared(s->metrics, MSH_ERROR);
+	redisAsyncDisconnect(ac);
+}
+
+static void
+shared_ready_cb(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct shared	*s = priv;
+	const char	*why;
+
+	if (r == NULL)
+		return;
+	if ((why = shared_err(r, ac)) != NULL) {
+		log_warnx_limited(&shared_lim, "shared tier: Redis answers "
+		    "%s", why);
+		metrics_shared(s->metrics, MSH_ERROR);
+		redisAsyncDisconnect(ac);
+		return;
+	}
+	s->backoff = shared_backoff_min;
+	s->timeouts = 0;
+	shared_set_up(s, 1);
+}
+
+static void
+shared_connect(struct shared *s)
+{
+	redisAsyncContext	*ac;
+	char			 where[160];
+
+	ac = s->unix_path != NULL ? redisAsyncConnectUnix(s->unix_path) :
+	    redisAsyncConnect(s->host, s->port);
+	if (ac == NULL || ac->err) {
+		shared_where(s, where, sizeof where);
+		log_warnx_limited(&shared_lim, "shared tier: cannot connect "
+		    "to Redis at %s: %s", where, ac != NULL ? ac->errstr :
+		    "out of memory");
+		if (ac != NULL)
+			redisAsyncFree(ac);
+		metrics_shared(s->metrics, MSH_ERROR);
+		shared_retry_later(s);
+		return;
+	}
+	ac->data = s;
+	if (redisLibeventAttach(ac, s->base) != REDIS_OK)
+		fatalx("shared tier: cannot attach to the event loop");
+	redisAsyncSetConnectCallback(ac, shared_connected);
+	redisAsyncSetDisconnectCallback(ac, shared_disconnected);
+	s->ac = ac;
+	/* Sent once connected, in this order: the PING says all went. */
+	if (s->password != NULL)
+		redisAsyncCommand(ac, shared_setup_cb, s, "AUTH %b",
+		    s->password, strlen(s->password));
+	if (s->db != 0)
+		redisAsyncCommand(ac, shared_setup_cb, s, "SELECT %d", s->db);
+	redisAsyncCommand(ac, shared_ready_cb, s, "PING");
+}
+
+struct shared *
+shared_new(struct event_base *base, const struct shared_conf *sc,
+    struct metrics *m)
+{
+	struct shared	*s;
+
+	s = xcalloc(1, sizeof *s);
+	s->base = base;
+	s->host = sc->host != NULL ? xstrdup(sc->host) : NULL;
+	s->port = sc->port;
+	s->unix_path = sc->unix_path != NULL ? xstrdup(sc->unix_path) : NULL;
+	s->db = sc->db;
+	s->password = sc->password != NULL ? xstrdup(sc->password) : NULL;
+	s->prefix = xstrdup(sc->prefix);
+	s->plen = strlen(s->prefix);
+	s->timeout.tv_sec = (time_t)sc->timeout;
+	s->timeout.tv_usec = (suseconds_t)((sc->timeout -
+	    (double)s->timeout.tv_sec) * 1e6);
+	s->ttl = sc->ttl > 0 && sc->ttl < SHARED_MAX_TTL ? sc->ttl : 0;
+	s->ttl_ms = (long long)((s->ttl > 0 ? s->ttl : SHARED_MAX_TTL) * 1000);
+	s->mark_ms = (long long)(sc->mark_ttl * 1000);
+	if (s->mark_ms < 1000)
+		s->mark_ms = 1000;
+	s->metrics = m;
+	s->backoff = shared_backoff_min;
+	if ((s->retry = evtimer_new(base, shared_retry_cb, s)) == NULL)
+		fatalx("out of memory");
+	metrics_shared_up(m, 0);
+	metrics_shared_conf(m, 1);
+	shared_connect(s);
+	return (s);
+}
+
+void
+shared_free(struct shared *s)
+{
+	if (s == NULL)
+		return;
+	s->freeing = 1;
+	/* Runs every pending callback with no reply, and the disconnect's. */
+	if (s->ac != NULL)
+		redisAsyncFree(s->ac);
+	event_free(s->retry);
+	if (s->password != NULL) {
+		OPENSSL_cleanse(s->password, strlen(s->password));
+		free(s->password);
+	}
+	free(s->host);
+	free(s->unix_path);
+	free(s->prefix);
+	metrics_shared_conf(s->metrics, 0);
+	free(s);
+}
+
+int
+shared_up(const struct shared *s)
+{
+	return (s != NULL && s->up && s->ac != NULL);
+}
+
+/* "<prefix><what>:<id>" into buf (at least plen + 3 + 128 + 1 bytes). */
+static size_t
+shared_key(const struct shared *s, char *buf, char what, const char *id)
+{
+	size_t	il = strnlen(id, 128);
+
+	memcpy(buf, s->prefix, s->plen);
+	buf[s->plen] = what;
+	buf[s->plen + 1] = ':';
+	memcpy(buf + s->plen + 2, id, il);
+	return (s->plen + 2 + il);
+}
+
+static void
+shared_le(unsigned char *p, uint64_t v, size_t n)
+{
+	size_t	i;
+
+	for (i = 0; i < n; i++, v >>= 8)
+		p[i] = (unsigned char)(v & 0xff);
+}
+
+static uint64_t
+shared_unle(const unsigned char *p, size_t n)
+{
+	uint64_t	v = 0;
+
+	while (n-- > 0)
+		v = v << 8 | p[n];
+	return (v);
+}
+
+static uint64_t
+shared_sum(const unsigned char *head, const void *rest, size_t len)
+{
+	return (XXH3_64bits_withSeed(rest, len, XXH3_64bits(head, 24)));
+}
+
+/* The encoded entry; the caller frees it. */
+static unsigned char *
+shared_encode(const struct cache_entry *e, size_t *len)
+{
+	unsigned char	*b, *p;
+
+	*len = SHARED_HEAD + e->etag_len + e->hdrs_len + e->body_len;
+	b = xmalloc(*len);
+	memcpy(b, "RCS1", 4);
+	shared_le(b + 4, (uint64_t)e->status, 2);
+	shared_le(b + 6, e->etag_len, 2);
+	shared_le(b + 8, e->hdrs_len, 4);
+	shared_le(b + 12, e->body_len, 4);
+	shared_le(b + 16, (uint64_t)(int64_t)e->stored_at, 8);
+	p = b + SHARED_HEAD;
+	memcpy(p, e->etag, e->etag_len);
+	memcpy(p + e->etag_len, e->hdrs, e->hdrs_len);
+	memcpy(p + e->etag_len + e->hdrs_len, e->body, e->body_len);
+	shared_le(b + 24, shared_sum(b, p, *len - SHARED_HEAD), 8);
+	return (b);
+}
+
+/* 0 and e filled (pointing into b) if b is a whole, sound entry. */
+static int
+shared_decode(const unsigned char *b, size_t len, struct cache_entry *e)
+{
+	size_t	n;
+
+	if (len < SHARED_HEAD || memcmp(b, "RCS1", 4) != 0)
+		return (-1);
+	e->status = (int)shared_unle(b + 4, 2);
+	e->etag_len = (size_t)shared_unle(b + 6, 2);
+	e->hdrs_len = (size_t)shared_unle(b + 8, 4);
+	e->body_len = (size_t)shared_unle(b + 12, 4);
+	e->stored_at = (time_t)(int64_t)shared_unle(b + 16, 8);
+	n = e->etag_len + e->hdrs_len + e->body_len;
+	if (e->status < 100 || e->status > 599 || n != len - SHARED_HEAD ||
+	    shared_unle(b + 24, 8) != shared_sum(b, b + SHARED_HEAD, n))
+		return (-1);
+	e->etag = (const char *)b + SHARED_HEAD;
+	e->hdrs = e->etag + e->etag_len;
+	e->body = e->hdrs + e->hdrs_len;
+	return (0);
+}
+
+static void
+shared_get_free(struct shared_get *g)
+{
+	event_free(g->timer);
+	free(g);
+}
+
+static void
+shared_got(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct shared_get	*g = priv;
+	struct shared		*s = g->s;
+	redisReply		*reply = r;
+	struct cache_entry	 e, *found = NULL;
+	shared_got_fn		*fn = g->fn;
+	const char		*why;
+
+	(void)ac;
+	if (reply != NULL)
+		s->timeouts = 0;
+	if (fn == NULL) {		/* timed out, or cancelled */
+		shared_get_free(g);
+		return;
+	}
+	g->fn = NULL;
+	evtimer_del(g->timer);
+	if (reply != NULL && reply->type == REDIS_REPLY_STRING &&
+	    shared_decode((const unsigned char *)reply->str, reply->len,
+	    &e) == 0 && (s->ttl == 0 ||
+	    (double)(time(NULL) - e.stored_at) < s->ttl))
+		found = &e;
+	if (found != NULL)
+		metrics_shared(s->metrics, MSH_HIT);
+	else if (reply != NULL && (reply->type == REDIS_REPLY_NIL ||
+	    reply->type == REDIS_REPLY_STRING))
+		metrics_shared(s->metrics, MSH_MISS);
+	else {
+		metrics_shared(s->metrics, MSH_ERROR);
+		if ((why = shared_err(reply, s->ac != NULL ? s->ac : ac)) !=
+		    NULL && reply != NULL)
+			log_warnx_limited(&shared_lim, "shared tier: a lookup "
+			    "failed: %s", why);
+	}
+	fn(g->arg, found);
+	shared_get_free(g);
+}
+
+static void
+shared_get_timeout(evutil_socket_t fd, short what, void *arg)
+{
+	struct shared_get	*g = arg;
+	struct shared		*s = g->s;
+	shared_got_fn		*fn = g->fn;
+	void			*fnarg = g->arg;
+	redisAsyncContext	*ac;
+
+	(void)fd;
+	(void)what;
+	/* The reply, if it ever comes, frees g. */
+	g->fn = NULL;
+	metrics_shared(s->metrics, MSH_TIMEOUT);
+	if (++s->timeouts >= SHARED_TIMEOUTS_MAX && s->ac != NULL) {
+		log_warnx_limited(&shared_lim, "shared tier: %d lookups in a "
+		    "row took longer than [shared] timeout; reconnecting",
+		    s->timeouts);
+		s->timeouts = 0;
+		ac = s->ac;
+		s->ac = NULL;
+		shared_set_up(s, 0);
+		redisAsyncFree(ac);	/* frees g, among others */
+		if (!evtimer_pending(s->retry, NULL))
+			shared_retry_later(s);
+	}
+	fn(fnarg, NULL);
+}
+
+struct shared_get *
+shared_get(struct shared *s, const char *id, const void *key, size_t klen,
+    shared_got_fn *fn, void *arg)
+{
+	struct shared_get	*g;
+	char			 hk[256];
+	size_t			 hl;
+
+	if (!shared_up(s) || s->plen > sizeof hk - 3 - 128)
+		return (NULL);
+	g = xcalloc(1, sizeof *g);
+	g->s = s;
+	g->fn = fn;
+	g->arg = arg;
+	if ((g->timer = evtimer_new(s->base, shared_get_timeout, g)) == NULL)
+		fatalx("out of memory");
+	hl = shared_key(s, hk, 'r', id);
+	if (redisAsyncCommand(s->ac, shared_got, g, "HGET %b %b", hk, hl,
+	    key, klen) != REDIS_OK) {
+		shared_get_free(g);
+		return (NULL);
+	}
+	evtimer_add(g->timer, &s->timeout);
+	return (g);
+}
+
+void
+shared_get_cancel(struct shared_get *g)
+{
+	if (g == NULL)
+		return;
+	g->fn = NULL;
+	evtimer_del(g->timer);
+}
+
+/* A write's reply: only its failures count. */
+static void
+shared_wrote(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct shared	*s = priv;
+	const char	*why;
+
+	if (s->freeing || (why = shared_err(r, ac)) == NULL)
+		return;
+	metrics_shared(s->metrics, MSH_ERROR);
+	if (r != NULL)
+		log_warnx_limited(&shared_lim, "shared tier: a write failed: "
+		    "%s", why);
+}
+
+/* A store's reply: 1 written, 0 refused (the id is marked deleted). */
+static void
+shared_stored(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct shared	*s = priv;
+	redisReply	*reply = r;
+
+	if (s->freeing)
+		return;
+	if (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
+		metrics_shared(s->metrics, reply->integer == 1 ? MSH_STORED :
+		    MSH_REFUSED);
+	else
+		shared_wrote(ac, r, priv);
+}
+
+void
+shared_put(struct shared *s, const char *id, const void *key, size_t klen,
+    const struct cache_entry *e)
+{
+	unsigned char	*v;
+	char		 hk[256], dk[256];
+	size_t		 hl, dl, vl;
+
+	if (!shared_up(s) || s->plen > sizeof hk - 3 - 128)
+		return;
+	hl = shared_key(s, hk, 'r', id);
+	dl = shared_key(s, dk, 'd', id);
+	v = shared_encode(e, &vl);
+	redisAsyncCommand(s->ac, shared_stored, s, "EVAL %s 2 %b %b %b %b %lld",
+	    shared_put_lua, hk, hl, dk, dl, key, klen, v, vl, s->ttl_ms);
+	free(v);
+}
+
+void
+shared_delete(struct shared *s, const char *id)
+{
+	char	hk[256], dk[256];
+	size_t	hl, dl;
+
+	if (!shared_up(s) || s->plen > sizeof hk - 3 - 128)
+		return;
+	hl = shared_key(s, hk, 'r', id);
+	dl = shared_key(s, dk, 'd', id);
+	/* One connection keeps its order: the mark is set before the DEL. */
+	redisAsyncCommand(s->ac, shared_wrote, s, "SET %b 1 PX %lld", dk, dl,
+	    s->mark_ms);
+	redisAsyncCommand(s->ac, shared_wrote, s, "DEL %b", hk, hl);
+}

@@ -1,0 +1,278 @@
+'use strict';
+// The shared tier ([shared] redis): nodes with their own caches behind one
+// real redis-server. What one node fetched, another serves without the
+// upstream; a DELETE through one node leaves nothing in Redis for the others;
+// Redis gone, hung or refusing the password is no outage; the password is
+// never shown.
+const test = require('node:test');
+const assert = require('node:assert/strict');
+const crypto = require('node:crypto');
+const fs = require('node:fs');
+const path = require('node:path');
+const h = require('../lib/harness');
+const { startRedis, MISSING } = require('../lib/redis');
+
+const skip = MISSING ? `skipped: ${MISSING}` : false;
+
+function sharedConf(redis, extra = '') {
+	// Generous: a sanitizer build on a busy CI core is slow to answer.
+	return `[shared]\nredis = ${redis.url}\ntimeout = 500ms\n${extra}`;
+}
+
+/* Nodes (proxies) in front of one upstream, all stopped at the end. */
+async function withFleet(redis, n, fn, { extra = '', upstream = {} } = {}) {
+	const up = await h.startUpstream(upstream);
+	const nodes = [];
+	let err = null;
+	try {
+		for (let i = 0; i < n; i++) {
+			const x = typeof extra === 'function' ? extra(i) : extra;
+			nodes.push(await h.startProxy({ upstream: up.url, config: sharedConf(redis, x) }));
+		}
+		for (const px of nodes) {
+			await h.until(async () => await h.metric(px, 'respcache_shared_up') === 1,
+				{ timeoutMs: 10000, what: 'the node connected to Redis' });
+		}
+		await fn({ up, nodes });
+	} catch (e) {
+		err = e;
+	}
+	for (const px of nodes) {
+		try {
+			await px.stop();
+		} catch (e) {
+			if (!err) err = e;
+		}
+	}
+	await up.close();
+	if (err) throw err;
+}
+
+/* Every tenant's entries of id in Redis (the hash's fields). */
+function entriesOf(redis, id) {
+	return redis.cli('HLEN', `respcache:r:${id}`).then(Number);
+}
+
+test('a response fetched through node A is served by node B without the upstream', { skip }, async () => {
+	const redis = await startRedis();
+	try {
+		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
+			const id = up.seed({ input: 'shared between nodes' });
+			const p = `/v1/responses/${id}`;
+			const r1 = await h.request(a.url + p);
+			assert.equal(r1.status, 200, r1.body);
+			h.assertXCache(r1, 'MISS', 'node A fetches it');
+			// A's store reaches Redis after its answer: wait for it, not for time.
+			await h.until(async () => await entriesOf(redis, id) === 1, { what: "A's entry in Redis" });
+
+			const r2 = await h.request(b.url + p);
+			assert.equal(r2.status, 200, r2.body);
+			h.assertXCache(r2, 'HIT', 'node B has it from the shared tier');
+			assert.equal(r2.body, r1.body, 'the same body');
+			assert.equal(r2.headers.etag, r1.headers.etag, 'the same ETag');
+			assert.match(r2.headers['content-type'], /^application\/json/);
+			assert.match(r2.headers.age, /^\d+$/);
+			assert.equal(up.count('GET', p), 1, 'one upstream GET for the whole fleet');
+			assert.equal(await h.metric(b, 'respcache_shared_lookups_total', '{result="hit"}'), 1);
+			assert.equal(await h.metric(b, 'respcache_requests_total',
+				'{route="response",method="GET",status="2xx",cache="shared"}'), 1);
+
+			// B kept it: its next GET is a local hit, no lookup in Redis.
+			const r3 = await h.request(b.url + p);
+			h.assertXCache(r3, 'HIT', "node B's own cache");
+			assert.equal(r3.body, r1.body);
+			assert.equal(await h.metric(b, 'respcache_shared_lookups_total', '{result="hit"}'), 1,
+				'the second GET did not ask Redis');
+			assert.equal(up.count('GET', p), 1);
+
+			// A conditional GET through B matches the shared ETag.
+			const r4 = await h.request(b.url + p, { headers: { 'if-none-match': r1.headers.etag } });
+			assert.equal(r4.status, 304);
+		});
+	} finally {
+		await redis.stop();
+	}
+});
+
+test('a response created through node A is retrieved through node B with no upstream GET', { skip }, async () => {
+	const redis = await startRedis();
+	try {
+		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
+			const c = await h.request(`${a.url}/v1/responses`, { method: 'POST', body: { model: 'gpt-4o', input: 'made on A' } });
+			assert.equal(c.status, 200, c.body);
+			const id = c.json().id;
+			await h.until(async () => await entriesOf(redis, id) === 1, { what: "the create's entry in Redis" });
+			const g = await h.request(`${b.url}/v1/responses/${id}`);
+			assert.equal(g.status, 200, g.body);
+			h.assertXCache(g, 'HIT', 'from the shared tier');
+			assert.equal(g.json().id, id);
+			assert.equal(up.count('GET', `/v1/responses/${id}`), 0, 'no upstream GET at all');
+		});
+	} finally {
+		await redis.stop();
+	}
+});
+
+test('a DELETE through node A leaves nothing in Redis: node B asks the upstream, which says 404', { skip }, async () => {
+	const redis = await startRedis();
+	try {
+		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
+			const id = up.seed();
+			const p = `/v1/responses/${id}`;
+			assert.equal((await h.request(a.url + p)).status, 200);
+			await h.until(async () => await entriesOf(redis, id) === 1, { what: "A's entry in Redis" });
+			const d = await h.request(a.url + p, { method: 'DELETE' });
+			assert.equal(d.status, 200, d.body);
+			assert.equal(await entriesOf(redis, id), 0, 'its entries are gone from Redis when the DELETE is answered');
+			assert.equal(await redis.cli('EXISTS', `respcache:d:${id}`), '1', 'and the id is marked deleted');
+			const ttl = Number(await redis.cli('PTTL', `respcache:d:${id}`));
+			assert.ok(ttl > 0, `the mark expires (PTTL ${ttl})`);
+
+			const g = await h.request(b.url + p);
+			h.assertOpenAIError(g, 404, 'B after the DELETE');
+			assert.equal(up.count('GET', p), 2, "B's GET went upstream: Redis had nothing");
+		});
+	} finally {
+		await redis.stop();
+	}
+});
+
+test('an answer node B fetched before a DELETE through node A never lands in Redis after it', { skip }, async () => {
+	const redis = await startRedis();
+	try {
+		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
+			const id = up.seed();
+			const p = `/v1/responses/${id}`;
+			const before = JSON.stringify(up.responseObject(up.get(id)));
+			const held = h.holdGets(up);
+			// B misses, Redis has nothing, B's upstream GET is held.
+			const pending = h.request(b.url + p);
+			await h.until(() => held.length === 1, { what: "B's upstream GET" });
+			const d = await h.request(a.url + p, { method: 'DELETE' });
+			assert.equal(d.status, 200, d.body);
+			// The upstream now answers B's GET with what it had before.
+			held[0].res.writeHead(200, { 'content-type': 'application/json' });
+			held[0].res.end(before);
+			const r = await pending;
+			assert.equal(r.status, 200, 'B answers its client what it fetched');
+			// B's store reaches Redis, which refuses it: the id is marked deleted.
+			await h.until(async () => await h.metric(b, 'respcache_shared_stores_total', '{result="refused"}') === 1,
+				{ what: "Redis's refusal of B's store" });
+			assert.equal(await h.metric(b, 'respcache_shared_stores_total', '{result="stored"}'), 0);
+			assert.equal(await entriesOf(redis, id), 0, 'nothing of the id in Redis');
+		});
+	} finally {
+		await redis.stop();
+	}
+});
+
+test('Redis gone is no outage: hits stay local, misses go upstream, and the node reconnects', { skip }, async () => {
+	const redis = await startRedis();
+	try {
+		await withFleet(redis, 1, async ({ up, nodes: [a] }) => {
+			const kept = up.seed();
+			assert.equal((await h.request(`${a.url}/v1/responses/${kept}`)).status, 200);
+			await redis.kill();
+			await h.until(async () => await h.metric(a, 'respcache_shared_up') === 0,
+				{ what: 'the node to see Redis gone' });
+
+			const rz = await h.request(`${a.adminUrl}/readyz`, { headers: { authorization: null } });
+			assert.equal(rz.status, 200, 'still ready without Redis');
+			assert.deepEqual(rz.json(), { status: 'ready', shared: { redis: 'down', connections_up: 0,
+				connections: rz.json().shared.connections } });
+			assert.ok(rz.json().shared.connections >= 1);
+
+			const hit = await h.request(`${a.url}/v1/responses/${kept}`);
+			assert.equal(hit.status, 200);
+			h.assertXCache(hit, 'HIT', 'its own cache still serves');
+			const fresh = up.seed();
+			const miss = await h.request(`${a.url}/v1/responses/${fresh}`);
+			assert.equal(miss.status, 200, miss.body);
+			h.assertXCache(miss, 'MISS', 'a miss goes upstream');
+			assert.match(a.stderr(), /shared tier: lost Redis at 127\.0\.0\.1:\d+/);
+
+			await redis.start();
+			await h.until(async () => await h.metric(a, 'respcache_shared_up') === 1,
+				{ timeoutMs: 15000, what: 'the node to reconnect' });
+			const rz2 = (await h.request(`${a.adminUrl}/readyz`, { headers: { authorization: null } })).json();
+			assert.equal(rz2.shared.redis, 'up');
+			assert.equal(rz2.shared.connections_up, rz2.shared.connections);
+			const again = up.seed();
+			assert.equal((await h.request(`${a.url}/v1/responses/${again}`)).status, 200);
+			await h.until(async () => await entriesOf(redis, again) === 1, { what: 'a store after the reconnect' });
+		});
+	} finally {
+		await redis.stop();
+	}
+});
+
+test('a Redis that does not answer within [shared] timeout: the GET goes upstream', { skip }, async () => {
+	const redis = await startRedis();
+	try {
+		await withFleet(redis, 1, async ({ up, nodes: [a] }) => {
+			process.kill(redis.pid, 'SIGSTOP');
+			try {
+				const id = up.seed();
+				const t0 = Date.now();
+				const r = await h.request(`${a.url}/v1/responses/${id}`);
+				assert.equal(r.status, 200, r.body);
+				h.assertXCache(r, 'MISS');
+				assert.equal(up.count('GET', `/v1/responses/${id}`), 1);
+				assert.ok(Date.now() - t0 < 5000, `answered in ${Date.now() - t0} ms`);
+				assert.equal(await h.metric(a, 'respcache_shared_lookups_total', '{result="timeout"}'), 1);
+			} finally {
+				process.kill(redis.pid, 'SIGCONT');
+			}
+		}, { extra: '' });
+	} finally {
+		await redis.stop();
+	}
+});
+
+test('the password comes from password_file, and is never shown', { skip }, async () => {
+	const password = `pw-${crypto.randomBytes(8).toString('hex')}-secret`;
+	const redis = await startRedis({ password });
+	const dir = h.tmpdir();
+	const good = path.join(dir, 'redis-password');
+	const bad = path.join(dir, 'wrong-password');
+	const wrong = 'wrong-password-shown-nowhere';
+	fs.writeFileSync(good, `${password}\n`, { mode: 0o600 });
+	fs.writeFileSync(bad, `${wrong}\n`, { mode: 0o600 });
+	try {
+		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
+			const id = up.seed();
+			assert.equal((await h.request(`${a.url}/v1/responses/${id}`)).status, 200);
+			await h.until(async () => await entriesOf(redis, id) === 1, { what: 'the entry in Redis' });
+			h.assertXCache(await h.request(`${b.url}/v1/responses/${id}`), 'HIT', 'B through an authenticated connection');
+
+			// A node with the wrong password: refused, logged, and it still serves.
+			const c = await h.startProxy({ upstream: up.url, config: sharedConf(redis, `password_file = ${bad}\n`) });
+			try {
+				await h.until(() => /Redis refused the connection's set-up/.test(c.stderr()),
+					{ what: "the node's log of the refusal" });
+				assert.equal(await h.metric(c, 'respcache_shared_up'), 0);
+				const r = await h.request(`${c.url}/v1/responses/${id}`);
+				assert.equal(r.status, 200);
+				h.assertXCache(r, 'MISS', 'served from the upstream');
+				const metrics = (await h.request(`${c.adminUrl}/metrics`, { headers: { authorization: null } })).body;
+				for (const [what, text] of [['stderr of A', a.stderr()], ['stderr of B', b.stderr()],
+					['stderr of C', c.stderr()], ['metrics of C', metrics]]) {
+					assert.ok(!text.includes(password), `the password is not in ${what}`);
+					assert.ok(!text.includes(wrong), `the wrong password is not in ${what}`);
+				}
+			} finally {
+				await c.stop();
+			}
+		}, { extra: `password_file = ${good}\n` });
+	} finally {
+		await redis.stop();
+	}
+});
+
+test('[shared] redis with a password in the URL, or a bad URL, refuses to start', { skip: false }, async () => {
+	for (const url of ['redis://:hunter2@127.0.0.1:6379', 'rediss://127.0.0.1:6379', 'redis://127.0.0.1:notaport']) {
+		await assert.rejects(h.startProxy({ upstream: 'http://127.0.0.1:1', config: `[shared]\nredis = ${url}\n` }),
+			(e) => /\[shared\] redis/.test(e.message) && !e.message.split('--- stderr ---')[1].includes('hunter2'),
+			url);
+	}
+});
