@@ -510,6 +510,67 @@ again:
 	goto again;
 }
 
+int
+cache_clear(struct cache *c)
+{
+	MDB_txn	*txn;
+	int	 rc;
+
+	/* What is queued would land after: it goes first. */
+	if (c->writer != NULL)
+		cache_writer_flush(c);
+	if ((rc = mdb_txn_begin(c->env, NULL, 0, &txn)) != 0)
+		goto fail;
+	if ((rc = mdb_drop(txn, c->entries, 0)) != 0 ||
+	    (rc = mdb_drop(txn, c->age, 0)) != 0 ||
+	    (rc = mdb_drop(txn, c->tenants, 0)) != 0) {
+		mdb_txn_abort(txn);
+		goto fail;
+	}
+	if ((rc = mdb_txn_commit(txn)) != 0)
+		goto fail;
+	return (0);
+fail:
+	CACHE_COUNT(c, errors);
+	log_warnx("cache: cannot empty it: %s", mdb_strerror(rc));
+	return (-1);
+}
+
+int
+cache_meta_get(struct cache *c, const char *name, char *buf, size_t size)
+{
+	MDB_txn	*txn;
+	MDB_val	 k = { strlen(name), (void *)name }, v;
+	int	 rc;
+
+	if (mdb_txn_begin(c->env, NULL, MDB_RDONLY, &txn) != 0)
+		return (-1);
+	rc = mdb_get(txn, c->meta, &k, &v);
+	if (rc == 0 && v.mv_size < size) {
+		memcpy(buf, v.mv_data, v.mv_size);
+		buf[v.mv_size] = '\0';
+	}
+	mdb_txn_abort(txn);
+	return (rc == 0 && v.mv_size < size ? 1 : rc == MDB_NOTFOUND ? 0 : -1);
+}
+
+int
+cache_meta_set(struct cache *c, const char *name, const char *value)
+{
+	MDB_txn	*txn;
+	MDB_val	 k = { strlen(name), (void *)name };
+	MDB_val	 v = { strlen(value), (void *)value };
+	int	 rc;
+
+	if ((rc = mdb_txn_begin(c->env, NULL, 0, &txn)) != 0)
+		return (-1);
+	if ((rc = mdb_put(txn, c->meta, &k, &v, 0)) != 0) {
+		mdb_txn_abort(txn);
+		return (-1);
+	}
+	return (mdb_txn_commit(txn) == 0 ? 0 : -1);
+}
+
 void
 cache_stats(struct cache *c, struct cache_stats *out)
 {

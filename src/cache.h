@@ -108,6 +108,20 @@ int	cache_invalidate(struct cache *, const void *prefix, size_t plen);
  */
 int	cache_purge_id(struct cache *, const char *id, int guards);
 
+/*
+ * Forget every entry (owner records and delete guards stay): a node of a
+ * fleet that may have missed deletes.  0, or -1 on error.
+ */
+int	cache_clear(struct cache *);
+/*
+ * A small value of the cache's own under name (not "format"): get
+ * returns 1 with it in buf (NUL-terminated), 0 if there is none, -1 on
+ * error or if it does not fit; set returns 0 or -1.  A write transaction
+ * each: not for a worker's loop.
+ */
+int	cache_meta_get(struct cache *, const char *name, char *buf,
+	    size_t size);
+int	cache_meta_set(struct cache *, const char *name, const char *value);
 /* Once what is queued for the writer is written (cache_writer_flush()). */
 void	cache_stats(struct cache *, struct cache_stats *);
 

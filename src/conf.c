@@ -77,6 +77,7 @@ static const struct conf_key conf_keys[] = {
 	    CW_RESTART),
 	K("shared", "timeout", CT_SECONDS, shared_timeout, CW_RESTART),
 	K("shared", "prefix", CT_STRING, shared_prefix, CW_RESTART),
+	K("shared", "max_stale", CT_SECONDS, shared_max_stale, CW_RESTART),
 	K("log", "level", CT_LEVEL, log_level, CW_RELOAD),
 	K("log", "log_format", CT_FORMAT, log_json, CW_RESTART),
 	K("log", "access_log", CT_STRING, access_log, CW_RESTART),
@@ -132,6 +133,7 @@ conf_init(struct conf *c)
 	c->cache_ttl = 0;
 	c->tombstone_ttl = 60;
 	c->shared_timeout = 0.005;
+	c->shared_max_stale = 5;
 	c->shared_prefix = conf_strdup("respcache:");
 	c->log_level = LOG_INFO;
 	c->access_log = conf_strdup("stderr");

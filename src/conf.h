@@ -64,6 +64,7 @@ struct conf {
 	char	*shared_password_file;	/* NULL: no AUTH */
 	double	 shared_timeout;	/* the longest a lookup waits */
 	char	*shared_prefix;		/* of every key it writes */
+	double	 shared_max_stale;	/* local entries without the stream */
 	/* Parsed by conf_check() from shared_redis: */
 	char	*shared_host;		/* a numeric address, or NULL */
 	int	 shared_port;

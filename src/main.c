@@ -27,6 +27,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <openssl/rand.h>
 
 #include "accesslog.h"
 #include "admin.h"
@@ -37,6 +38,7 @@
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
+#include "shared.h"
 #include "systemd.h"
 #include "worker.h"
 #include "xmalloc.h"
@@ -136,11 +138,41 @@ struct server {
 	int				 drained_fd;
 	struct event			*drained_ev;
 	struct event			*drain_timer;
+	struct shared_follow		*follow;	/* or NULL */
 	const struct conf_source	*src;
 	struct conf			*conf;		/* as running */
 	int				 stopping;
 	int				 stopped;
 };
+
+/*
+ * The shared tier's settings for every connection to it; node is this
+ * process's name in the fleet's stream (random hex, new at each start).
+ */
+static void
+shared_conf_of(const struct conf *c, const char *password, char *node,
+    size_t nsize, struct shared_conf *sc)
+{
+	unsigned char	r[8];
+	size_t		i;
+
+	if (RAND_bytes(r, sizeof r) != 1)
+		fatalx("cannot name this node: no random bytes");
+	for (i = 0; i < sizeof r && 2 * i + 2 < nsize; i++)
+		snprintf(node + 2 * i, 3, "%02x", r[i]);
+	memset(sc, 0, sizeof *sc);
+	sc->host = c->shared_host;
+	sc->port = c->shared_port;
+	sc->unix_path = c->shared_unix;
+	sc->db = c->shared_db;
+	sc->password = password;
+	sc->prefix = c->shared_prefix;
+	sc->timeout = c->shared_timeout;
+	sc->ttl = c->cache_ttl;
+	/* A DELETE given up on may still take effect upstream meanwhile. */
+	sc->mark_ttl = 2 * (c->connect_timeout + c->timeout);
+	sc->node = node;
+}
 
 /*
  * SIGHUP: read the configuration and every key file again.  New requests
@@ -331,7 +363,8 @@ main(int argc, char **argv)
 	struct server			 sv;
 	sigset_t			 all, old;
 	char				*cause = NULL, name[80], aname[80];
-	char				*shared_pw = NULL;
+	char				*shared_pw = NULL, node[40];
+	struct shared_conf		 sc;
 	int				*fds, admin_fd = -1, nfds, ch, i;
 	int				 test = 0;
 
@@ -452,14 +485,20 @@ main(int argc, char **argv)
 	if ((sv.drained_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) == -1)
 		fatalx("eventfd: %s", strerror(errno));
 	flights = coalesce_new();
-	if (conf.shared_redis != NULL && conf.shared_password_file != NULL &&
-	    secret_read("[shared] password_file", conf.shared_password_file,
-	    &shared_pw, &cause) == -1)
-		fatalx("%s", cause);
+	if (conf.shared_redis != NULL) {
+		if (conf.shared_password_file != NULL &&
+		    secret_read("[shared] password_file",
+		    conf.shared_password_file, &shared_pw, &cause) == -1)
+			fatalx("%s", cause);
+		shared_conf_of(&conf, shared_pw, node, sizeof node, &sc);
+		sv.follow = shared_follow_new(sv.base, &sc, cache, flights,
+		    conf.shared_max_stale, conf.tombstone_ttl);
+	}
 	for (i = 0; i < sv.nworkers; i++)
 		sv.workers[i] = worker_new(i, &conf, cache, flights, keys,
-		    shared_pw, fds[i], sv.drained_fd);
-	/* Each worker's connection keeps its own copy. */
+		    conf.shared_redis != NULL ? &sc : NULL, fds[i],
+		    sv.drained_fd);
+	/* Each connection keeps its own copy. */
 	if (shared_pw != NULL) {
 		explicit_bzero(shared_pw, strlen(shared_pw));
 		free(shared_pw);
@@ -512,6 +551,7 @@ main(int argc, char **argv)
 	for (i = 0; i < sv.nworkers; i++)
 		worker_free(sv.workers[i]);
 	free(sv.workers);
+	shared_follow_free(sv.follow);
 	coalesce_free(flights);
 	listener_accept_close(sv.admin_la);
 	if (sv.admin_http != NULL)

@@ -24,6 +24,7 @@
 #include "log.h"
 #include "proxy_int.h"
 #include "reply.h"
+#include "shared.h"
 #include "xmalloc.h"
 
 /* The longest stored header name and value a hit replays (and stores). */
@@ -324,8 +325,10 @@ proxy_lookup(struct proxy_req *pr)
 	if (pr->route.cacheable) {
 		pr->key = route_cache_key(pr->who.tenant, &pr->route,
 		    &pr->klen);
-		cache_get(pr->px->cache, pr->key, pr->klen, h.now,
-		    proxy_serve_hit, &h);
+		/* A node behind the fleet's deletes serves none of its own. */
+		if (shared_local_ok())
+			cache_get(pr->px->cache, pr->key, pr->klen, h.now,
+			    proxy_serve_hit, &h);
 	}
 	if (!h.served)
 		proxy_tombstoned(&h);
@@ -357,7 +360,7 @@ proxy_delete_begin(struct proxy_req *pr)
 	    cache_purge_id(pr->px->cache, pr->route.id, 0) == -1)
 		return (-1);
 	cache_writer_forget_id(pr->px->cache, pr->route.id);
-	proxy_unshare(pr, pr->route.id);
+	proxy_unshare(pr, pr->route.id, SHARED_DELETE_BEGIN);
 	return (0);
 }
 
@@ -380,13 +383,13 @@ proxy_delete_end(struct proxy_req *pr, int status)
 	if (status >= 500 || status == 408 || status < 200 ||
 	    (status >= 300 && status < 400))
 		return;
+	proxy_unshare(pr, pr->route.id, status < 300 ? SHARED_DELETE_DONE :
+	    SHARED_DELETE_REFUSED);
 	/* Not queued: its tombstone answers the next GET of the id. */
 	cache_delete_end(px->cache, pr->route.id, status < 300,
 	    px->tombstone_ttl, now);
-	if (status < 300) {	/* the guard kept any new one out: a backstop */
+	if (status < 300)	/* the guard kept any new one out: a backstop */
 		cache_purge_id_later(px->cache, pr->route.id, 0);
-		proxy_unshare(pr, pr->route.id);
-	}
 	if (status == 404 && px->tombstone_ttl > 0) {
 		body = proxy_not_found_body("Response", pr->route.id);
 		key = route_id_prefix(pr->who.tenant, RK_TOMBSTONE,
@@ -412,6 +415,7 @@ proxy_invalidate(struct proxy_req *pr)
 		cache_invalidate_later(pr->px->cache, prefix, plen);
 		free(prefix);
 	}
+	proxy_unshare(pr, pr->route.id, SHARED_CANCELLED);
 }
 
 void

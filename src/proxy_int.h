@@ -229,8 +229,12 @@ int	proxy_ask_shared(struct proxy_req *);
 void	proxy_share(struct proxy_req *, const char *id, const char *key,
 	    size_t klen, const char *etag, const char *hdrs, size_t hlen,
 	    const char *body, size_t blen, time_t now);
-/* A DELETE of id: the shared tier forgets it, and refuses it back. */
-void	proxy_unshare(struct proxy_req *, const char *id);
+/*
+ * What became of id (enum shared_event: a DELETE's begin, its outcome, a
+ * cancel), told to the fleet: the shared tier forgets it, and every node
+ * drops its own copies (shared.h).
+ */
+void	proxy_unshare(struct proxy_req *, const char *id, int ev);
 
 /* proxy_stream.c */
 /* FETCHING -> STREAMING: the reply starts.  May end pr. */

@@ -119,8 +119,8 @@ proxy_share(struct proxy_req *pr, const char *id, const char *key,
 }
 
 void
-proxy_unshare(struct proxy_req *pr, const char *id)
+proxy_unshare(struct proxy_req *pr, const char *id, int ev)
 {
 	if (pr->px->shared != NULL)
-		shared_delete(pr->px->shared, id);
+		shared_delete(pr->px->shared, id, (enum shared_event)ev);
 }

@@ -36,22 +36,18 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
-#include <hiredis/adapters/libevent.h>
-#include <openssl/crypto.h>
 #include <xxhash.h>
 
 #include "cache.h"
 #include "log.h"
 #include "metrics.h"
 #include "shared.h"
+#include "shared_int.h"
 #include "xmalloc.h"
 
 #define SHARED_HEAD		32
 #define SHARED_MAX_TTL		(30.0 * 24 * 3600)
 #define SHARED_TIMEOUTS_MAX	8	/* lookups in a row, then reconnect */
-
-static const struct timeval	shared_backoff_min = { 0, 100 * 1000 };
-static const struct timeval	shared_backoff_max = { 5, 0 };
 
 /* One store: the mark first, then the entry, and the hash's TTL. */
 static const char	shared_put_lua[] =
@@ -60,15 +56,16 @@ static const char	shared_put_lua[] =
 	"redis.call('PEXPIRE', KEYS[1], ARGV[3]) "
 	"return 1";
 
-static struct log_limit	shared_lim;
+/* What waits to be told while Redis is away. */
+#define SHARED_WAIT_MAX		4096
+struct shared_wait {
+	char	id[129];
+	char	ev;
+};
 
 struct shared {
+	struct shared_link	 link;
 	struct event_base	*base;
-	char			*host;
-	int			 port;
-	char			*unix_path;
-	int			 db;
-	char			*password;
 	char			*prefix;
 	size_t			 plen;
 	struct timeval		 timeout;
@@ -76,13 +73,10 @@ struct shared {
 	long long		 ttl_ms;
 	long long		 mark_ms;
 	struct metrics		*metrics;
-
-	redisAsyncContext	*ac;
-	int			 up;		/* PING answered */
-	int			 freeing;
+	char			*node;
 	int			 timeouts;	/* lookups in a row */
-	struct event		*retry;
-	struct timeval		 backoff;
+	struct shared_wait	*wait;		/* a ring of SHARED_WAIT_MAX */
+	size_t			 wait0, nwait;
 };
 
 struct shared_get {
@@ -92,165 +86,32 @@ struct shared_get {
 	struct event		*timer;
 };
 
-static void	shared_connect(struct shared *);
+static void	shared_delete_flush(struct shared *);
 
 static void
-shared_where(const struct shared *s, char *buf, size_t len)
+shared_link_up(void *arg)
 {
-	if (s->unix_path != NULL)
-		snprintf(buf, len, "unix:%s", s->unix_path);
-	else if (strchr(s->host, ':') != NULL)
-		snprintf(buf, len, "[%s]:%d", s->host, s->port);
-	else
-		snprintf(buf, len, "%s:%d", s->host, s->port);
-}
-
-static void
-shared_set_up(struct shared *s, int up)
-{
-	char	where[160];
-
-	if (s->up == up)
-		return;
-	s->up = up;
-	metrics_shared_up(s->metrics, up);
-	shared_where(s, where, sizeof where);
-	if (up)
-		log_info("shared tier: connected to Redis at %s", where);
-	else
-		log_warnx_limited(&shared_lim, "shared tier: lost Redis at %s; "
-		    "serving from the local cache and the upstream until it "
-		    "is back", where);
-}
-
-static void
-shared_retry_later(struct shared *s)
-{
-	if (s->freeing)
-		return;
-	evtimer_add(s->retry, &s->backoff);
-	timeradd(&s->backoff, &s->backoff, &s->backoff);
-	if (timercmp(&s->backoff, &shared_backoff_max, >))
-		s->backoff = shared_backoff_max;
-}
-
-static void
-shared_retry_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	shared_connect(arg);
-}
-
-static void
-shared_connected(const redisAsyncContext *ac, int status)
-{
-	struct shared	*s = ac->data;
+	struct shared	*s = arg;
 	char		 where[160];
 
-	if (status == REDIS_OK)
-		return;
-	/* hiredis frees ac once this returns. */
-	s->ac = NULL;
-	shared_where(s, where, sizeof where);
-	log_warnx_limited(&shared_lim, "shared tier: cannot connect to Redis "
-	    "at %s: %s", where, ac->errstr);
-	metrics_shared(s->metrics, MSH_ERROR);
-	shared_retry_later(s);
-}
-
-static void
-shared_disconnected(const redisAsyncContext *ac, int status)
-{
-	struct shared	*s = ac->data;
-
-	(void)status;
-	s->ac = NULL;
-	if (s->freeing)
-		return;
-	shared_set_up(s, 0);
-	if (!evtimer_pending(s->retry, NULL))
-		shared_retry_later(s);
-}
-
-/* An error reply's text: Redis's own words, never what we sent. */
-static const char *
-shared_err(const redisReply *r, const redisAsyncContext *ac)
-{
-	if (r == NULL)
-		return (ac->errstr[0] != '\0' ? ac->errstr : "connection lost");
-	if (r->type == REDIS_REPLY_ERROR)
-		return (r->str);
-	return (NULL);
-}
-
-/* AUTH or SELECT: an error leaves the connection, to be tried again. */
-static void
-shared_setup_cb(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct shared	*s = priv;
-	const char	*why;
-
-	if (r == NULL || (why = shared_err(r, ac)) == NULL)
-		return;
-	log_warnx_limited(&shared_lim, "shared tier: Redis refused the "
-	    "connection's set-up (AUTH or SELECT): %s", why);
-	metrics_shared(s->metrics, MSH_ERROR);
-	redisAsyncDisconnect(ac);
-}
-
-static void
-shared_ready_cb(redisAsyncContext *ac, void *r, void *priv)
-{
-	struct shared	*s = priv;
-	const char	*why;
-
-	if (r == NULL)
-		return;
-	if ((why = shared_err(r, ac)) != NULL) {
-		log_warnx_limited(&shared_lim, "shared tier: Redis answers "
-		    "%s", why);
-		metrics_shared(s->metrics, MSH_ERROR);
-		redisAsyncDisconnect(ac);
-		return;
-	}
-	s->backoff = shared_backoff_min;
 	s->timeouts = 0;
-	shared_set_up(s, 1);
+	metrics_shared_up(s->metrics, 1);
+	shared_link_where(&s->link, where, sizeof where);
+	log_info("shared tier: connected to Redis at %s", where);
+	shared_delete_flush(s);
 }
 
 static void
-shared_connect(struct shared *s)
+shared_link_down(void *arg)
 {
-	redisAsyncContext	*ac;
-	char			 where[160];
+	struct shared	*s = arg;
+	char		 where[160];
 
-	ac = s->unix_path != NULL ? redisAsyncConnectUnix(s->unix_path) :
-	    redisAsyncConnect(s->host, s->port);
-	if (ac == NULL || ac->err) {
-		shared_where(s, where, sizeof where);
-		log_warnx_limited(&shared_lim, "shared tier: cannot connect "
-		    "to Redis at %s: %s", where, ac != NULL ? ac->errstr :
-		    "out of memory");
-		if (ac != NULL)
-			redisAsyncFree(ac);
-		metrics_shared(s->metrics, MSH_ERROR);
-		shared_retry_later(s);
-		return;
-	}
-	ac->data = s;
-	if (redisLibeventAttach(ac, s->base) != REDIS_OK)
-		fatalx("shared tier: cannot attach to the event loop");
-	redisAsyncSetConnectCallback(ac, shared_connected);
-	redisAsyncSetDisconnectCallback(ac, shared_disconnected);
-	s->ac = ac;
-	/* Sent once connected, in this order: the PING says all went. */
-	if (s->password != NULL)
-		redisAsyncCommand(ac, shared_setup_cb, s, "AUTH %b",
-		    s->password, strlen(s->password));
-	if (s->db != 0)
-		redisAsyncCommand(ac, shared_setup_cb, s, "SELECT %d", s->db);
-	redisAsyncCommand(ac, shared_ready_cb, s, "PING");
+	metrics_shared_up(s->metrics, 0);
+	shared_link_where(&s->link, where, sizeof where);
+	log_warnx_limited(&shared_lim, "shared tier: lost Redis at %s; "
+	    "serving from the local cache and the upstream until it is back",
+	    where);
 }
 
 struct shared *
@@ -261,11 +122,6 @@ shared_new(struct event_base *base, const struct shared_conf *sc,
 
 	s = xcalloc(1, sizeof *s);
 	s->base = base;
-	s->host = sc->host != NULL ? xstrdup(sc->host) : NULL;
-	s->port = sc->port;
-	s->unix_path = sc->unix_path != NULL ? xstrdup(sc->unix_path) : NULL;
-	s->db = sc->db;
-	s->password = sc->password != NULL ? xstrdup(sc->password) : NULL;
 	s->prefix = xstrdup(sc->prefix);
 	s->plen = strlen(s->prefix);
 	s->timeout.tv_sec = (time_t)sc->timeout;
@@ -277,12 +133,13 @@ shared_new(struct event_base *base, const struct shared_conf *sc,
 	if (s->mark_ms < 1000)
 		s->mark_ms = 1000;
 	s->metrics = m;
-	s->backoff = shared_backoff_min;
-	if ((s->retry = evtimer_new(base, shared_retry_cb, s)) == NULL)
-		fatalx("out of memory");
+	s->node = xstrdup(sc->node != NULL ? sc->node : "-");
+	s->wait = xcalloc(SHARED_WAIT_MAX, sizeof *s->wait);
 	metrics_shared_up(m, 0);
 	metrics_shared_conf(m, 1);
-	shared_connect(s);
+	shared_link_init(&s->link, base, sc, "shared tier", m, shared_link_up,
+	    shared_link_down, s);
+	shared_link_start(&s->link);
 	return (s);
 }
 
@@ -291,18 +148,10 @@ shared_free(struct shared *s)
 {
 	if (s == NULL)
 		return;
-	s->freeing = 1;
-	/* Runs every pending callback with no reply, and the disconnect's. */
-	if (s->ac != NULL)
-		redisAsyncFree(s->ac);
-	event_free(s->retry);
-	if (s->password != NULL) {
-		OPENSSL_cleanse(s->password, strlen(s->password));
-		free(s->password);
-	}
-	free(s->host);
-	free(s->unix_path);
+	shared_link_free(&s->link);
 	free(s->prefix);
+	free(s->node);
+	free(s->wait);
 	metrics_shared_conf(s->metrics, 0);
 	free(s);
 }
@@ -310,7 +159,7 @@ shared_free(struct shared *s)
 int
 shared_up(const struct shared *s)
 {
-	return (s != NULL && s->up && s->ac != NULL);
+	return (s != NULL && s->link.is_up && s->link.ac != NULL);
 }
 
 /* "<prefix><what>:<id>" into buf (at least plen + 3 + 128 + 1 bytes). */
@@ -434,8 +283,8 @@ shared_got(redisAsyncContext *ac, void *r, void *priv)
 		metrics_shared(s->metrics, MSH_MISS);
 	else {
 		metrics_shared(s->metrics, MSH_ERROR);
-		if ((why = shared_err(reply, s->ac != NULL ? s->ac : ac)) !=
-		    NULL && reply != NULL)
+		if (reply != NULL &&
+		    (why = shared_link_err(&s->link, reply)) != NULL)
 			log_warnx_limited(&shared_lim, "shared tier: a lookup "
 			    "failed: %s", why);
 	}
@@ -450,24 +299,18 @@ shared_get_timeout(evutil_socket_t fd, short what, void *arg)
 	struct shared		*s = g->s;
 	shared_got_fn		*fn = g->fn;
 	void			*fnarg = g->arg;
-	redisAsyncContext	*ac;
 
 	(void)fd;
 	(void)what;
 	/* The reply, if it ever comes, frees g. */
 	g->fn = NULL;
 	metrics_shared(s->metrics, MSH_TIMEOUT);
-	if (++s->timeouts >= SHARED_TIMEOUTS_MAX && s->ac != NULL) {
+	if (++s->timeouts >= SHARED_TIMEOUTS_MAX && s->link.ac != NULL) {
 		log_warnx_limited(&shared_lim, "shared tier: %d lookups in a "
 		    "row took longer than [shared] timeout; reconnecting",
 		    s->timeouts);
 		s->timeouts = 0;
-		ac = s->ac;
-		s->ac = NULL;
-		shared_set_up(s, 0);
-		redisAsyncFree(ac);	/* frees g, among others */
-		if (!evtimer_pending(s->retry, NULL))
-			shared_retry_later(s);
+		shared_link_drop(&s->link);	/* frees g, among others */
 	}
 	fn(fnarg, NULL);
 }
@@ -489,7 +332,7 @@ shared_get(struct shared *s, const char *id, const void *key, size_t klen,
 	if ((g->timer = evtimer_new(s->base, shared_get_timeout, g)) == NULL)
 		fatalx("out of memory");
 	hl = shared_key(s, hk, 'r', id);
-	if (redisAsyncCommand(s->ac, shared_got, g, "HGET %b %b", hk, hl,
+	if (redisAsyncCommand(s->link.ac, shared_got, g, "HGET %b %b", hk, hl,
 	    key, klen) != REDIS_OK) {
 		shared_get_free(g);
 		return (NULL);
@@ -514,7 +357,8 @@ shared_wrote(redisAsyncContext *ac, void *r, void *priv)
 	struct shared	*s = priv;
 	const char	*why;
 
-	if (s->freeing || (why = shared_err(r, ac)) == NULL)
+	(void)ac;
+	if (s->link.freeing || (why = shared_link_err(&s->link, r)) == NULL)
 		return;
 	metrics_shared(s->metrics, MSH_ERROR);
 	if (r != NULL)
@@ -529,7 +373,7 @@ shared_stored(redisAsyncContext *ac, void *r, void *priv)
 	struct shared	*s = priv;
 	redisReply	*reply = r;
 
-	if (s->freeing)
+	if (s->link.freeing)
 		return;
 	if (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
 		metrics_shared(s->metrics, reply->integer == 1 ? MSH_STORED :
@@ -551,23 +395,61 @@ shared_put(struct shared *s, const char *id, const void *key, size_t klen,
 	hl = shared_key(s, hk, 'r', id);
 	dl = shared_key(s, dk, 'd', id);
 	v = shared_encode(e, &vl);
-	redisAsyncCommand(s->ac, shared_stored, s, "EVAL %s 2 %b %b %b %b %lld",
+	redisAsyncCommand(s->link.ac, shared_stored, s, "EVAL %s 2 %b %b %b %b %lld",
 	    shared_put_lua, hk, hl, dk, dl, key, klen, v, vl, s->ttl_ms);
 	free(v);
 }
 
-void
-shared_delete(struct shared *s, const char *id)
+static void
+shared_delete_send(struct shared *s, const char *id, enum shared_event ev)
 {
-	char	hk[256], dk[256];
+	char	hk[256], dk[256], sk[256], evs[2] = { (char)ev, '\0' };
 	size_t	hl, dl;
 
-	if (!shared_up(s) || s->plen > sizeof hk - 3 - 128)
-		return;
 	hl = shared_key(s, hk, 'r', id);
 	dl = shared_key(s, dk, 'd', id);
-	/* One connection keeps its order: the mark is set before the DEL. */
-	redisAsyncCommand(s->ac, shared_wrote, s, "SET %b 1 PX %lld", dk, dl,
-	    s->mark_ms);
-	redisAsyncCommand(s->ac, shared_wrote, s, "DEL %b", hk, hl);
+	snprintf(sk, sizeof sk, "%s%s", s->prefix, SHARED_STREAM);
+	/* One connection keeps its order: mark, forget, then tell. */
+	if (ev == SHARED_DELETE_BEGIN)
+		redisAsyncCommand(s->link.ac, shared_wrote, s, "SET %b 1 PX %lld",
+		    dk, dl, s->mark_ms);
+	if (ev != SHARED_DELETE_REFUSED)
+		redisAsyncCommand(s->link.ac, shared_wrote, s, "DEL %b", hk, hl);
+	redisAsyncCommand(s->link.ac, shared_wrote, s, "XADD %s MAXLEN ~ %d * "
+	    "node %s id %s ev %s", sk, SHARED_STREAM_MAX, s->node, id, evs);
+}
+
+/* Tell what waited for the connection, oldest first. */
+static void
+shared_delete_flush(struct shared *s)
+{
+	size_t	i;
+
+	for (i = 0; i < s->nwait; i++)
+		shared_delete_send(s, s->wait[(s->wait0 + i) % SHARED_WAIT_MAX].id,
+		    s->wait[(s->wait0 + i) % SHARED_WAIT_MAX].ev);
+	s->wait0 = s->nwait = 0;
+}
+
+void
+shared_delete(struct shared *s, const char *id, enum shared_event ev)
+{
+	struct shared_wait	*w;
+
+	if (s == NULL || strlen(id) >= sizeof w->id)
+		return;
+	if (shared_up(s)) {
+		shared_delete_send(s, id, ev);
+		return;
+	}
+	if (s->nwait == SHARED_WAIT_MAX) {
+		log_warnx_limited(&shared_lim, "shared tier: Redis has been "
+		    "away for %d deletes; the oldest one is not told to the "
+		    "fleet", SHARED_WAIT_MAX);
+		s->wait0 = (s->wait0 + 1) % SHARED_WAIT_MAX;
+		s->nwait--;
+	}
+	w = &s->wait[(s->wait0 + s->nwait++) % SHARED_WAIT_MAX];
+	memcpy(w->id, id, strlen(id) + 1);
+	w->ev = ev;
 }

@@ -28,7 +28,21 @@ struct shared_conf {
 	double		 timeout;	/* a lookup's longest wait, seconds */
 	double		 ttl;		/* an entry's; 0: the most (30 days) */
 	double		 mark_ttl;	/* a deleted id's mark */
+	const char	*node;		/* this process's name in the stream */
 };
+
+/* What a node tells the fleet of an id (shared_delete()). */
+enum shared_event {
+	SHARED_DELETE_BEGIN = 'b',	/* a DELETE goes upstream */
+	SHARED_DELETE_DONE = 'd',	/* the upstream deleted it */
+	SHARED_DELETE_REFUSED = 'r',	/* the upstream refused the DELETE */
+	SHARED_CANCELLED = 'c'		/* a cancel went upstream */
+};
+
+/* The stream every node follows (shared_follow.c), after the prefix. */
+#define SHARED_STREAM		"invalidations"
+/* Entries it keeps, about (XADD MAXLEN ~). */
+#define SHARED_STREAM_MAX	100000
 
 struct shared;
 struct shared_get;
@@ -65,9 +79,32 @@ void		 shared_get_cancel(struct shared_get *);
 void		 shared_put(struct shared *, const char *id, const void *key,
 		    size_t klen, const struct cache_entry *);
 /*
- * Forget every tenant's entries of id and mark it deleted for
- * mark_ttl: a store of an answer fetched before cannot bring it back.
+ * Tell the fleet what became of id, on the stream every node follows.
+ * A DELETE's begin also forgets every tenant's entries of id in Redis and
+ * marks it deleted for mark_ttl, so that a store of an answer fetched
+ * before cannot bring it back; its end and a cancel forget them again.
+ * While the tier is down, what is told waits (the newest 4096) and goes
+ * once it is back.
  */
-void		 shared_delete(struct shared *, const char *id);
+void		 shared_delete(struct shared *, const char *id,
+		    enum shared_event);
+
+/*
+ * The fleet's stream of deletes, followed on the main loop
+ * (shared_follow.c): what other nodes deleted goes from this node's cache.
+ */
+struct cache;
+struct coalesce;
+struct shared_follow;
+
+struct shared_follow *shared_follow_new(struct event_base *,
+		    const struct shared_conf *, struct cache *,
+		    struct coalesce *, double max_stale, double tombstone_ttl);
+void		 shared_follow_free(struct shared_follow *);
+/*
+ * From any thread: 1 unless a follower is behind the stream (since start,
+ * or for max_stale after it lost it): this node's entries may be served.
+ */
+int		 shared_local_ok(void);
 
 #endif

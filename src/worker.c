@@ -67,13 +67,12 @@ static void	worker_mail(evutil_socket_t, short, void *);
 
 struct worker *
 worker_new(int id, const struct conf *c, struct cache *cache,
-    struct coalesce *flights, struct keyring *keys, const char *shared_pw,
-    int listen_fd, int drained_fd)
+    struct coalesce *flights, struct keyring *keys,
+    const struct shared_conf *sc, int listen_fd, int drained_fd)
 {
 	struct worker	*w;
 	struct event_config *evcfg;
 	struct proxy_env env;
-	struct shared_conf sc;
 	char		 who[32];
 
 	w = xcalloc(1, sizeof *w);
@@ -118,19 +117,8 @@ worker_new(int id, const struct conf *c, struct cache *cache,
 	memset(&env, 0, sizeof env);
 	/* A DELETE given up on may still take effect upstream meanwhile. */
 	env.delete_window = 2 * (c->connect_timeout + c->timeout);
-	if (c->shared_redis != NULL) {
-		memset(&sc, 0, sizeof sc);
-		sc.host = c->shared_host;
-		sc.port = c->shared_port;
-		sc.unix_path = c->shared_unix;
-		sc.db = c->shared_db;
-		sc.password = shared_pw;
-		sc.prefix = c->shared_prefix;
-		sc.timeout = c->shared_timeout;
-		sc.ttl = c->cache_ttl;
-		sc.mark_ttl = env.delete_window;
-		w->shared = shared_new(w->base, &sc, w->metrics);
-	}
+	if (sc != NULL)
+		w->shared = shared_new(w->base, sc, w->metrics);
 	env.shared = w->shared;
 	env.cache = cache;
 	env.flights = flights;

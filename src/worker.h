@@ -20,13 +20,14 @@ struct worker;
 
 /*
  * Build a worker on the calling thread, accepting on listen_fd (which it
- * then owns).  shared_pw is [shared] password_file's secret (copied), or
- * NULL.  drained_fd is an eventfd the worker adds 1 to once a drain is
- * complete.
+ * then owns).  sc: its connection to the shared tier (copied), or NULL.
+ * drained_fd is an eventfd the worker adds 1 to once a drain is complete.
  */
+struct shared_conf;
 struct worker	*worker_new(int id, const struct conf *, struct cache *,
-		    struct coalesce *, struct keyring *, const char *shared_pw,
-		    int listen_fd, int drained_fd);
+		    struct coalesce *, struct keyring *,
+		    const struct shared_conf *sc, int listen_fd,
+		    int drained_fd);
 /* Run its loop on a new thread. */
 void		 worker_start(struct worker *);
 /* Serve new requests with these keys (takes the reference given). */

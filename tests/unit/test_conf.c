@@ -58,6 +58,7 @@ static const struct {
 	{ "shared", "password_file", "/etc/respcache/redis-password", 1 },
 	{ "shared", "timeout", "10ms", 1 },
 	{ "shared", "prefix", "fleet-a:", 1 },
+	{ "shared", "max_stale", "10", 1 },
 	{ "log", "level", "debug", 0 },
 	{ "log", "log_format", "json", 1 },
 	{ "log", "access_log", "off", 1 },
