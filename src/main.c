@@ -171,6 +171,9 @@ shared_conf_of(const struct conf *c, const char *password, char *node,
 	sc->ttl = c->cache_ttl;
 	/* A DELETE given up on may still take effect upstream meanwhile. */
 	sc->mark_ttl = 2 * (c->connect_timeout + c->timeout);
+	/* About as long as a fetch may take, and no longer than 30 s. */
+	sc->lease = c->connect_timeout + c->timeout < 30 ?
+	    c->connect_timeout + c->timeout : 30;
 	sc->node = node;
 }
 

@@ -55,7 +55,7 @@ static const char *const metrics_state_names[MS_COUNT] = {
 	"waiting", "fetching", "streaming", "paused", "orphaned", "shared"
 };
 static const char *const metrics_shared_names[MSH_COUNT] = {
-	"hit", "miss", "timeout", "error", "stored", "refused"
+	"hit", "miss", "timeout", "error", "waited", "stored", "refused"
 };
 
 static pthread_mutex_t	 metrics_mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -433,8 +433,8 @@ metrics_render(struct evbuffer *b, const struct cache_stats *cs, int workers)
 		    "connections to the shared tier that are up.",
 		    (long long)sum->shared_up);
 		metrics_head(b, "shared_lookups_total", "counter", "Lookups "
-		    "in the shared tier by result, and failed exchanges "
-		    "(error).");
+		    "in the shared tier by result, failed exchanges (error), "
+		    "and those that waited on another node's fetch.");
 		for (i = 0; i < MSH_STORED; i++)
 			evbuffer_add_printf(b, "respcache_shared_lookups_total"
 			    "{result=\"%s\"} %llu\n", metrics_shared_names[i],

@@ -52,6 +52,7 @@ enum metrics_state {
 /* What a lookup in the shared tier came to, or a failed exchange. */
 enum metrics_shared {
 	MSH_HIT, MSH_MISS, MSH_TIMEOUT, MSH_ERROR,
+	MSH_WAIT,			/* waited on another node's fetch */
 	MSH_STORED, MSH_REFUSED,	/* stores: written; the id deleted */
 	MSH_COUNT
 };

@@ -181,8 +181,7 @@ proxy_req_finish(struct proxy_req *pr, int status, size_t bytes)
 	size_t			 i;
 
 	proxy_req_set_state(pr, PR_FINISHED);
-	shared_get_cancel(pr->sget);
-	pr->sget = NULL;
+	proxy_shared_done(pr);
 	if (pr->ureq != NULL) {
 		pr->usecs = proxy_clock() - pr->ut0;
 		upstream_abort(pr->ureq);
@@ -560,6 +559,7 @@ proxy_new(struct evhttp *http, const struct proxy_env *env)
 	px->cache = env->cache;
 	px->up = env->up;
 	px->shared = env->shared;
+	px->node = env->node;
 	px->keys = keyring_ref(env->keys);
 	px->flights = env->flights;
 	px->box = env->box;

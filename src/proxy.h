@@ -23,6 +23,7 @@ struct proxy_env {
 	struct coalesce_box	*box;		/* this loop's */
 	struct upstream		*up;		/* this loop's */
 	struct shared		*shared;	/* this loop's, or NULL */
+	const char		*node;		/* this process's name, or NULL */
 	struct keyring		*keys;		/* a reference is taken */
 	struct metrics		*metrics;	/* this loop's, or NULL */
 	struct accesslog	*alog;		/* this loop's, or NULL */

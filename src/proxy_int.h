@@ -79,6 +79,7 @@ struct proxy {
 	struct coalesce		*flights;	/* fetches others may wait on */
 	struct coalesce_box	*box;		/* this loop's, for waiting */
 	struct shared		*shared;	/* this loop's, or NULL */
+	const char		*node;		/* this process's name in the fleet */
 	struct metrics		*metrics;
 	struct accesslog	*alog;
 	struct timeval		 client_tv;
@@ -105,6 +106,7 @@ struct proxy_req {
 	struct coalesce_fetch	*fetch;		/* others may wait on ours */
 	struct coalesce_waiter	 waiter;	/* or we wait on another's */
 	struct shared_get	*sget;		/* SHARED: its lookup */
+	int			 leased;	/* holds the fleet's lease on its key */
 	struct route		 route;
 	struct keyring		*keys;		/* as the request began */
 	int			 keys_held;	/* a reference: it went async */
@@ -225,6 +227,12 @@ int	proxy_in_list(const char *name, const char *const *list);
  * ask: no tier, or it is down.
  */
 int	proxy_ask_shared(struct proxy_req *);
+/*
+ * The request is done with the shared tier: its lookup, if pending, is
+ * cancelled, and its lease on the key's fetch, if it holds one, goes (its
+ * answer, if stored, went before it, on the same connection).
+ */
+void	proxy_shared_done(struct proxy_req *);
 /* What this node stores (status 200) goes to the shared tier too. */
 void	proxy_share(struct proxy_req *, const char *id, const char *key,
 	    size_t klen, const char *etag, const char *hdrs, size_t hlen,

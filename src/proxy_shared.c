@@ -27,7 +27,7 @@
 
 /* shared_got_fn: what the shared tier said of pr's key. */
 static void
-proxy_shared_got(void *arg, const struct cache_entry *e)
+proxy_shared_got(void *arg, const struct cache_entry *e, int lease)
 {
 	struct proxy_req	*pr = arg;
 	struct cache_guard	 g;
@@ -39,6 +39,8 @@ proxy_shared_got(void *arg, const struct cache_entry *e)
 
 	pr->sget = NULL;
 	if (e == NULL) {
+		/* The fleet's one fetch of it, if lease: others wait on it. */
+		pr->leased = lease;
 		proxy_forward(pr);	/* pr may be gone */
 		return;
 	}
@@ -81,15 +83,26 @@ proxy_shared_got(void *arg, const struct cache_entry *e)
 	evhttp_clear_headers(&hdrs);
 }
 
+/* The lease's token: this process's name and the request's serial. */
+static void
+proxy_lease_token(struct proxy_req *pr, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s:%llu", pr->px->node,
+	    (unsigned long long)pr->serial);
+}
+
 int
 proxy_ask_shared(struct proxy_req *pr)
 {
+	char	token[64];
+
 	if (pr->px->shared == NULL)
 		return (0);
 	/* An answer fetched from here on is refused by a DELETE's guard. */
 	pr->since = time(NULL);
+	proxy_lease_token(pr, token, sizeof token);
 	pr->sget = shared_get(pr->px->shared, pr->route.id, pr->key,
-	    pr->klen, proxy_shared_got, pr);
+	    pr->klen, token, proxy_shared_got, pr);
 	if (pr->sget == NULL)
 		return (0);
 	proxy_req_set_state(pr, PR_SHARED);
@@ -116,6 +129,20 @@ proxy_share(struct proxy_req *pr, const char *id, const char *key,
 	e.body_len = blen;
 	e.stored_at = now;
 	shared_put(pr->px->shared, id, key, klen, &e);
+}
+
+void
+proxy_shared_done(struct proxy_req *pr)
+{
+	char	token[64];
+
+	shared_get_cancel(pr->sget);
+	pr->sget = NULL;
+	if (!pr->leased)
+		return;
+	pr->leased = 0;
+	proxy_lease_token(pr, token, sizeof token);
+	shared_unlease(pr->px->shared, pr->route.id, pr->key, pr->klen, token);
 }
 
 void

@@ -56,6 +56,23 @@ static const char	shared_put_lua[] =
 	"redis.call('PEXPIRE', KEYS[1], ARGV[3]) "
 	"return 1";
 
+/*
+ * A lookup: the entry if it is there; else the lease on its fetch if no
+ * node holds it (1: this node fetches), else 0: another node fetches it.
+ */
+static const char	shared_get_lua[] =
+	"local v = redis.call('HGET', KEYS[1], ARGV[1]) "
+	"if v then return v end "
+	"if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then "
+	"return 1 end "
+	"return 0";
+
+/* The lease goes once its holder is done, if it still holds it. */
+static const char	shared_unlease_lua[] =
+	"if redis.call('GET', KEYS[1]) == ARGV[1] then "
+	"return redis.call('DEL', KEYS[1]) end "
+	"return 0";
+
 /* What waits to be told while Redis is away. */
 #define SHARED_WAIT_MAX		4096
 struct shared_wait {
@@ -72,6 +89,7 @@ struct shared {
 	double			 ttl;
 	long long		 ttl_ms;
 	long long		 mark_ms;
+	long long		 lease_ms;
 	struct metrics		*metrics;
 	char			*node;
 	int			 timeouts;	/* lookups in a row */
@@ -83,10 +101,19 @@ struct shared_get {
 	struct shared		*s;
 	shared_got_fn		*fn;		/* NULL once answered or cancelled */
 	void			*arg;
-	struct event		*timer;
+	struct event		*timer;		/* its reply's timeout; the poll */
+	int			 inflight;	/* a command is out */
+	int			 waited;	/* on another node's fetch */
+	char			*hk, *lk, *key;	/* hash, lease and cache keys */
+	size_t			 hl, ll, klen;
+	char			 token[64];	/* the lease's, if it takes it */
 };
 
+/* Between two lookups of a key another node fetches. */
+static const struct timeval	shared_poll = { 0, 5 * 1000 };
+
 static void	shared_delete_flush(struct shared *);
+static void	shared_wrote(redisAsyncContext *, void *, void *);
 
 static void
 shared_link_up(void *arg)
@@ -132,6 +159,9 @@ shared_new(struct event_base *base, const struct shared_conf *sc,
 	s->mark_ms = (long long)(sc->mark_ttl * 1000);
 	if (s->mark_ms < 1000)
 		s->mark_ms = 1000;
+	s->lease_ms = (long long)(sc->lease * 1000);
+	if (s->lease_ms < 100)
+		s->lease_ms = 100;
 	s->metrics = m;
 	s->node = xstrdup(sc->node != NULL ? sc->node : "-");
 	s->wait = xcalloc(SHARED_WAIT_MAX, sizeof *s->wait);
@@ -249,8 +279,24 @@ static void
 shared_get_free(struct shared_get *g)
 {
 	event_free(g->timer);
+	free(g->hk);
+	free(g->lk);
+	free(g->key);
 	free(g);
 }
+
+/* Answer the caller once: e found, or not (lease: it holds the fleet's). */
+static void
+shared_get_done(struct shared_get *g, const struct cache_entry *e, int lease)
+{
+	shared_got_fn	*fn = g->fn;
+
+	g->fn = NULL;
+	evtimer_del(g->timer);
+	fn(g->arg, e, lease);
+}
+
+static void	shared_get_send(struct shared_get *);
 
 static void
 shared_got(redisAsyncContext *ac, void *r, void *priv)
@@ -258,53 +304,72 @@ shared_got(redisAsyncContext *ac, void *r, void *priv)
 	struct shared_get	*g = priv;
 	struct shared		*s = g->s;
 	redisReply		*reply = r;
-	struct cache_entry	 e, *found = NULL;
-	shared_got_fn		*fn = g->fn;
+	struct cache_entry	 e;
 	const char		*why;
 
 	(void)ac;
+	g->inflight = 0;
 	if (reply != NULL)
 		s->timeouts = 0;
-	if (fn == NULL) {		/* timed out, or cancelled */
+	if (g->fn == NULL) {		/* timed out, or cancelled */
 		shared_get_free(g);
 		return;
 	}
-	g->fn = NULL;
-	evtimer_del(g->timer);
 	if (reply != NULL && reply->type == REDIS_REPLY_STRING &&
 	    shared_decode((const unsigned char *)reply->str, reply->len,
 	    &e) == 0 && (s->ttl == 0 ||
-	    (double)(time(NULL) - e.stored_at) < s->ttl))
-		found = &e;
-	if (found != NULL)
+	    (double)(time(NULL) - e.stored_at) < s->ttl)) {
 		metrics_shared(s->metrics, MSH_HIT);
-	else if (reply != NULL && (reply->type == REDIS_REPLY_NIL ||
-	    reply->type == REDIS_REPLY_STRING))
-		metrics_shared(s->metrics, MSH_MISS);
-	else {
-		metrics_shared(s->metrics, MSH_ERROR);
-		if (reply != NULL &&
-		    (why = shared_link_err(&s->link, reply)) != NULL)
-			log_warnx_limited(&shared_lim, "shared tier: a lookup "
-			    "failed: %s", why);
+		shared_get_done(g, &e, 0);
+		shared_get_free(g);
+		return;
 	}
-	fn(g->arg, found);
+	if (reply != NULL && reply->type == REDIS_REPLY_INTEGER &&
+	    reply->integer == 0) {
+		/* Another node fetches it: ask again soon. */
+		if (!g->waited)
+			metrics_shared(s->metrics, MSH_WAIT);
+		g->waited = 1;
+		evtimer_add(g->timer, &shared_poll);
+		return;
+	}
+	if (reply != NULL && (reply->type == REDIS_REPLY_INTEGER ||
+	    reply->type == REDIS_REPLY_STRING)) {
+		/* Not there (or not sound): this node fetches, holding the lease. */
+		metrics_shared(s->metrics, MSH_MISS);
+		shared_get_done(g, NULL, reply->type == REDIS_REPLY_INTEGER);
+		shared_get_free(g);
+		return;
+	}
+	metrics_shared(s->metrics, MSH_ERROR);
+	if (reply != NULL && (why = shared_link_err(&s->link, reply)) != NULL)
+		log_warnx_limited(&shared_lim, "shared tier: a lookup failed: "
+		    "%s", why);
+	shared_get_done(g, NULL, 0);
 	shared_get_free(g);
 }
 
+/* The timer: a reply later than [shared] timeout, or the next poll. */
 static void
-shared_get_timeout(evutil_socket_t fd, short what, void *arg)
+shared_get_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct shared_get	*g = arg;
 	struct shared		*s = g->s;
-	shared_got_fn		*fn = g->fn;
-	void			*fnarg = g->arg;
 
 	(void)fd;
 	(void)what;
+	if (!g->inflight) {		/* polling: ask again */
+		if (!shared_up(s)) {
+			shared_get_done(g, NULL, 0);
+			shared_get_free(g);
+			return;
+		}
+		shared_get_send(g);
+		return;
+	}
 	/* The reply, if it ever comes, frees g. */
-	g->fn = NULL;
 	metrics_shared(s->metrics, MSH_TIMEOUT);
+	shared_get_done(g, NULL, 0);
 	if (++s->timeouts >= SHARED_TIMEOUTS_MAX && s->link.ac != NULL) {
 		log_warnx_limited(&shared_lim, "shared tier: %d lookups in a "
 		    "row took longer than [shared] timeout; reconnecting",
@@ -312,33 +377,64 @@ shared_get_timeout(evutil_socket_t fd, short what, void *arg)
 		s->timeouts = 0;
 		shared_link_drop(&s->link);	/* frees g, among others */
 	}
-	fn(fnarg, NULL);
+}
+
+static void
+shared_get_send(struct shared_get *g)
+{
+	struct shared	*s = g->s;
+
+	if (redisAsyncCommand(s->link.ac, shared_got, g, "EVAL %s 2 %b %b "
+	    "%b %s %lld", shared_get_lua, g->hk, g->hl, g->lk, g->ll, g->key,
+	    g->klen, g->token, s->lease_ms) != REDIS_OK) {
+		metrics_shared(s->metrics, MSH_ERROR);
+		shared_get_done(g, NULL, 0);
+		shared_get_free(g);
+		return;
+	}
+	g->inflight = 1;
+	evtimer_add(g->timer, &s->timeout);
+}
+
+/* "<prefix>l:<id>:<cache key>": the lease on one key's fetch. */
+static char *
+shared_lease_key(const struct shared *s, const char *id, const void *key,
+    size_t klen, size_t *len)
+{
+	char	*lk;
+	size_t	 n;
+
+	lk = xmalloc(s->plen + 3 + 128 + 1 + klen);
+	n = shared_key(s, lk, 'l', id);
+	lk[n++] = ':';
+	memcpy(lk + n, key, klen);
+	*len = n + klen;
+	return (lk);
 }
 
 struct shared_get *
 shared_get(struct shared *s, const char *id, const void *key, size_t klen,
-    shared_got_fn *fn, void *arg)
+    const char *token, shared_got_fn *fn, void *arg)
 {
 	struct shared_get	*g;
-	char			 hk[256];
-	size_t			 hl;
 
-	if (!shared_up(s) || s->plen > sizeof hk - 3 - 128)
+	if (!shared_up(s) || strlen(token) >= sizeof g->token)
 		return (NULL);
 	g = xcalloc(1, sizeof *g);
 	g->s = s;
 	g->fn = fn;
 	g->arg = arg;
-	if ((g->timer = evtimer_new(s->base, shared_get_timeout, g)) == NULL)
+	g->hk = xmalloc(s->plen + 3 + 128);
+	g->hl = shared_key(s, g->hk, 'r', id);
+	g->lk = shared_lease_key(s, id, key, klen, &g->ll);
+	g->key = xmalloc(klen);
+	memcpy(g->key, key, klen);
+	g->klen = klen;
+	memcpy(g->token, token, strlen(token) + 1);
+	if ((g->timer = evtimer_new(s->base, shared_get_timer, g)) == NULL)
 		fatalx("out of memory");
-	hl = shared_key(s, hk, 'r', id);
-	if (redisAsyncCommand(s->link.ac, shared_got, g, "HGET %b %b", hk, hl,
-	    key, klen) != REDIS_OK) {
-		shared_get_free(g);
-		return (NULL);
-	}
-	evtimer_add(g->timer, &s->timeout);
-	return (g);
+	shared_get_send(g);
+	return (g->fn != NULL ? g : NULL);
 }
 
 void
@@ -348,6 +444,24 @@ shared_get_cancel(struct shared_get *g)
 		return;
 	g->fn = NULL;
 	evtimer_del(g->timer);
+	/* Between two polls no reply is coming to free it. */
+	if (!g->inflight)
+		shared_get_free(g);
+}
+
+void
+shared_unlease(struct shared *s, const char *id, const void *key,
+    size_t klen, const char *token)
+{
+	char	*lk;
+	size_t	 ll;
+
+	if (!shared_up(s))
+		return;		/* it expires */
+	lk = shared_lease_key(s, id, key, klen, &ll);
+	redisAsyncCommand(s->link.ac, shared_wrote, s, "EVAL %s 1 %b %s",
+	    shared_unlease_lua, lk, ll, token);
+	free(lk);
 }
 
 /* A write's reply: only its failures count. */

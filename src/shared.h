@@ -28,6 +28,7 @@ struct shared_conf {
 	double		 timeout;	/* a lookup's longest wait, seconds */
 	double		 ttl;		/* an entry's; 0: the most (30 days) */
 	double		 mark_ttl;	/* a deleted id's mark */
+	double		 lease;		/* a fetch's hold on its key, seconds */
 	const char	*node;		/* this process's name in the stream */
 };
 
@@ -58,19 +59,27 @@ int		 shared_up(const struct shared *);
 /*
  * e is the entry found (its bytes valid only during the call), or NULL
  * for none: not there, expired, damaged, an error, the tier down or
- * slower than [shared] timeout.
+ * slower than [shared] timeout.  lease: not there, and this node now
+ * holds the fleet's lease on fetching it (shared_unlease() once done).
  */
-typedef void	 shared_got_fn(void *arg, const struct cache_entry *e);
+typedef void	 shared_got_fn(void *arg, const struct cache_entry *e,
+		    int lease);
 
 /*
- * Look up a cache key (route_cache_key()) of response id.  NULL, and fn
- * is never called, when the tier is down: look elsewhere now.  Else fn
- * runs once, later, on this loop, unless shared_get_cancel() first.
+ * Look up a cache key (route_cache_key()) of response id.  Not there,
+ * the caller gets the fleet's lease on fetching it (as token, unique to
+ * the request); while another node holds it, the lookup waits for that
+ * node's answer, or for the lease's end (then takes it).  NULL, and fn is
+ * never called, when the tier is down: look elsewhere now.  Else fn runs
+ * once, later, on this loop, unless shared_get_cancel() first.
  */
 struct shared_get *shared_get(struct shared *, const char *id,
-		    const void *key, size_t klen, shared_got_fn *fn,
-		    void *arg);
+		    const void *key, size_t klen, const char *token,
+		    shared_got_fn *fn, void *arg);
 void		 shared_get_cancel(struct shared_get *);
+/* The fetch the lease was for is over (stored, or not): others go on. */
+void		 shared_unlease(struct shared *, const char *id,
+		    const void *key, size_t klen, const char *token);
 
 /*
  * Store an entry under key, unless id was marked deleted meanwhile (see

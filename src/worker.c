@@ -120,6 +120,7 @@ worker_new(int id, const struct conf *c, struct cache *cache,
 	if (sc != NULL)
 		w->shared = shared_new(w->base, sc, w->metrics);
 	env.shared = w->shared;
+	env.node = sc != NULL ? sc->node : NULL;
 	env.cache = cache;
 	env.flights = flights;
 	env.box = w->box;

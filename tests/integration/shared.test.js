@@ -35,6 +35,7 @@ async function withFleet(redis, n, fn, { extra = '', upstream = {} } = {}) {
 		}
 		await fn({ up, nodes });
 	} catch (e) {
+		if (process.env.FLEETDEBUG) console.log('# fleet error:', e.message);
 		err = e;
 	}
 	for (const px of nodes) {
@@ -408,6 +409,70 @@ test('a node that comes back after the stream was trimmed past it empties its ca
 		}
 	} finally {
 		await up.close();
+		await redis.stop();
+	}
+});
+
+test('30 concurrent GETs of one uncached id spread over three nodes make one upstream request', { skip }, async () => {
+	const redis = await startRedis();
+	try {
+		await withFleet(redis, 3, async ({ up, nodes }) => {
+			const id = up.seed();
+			const p = `/v1/responses/${id}`;
+			const held = h.holdGets(up);
+			const gets = [];
+			// agent: false: a connection each (the shared agent holds 8 a host).
+			for (let i = 0; i < 30; i++) gets.push(h.request(nodes[i % 3].url + p, { agent: false }));
+			// All 30 in the fleet's hands, one of them upstream.
+			await h.until(async () => {
+				let n = 0;
+				for (const px of nodes) n += await h.metric(px, 'respcache_inflight_requests');
+				return n === 30 && held.length === 1;
+			}, { what: '30 requests in flight, one upstream GET held' });
+			let waited = 0;
+			for (const px of nodes) waited += await h.metric(px, 'respcache_shared_lookups_total', '{result="waited"}');
+			assert.equal(waited, 2, 'the two other nodes wait on the fetch of the one holding the lease');
+			up.override = null;
+			held[0].res.writeHead(200, { 'content-type': 'application/json' });
+			held[0].res.end(JSON.stringify(up.responseObject(up.get(id))));
+			const answers = await Promise.all(gets);
+			for (const r of answers) {
+				assert.equal(r.status, 200, r.body);
+				assert.equal(r.json().id, id);
+			}
+			assert.equal(up.count('GET', p), 1, 'one upstream GET for 30 requests on three nodes');
+			const leases = await redis.cli('--scan', '--pattern', 'respcache:l:*');
+			assert.equal(leases, '', 'the lease went with the fetch');
+		});
+	} finally {
+		await redis.stop();
+	}
+});
+
+test('a node holding the lease that gets no answer to store lets the others fetch at once', { skip }, async () => {
+	const redis = await startRedis();
+	try {
+		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
+			const id = up.seed({ background: true });	// queued: never stored
+			const p = `/v1/responses/${id}`;
+			const held = h.holdGets(up);
+			const ra = h.request(a.url + p);
+			await h.until(() => held.length === 1, { what: "A's upstream GET" });
+			const rb = h.request(b.url + p);
+			await h.until(async () => await h.metric(b, 'respcache_shared_lookups_total', '{result="waited"}') === 1,
+				{ what: 'B waiting on A\'s fetch' });
+			held[0].res.writeHead(200, { 'content-type': 'application/json' });
+			held[0].res.end(JSON.stringify(up.responseObject(up.get(id))));
+			assert.equal((await ra).json().status, 'queued');
+			// A's fetch stored nothing; B takes the lease and fetches its own.
+			await h.until(() => held.length === 2, { what: "B's own upstream GET" });
+			held[1].res.writeHead(200, { 'content-type': 'application/json' });
+			held[1].res.end(JSON.stringify(up.responseObject(up.get(id))));
+			const r = await rb;
+			assert.equal(r.status, 200);
+			assert.equal(r.json().status, 'queued');
+		});
+	} finally {
 		await redis.stop();
 	}
 });
