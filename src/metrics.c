@@ -61,6 +61,9 @@ static const char *const metrics_shared_names[MSH_COUNT] = {
 static pthread_mutex_t	 metrics_mtx = PTHREAD_MUTEX_INITIALIZER;
 static struct metrics	*metrics_all;
 static uint64_t		 metrics_reloads[2];	/* failed, ok */
+static uint64_t		 metrics_stream_n;	/* entries applied */
+static uint64_t		 metrics_stream_lag_us;	/* the last one's lag */
+static int64_t		 metrics_stream_ok = -1;	/* caught up; -1: no stream */
 static time_t		 metrics_started;
 
 /* accept() errors, by listener and errno. */
@@ -218,6 +221,20 @@ metrics_shared_up(struct metrics *m, int up)
 {
 	if (m != NULL)
 		__atomic_store_n(&m->shared_up, up, __ATOMIC_RELAXED);
+}
+
+void
+metrics_stream_applied(double lag)
+{
+	__atomic_add_fetch(&metrics_stream_n, 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&metrics_stream_lag_us,
+	    (uint64_t)(lag > 0 ? lag * 1e6 : 0), __ATOMIC_RELAXED);
+}
+
+void
+metrics_stream_fresh(int fresh)
+{
+	__atomic_store_n(&metrics_stream_ok, fresh, __ATOMIC_RELAXED);
 }
 
 void
@@ -446,6 +463,18 @@ metrics_render(struct evbuffer *b, const struct cache_stats *cs, int workers)
 			evbuffer_add_printf(b, "respcache_shared_stores_total"
 			    "{result=\"%s\"} %llu\n", metrics_shared_names[i],
 			    (unsigned long long)sum->shared[i]);
+		metrics_one(b, "shared_stream_caught_up", "gauge", "1 while "
+		    "this node is caught up with the fleet's stream of deletes "
+		    "(else its own cache serves only for max_stale).",
+		    (long long)(READ(&metrics_stream_ok) == 1));
+		metrics_one(b, "shared_stream_applied_total", "counter",
+		    "Other nodes' deletes, cancels and creates applied here.",
+		    (long long)READ(&metrics_stream_n));
+		metrics_head(b, "shared_stream_lag_seconds", "gauge", "From "
+		    "Redis taking the last entry applied to its applying here "
+		    "(the two clocks' skew included).");
+		evbuffer_add_printf(b, "respcache_shared_stream_lag_seconds "
+		    "%.6f\n", (double)READ(&metrics_stream_lag_us) / 1e6);
 	}
 	free(sum);
 

@@ -80,6 +80,12 @@ void	metrics_shared(struct metrics *, enum metrics_shared);
 /* This worker's connection to the shared tier: configured; up. */
 void	metrics_shared_conf(struct metrics *, int on);
 void	metrics_shared_up(struct metrics *, int up);
+/*
+ * The fleet's stream (main thread): another node's entry applied here,
+ * lag seconds after Redis took it; whether this node is caught up.
+ */
+void	metrics_stream_applied(double lag);
+void	metrics_stream_fresh(int fresh);
 /* From any thread: workers with a connection to the shared tier; up. */
 void	metrics_shared_state(int *conf, int *up);
 

@@ -422,6 +422,10 @@ void
 proxy_own(struct proxy_req *pr, const char *id)
 {
 	tenant_own(pr->px->cache, &pr->who, id);
+	/* Every node of a fleet keeps the record too. */
+	if (tenant_owned(&pr->who) && *id != '\0')
+		shared_own(pr->px->shared, id, pr->who.tenant,
+		    pr->who.client->name);
 }
 
 /*

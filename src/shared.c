@@ -78,6 +78,8 @@ static const char	shared_unlease_lua[] =
 struct shared_wait {
 	char	id[129];
 	char	ev;
+	char	tenant[72];		/* SHARED_OWNED's */
+	char	client[72];
 };
 
 struct shared {
@@ -514,6 +516,42 @@ shared_put(struct shared *s, const char *id, const void *key, size_t klen,
 	free(v);
 }
 
+static void	shared_delete_send(struct shared *, const char *,
+		    enum shared_event);
+
+static void
+shared_tell(struct shared *s, const struct shared_wait *w)
+{
+	char	sk[256], evs[2] = { w->ev, '\0' };
+
+	snprintf(sk, sizeof sk, "%s%s", s->prefix, SHARED_STREAM);
+	if (w->ev == SHARED_OWNED)
+		redisAsyncCommand(s->link.ac, shared_wrote, s, "XADD %s MAXLEN "
+		    "~ %d * node %s id %s ev %s tenant %s client %s", sk,
+		    SHARED_STREAM_MAX, s->node, w->id, evs, w->tenant,
+		    w->client);
+	else
+		shared_delete_send(s, w->id, (enum shared_event)w->ev);
+}
+
+/* Told now, or queued (the newest SHARED_WAIT_MAX) until Redis is back. */
+static void
+shared_tell_or_wait(struct shared *s, const struct shared_wait *w)
+{
+	if (shared_up(s)) {
+		shared_tell(s, w);
+		return;
+	}
+	if (s->nwait == SHARED_WAIT_MAX) {
+		log_warnx_limited(&shared_lim, "shared tier: Redis has been "
+		    "away for %d deletes and creates; the oldest is not told "
+		    "to the fleet", SHARED_WAIT_MAX);
+		s->wait0 = (s->wait0 + 1) % SHARED_WAIT_MAX;
+		s->nwait--;
+	}
+	s->wait[(s->wait0 + s->nwait++) % SHARED_WAIT_MAX] = *w;
+}
+
 static void
 shared_delete_send(struct shared *s, const char *id, enum shared_event ev)
 {
@@ -540,30 +578,37 @@ shared_delete_flush(struct shared *s)
 	size_t	i;
 
 	for (i = 0; i < s->nwait; i++)
-		shared_delete_send(s, s->wait[(s->wait0 + i) % SHARED_WAIT_MAX].id,
-		    s->wait[(s->wait0 + i) % SHARED_WAIT_MAX].ev);
+		shared_tell(s, &s->wait[(s->wait0 + i) % SHARED_WAIT_MAX]);
 	s->wait0 = s->nwait = 0;
 }
 
 void
 shared_delete(struct shared *s, const char *id, enum shared_event ev)
 {
-	struct shared_wait	*w;
+	struct shared_wait	w;
 
-	if (s == NULL || strlen(id) >= sizeof w->id)
+	if (s == NULL || strlen(id) >= sizeof w.id)
 		return;
-	if (shared_up(s)) {
-		shared_delete_send(s, id, ev);
+	memset(&w, 0, sizeof w);
+	memcpy(w.id, id, strlen(id) + 1);
+	w.ev = (char)ev;
+	shared_tell_or_wait(s, &w);
+}
+
+void
+shared_own(struct shared *s, const char *id, const char *tenant,
+    const char *client)
+{
+	struct shared_wait	w;
+
+	if (s == NULL || strlen(id) >= sizeof w.id ||
+	    strlen(tenant) >= sizeof w.tenant ||
+	    strlen(client) >= sizeof w.client)
 		return;
-	}
-	if (s->nwait == SHARED_WAIT_MAX) {
-		log_warnx_limited(&shared_lim, "shared tier: Redis has been "
-		    "away for %d deletes; the oldest one is not told to the "
-		    "fleet", SHARED_WAIT_MAX);
-		s->wait0 = (s->wait0 + 1) % SHARED_WAIT_MAX;
-		s->nwait--;
-	}
-	w = &s->wait[(s->wait0 + s->nwait++) % SHARED_WAIT_MAX];
-	memcpy(w->id, id, strlen(id) + 1);
-	w->ev = ev;
+	memset(&w, 0, sizeof w);
+	memcpy(w.id, id, strlen(id) + 1);
+	memcpy(w.tenant, tenant, strlen(tenant) + 1);
+	memcpy(w.client, client, strlen(client) + 1);
+	w.ev = SHARED_OWNED;
+	shared_tell_or_wait(s, &w);
 }

@@ -37,7 +37,8 @@ enum shared_event {
 	SHARED_DELETE_BEGIN = 'b',	/* a DELETE goes upstream */
 	SHARED_DELETE_DONE = 'd',	/* the upstream deleted it */
 	SHARED_DELETE_REFUSED = 'r',	/* the upstream refused the DELETE */
-	SHARED_CANCELLED = 'c'		/* a cancel went upstream */
+	SHARED_CANCELLED = 'c',		/* a cancel went upstream */
+	SHARED_OWNED = 'o'		/* a client created it (tenant.h) */
 };
 
 /* The stream every node follows (shared_follow.c), after the prefix. */
@@ -97,6 +98,13 @@ void		 shared_put(struct shared *, const char *id, const void *key,
  */
 void		 shared_delete(struct shared *, const char *id,
 		    enum shared_event);
+/*
+ * Tell the fleet that client created id under tenant, so that every
+ * node keeps the owner record (ownership is the same through any node);
+ * told later, like a delete, while Redis is away.
+ */
+void		 shared_own(struct shared *, const char *id, const char *tenant,
+		    const char *client);
 
 /*
  * The fleet's stream of deletes, followed on the main loop

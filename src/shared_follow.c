@@ -33,6 +33,7 @@
 #include "cache.h"
 #include "coalesce.h"
 #include "log.h"
+#include "metrics.h"
 #include "route.h"
 #include "shared.h"
 #include "shared_int.h"
@@ -77,6 +78,7 @@ follow_fresh(struct shared_follow *f, int fresh)
 	if (shared_local_ok() == fresh)
 		return;
 	__atomic_store_n(&shared_fresh, fresh, __ATOMIC_RELEASE);
+	metrics_stream_fresh(fresh);
 	if (fresh)
 		log_info("shared tier: caught up with the fleet's deletes; "
 		    "serving from the local cache");
@@ -111,16 +113,26 @@ follow_clear(struct shared_follow *f, const char *why)
 	f->emptied = 1;
 }
 
-/* Do what another node's entry says to this node's cache. */
-static void
-follow_apply(struct shared_follow *f, const char *node, const char *id,
-    const char *ev)
-{
-	time_t	now = time(NULL);
+static const char	*follow_field(const redisReply *, const char *);
 
-	if (strcmp(node, f->node) == 0 || !route_valid_id(id, strlen(id)) || ev[0] == '\0' ||
-	    ev[1] != '\0')
-		return;
+/*
+ * Do what another node's entry (its [f, v, ...]) says to this node's
+ * cache; 0 if it was this node's own, or not one of ours.
+ */
+static int
+follow_apply(struct shared_follow *f, const redisReply *kv)
+{
+	const char	*node = follow_field(kv, "node");
+	const char	*id = follow_field(kv, "id");
+	const char	*ev = follow_field(kv, "ev");
+	const char	*tenant, *client;
+	char		*key;
+	size_t		 klen;
+	time_t		 now = time(NULL);
+
+	if (strcmp(node, f->node) == 0 || !route_valid_id(id, strlen(id)) ||
+	    ev[0] == '\0' || ev[1] != '\0')
+		return (0);
 	switch (ev[0]) {
 	case SHARED_DELETE_BEGIN:
 		coalesce_detach_id(f->flights, id);
@@ -143,9 +155,19 @@ follow_apply(struct shared_follow *f, const char *node, const char *id,
 		cache_purge_id(f->cache, id, 0);
 		cache_writer_forget_id(f->cache, id);
 		break;
-	default:
+	case SHARED_OWNED:
+		tenant = follow_field(kv, "tenant");
+		client = follow_field(kv, "client");
+		if (*tenant == '\0' || *client == '\0')
+			return (0);
+		key = route_id_prefix(tenant, RK_OWNER, id, &klen);
+		cache_owner_put(f->cache, key, klen, client);
+		free(key);
 		break;
+	default:
+		return (0);
 	}
+	return (1);
 }
 
 static void	follow_read(struct shared_follow *);
@@ -178,6 +200,18 @@ follow_int(const redisReply *kv, const char *name)
 	return (-1);
 }
 
+/* An entry's id starts with the ms Redis took it at: the lag since. */
+static void
+follow_lag(const char *entry)
+{
+	struct timespec	ts;
+	double		ms = strtod(entry, NULL);
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	metrics_stream_applied(((double)ts.tv_sec * 1e3 +
+	    (double)ts.tv_nsec / 1e6 - ms) / 1e3);
+}
+
 static void
 follow_read_cb(redisAsyncContext *ac, void *r, void *priv)
 {
@@ -208,9 +242,8 @@ follow_read_cb(redisAsyncContext *ac, void *r, void *priv)
 			    e->element[0]->type != REDIS_REPLY_STRING ||
 			    e->element[1]->type != REDIS_REPLY_ARRAY)
 				continue;
-			follow_apply(f, follow_field(e->element[1], "node"),
-			    follow_field(e->element[1], "id"),
-			    follow_field(e->element[1], "ev"));
+			if (follow_apply(f, e->element[1]))
+				follow_lag(e->element[0]->str);
 			snprintf(f->pos, sizeof f->pos, "%s",
 			    e->element[0]->str);
 			f->npos++;
@@ -424,6 +457,7 @@ shared_follow_new(struct event_base *base, const struct shared_conf *sc,
 	    (f->watch = evtimer_new(base, follow_watch_cb, f)) == NULL)
 		fatalx("out of memory");
 	__atomic_store_n(&shared_fresh, 0, __ATOMIC_RELEASE);
+	metrics_stream_fresh(0);
 	shared_link_init(&f->link, base, sc, "shared tier (stream)", NULL,
 	    follow_up, follow_down, f);
 	shared_link_start(&f->link);

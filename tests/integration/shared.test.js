@@ -476,3 +476,64 @@ test('a node holding the lease that gets no answer to store lets the others fetc
 		await redis.stop();
 	}
 });
+
+test('[client] ownership is the same through any node: what alice created through A is hers through B', { skip }, async () => {
+	const redis = await startRedis();
+	const dir = h.tmpdir();
+	const sha = (s) => crypto.createHash('sha256').update(s).digest('hex');
+	const keyFile = path.join(dir, 'team.key');
+	fs.writeFileSync(keyFile, 'sk-upstream-TEAM\n', { mode: 0o600 });
+	const clients = `[credential team]\nkey_file = ${keyFile}\n` +
+		`[client alice]\ntoken_sha256 = ${sha('tok-alice')}\ncredential = team\n` +
+		`[client anna]\ntoken_sha256 = ${sha('tok-anna')}\ncredential = team\n`;
+	const bearer = (t) => ({ authorization: `Bearer ${t}` });
+	try {
+		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
+			const c = await h.request(`${a.url}/v1/responses`, { method: 'POST', headers: bearer('tok-alice'),
+				body: { model: 'gpt-4o', input: 'alice only' } });
+			assert.equal(c.status, 200, c.body);
+			const id = c.json().id;
+			const p = `/v1/responses/${id}`;
+			// B has read A's record from the stream (a create, then nothing else).
+			await h.until(async () => await h.metric(b, 'respcache_shared_stream_applied_total') >= 1,
+				{ what: "A's owner record on B" });
+			const before = up.requests.length;
+			const anna = await h.request(b.url + p, { headers: bearer('tok-anna') });
+			h.assertOpenAIError(anna, 404, 'anna through B');
+			const follow = await h.request(`${b.url}/v1/responses`, { method: 'POST', headers: bearer('tok-anna'),
+				body: { model: 'gpt-4o', input: 'go on', previous_response_id: id } });
+			h.assertOpenAIError(follow, 404, "anna continuing alice's conversation through B");
+			assert.equal(up.requests.length, before, "none of anna's requests reached the upstream");
+			const alice = await h.request(b.url + p, { headers: bearer('tok-alice') });
+			assert.equal(alice.status, 200, alice.body);
+			h.assertXCache(alice, 'HIT', 'alice through B: from the shared tier');
+			assert.ok(await h.metric(b, 'respcache_shared_stream_lag_seconds') < 5, 'a lag in seconds');
+		}, { extra: (i) => `${clients}` });
+	} finally {
+		await redis.stop();
+	}
+});
+
+test('pass-through keys are tenants through any node: one key\'s entry never answers another key', { skip }, async () => {
+	const redis = await startRedis();
+	try {
+		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
+			const id = up.seed();
+			const p = `/v1/responses/${id}`;
+			const k1 = { authorization: 'Bearer sk-tenant-one' };
+			const k2 = { authorization: 'Bearer sk-tenant-two' };
+			assert.equal((await h.request(a.url + p, { headers: k1 })).status, 200);
+			await h.until(async () => await entriesOf(redis, id) === 1, { what: "key one's entry in Redis" });
+			h.assertXCache(await h.request(b.url + p, { headers: k1 }), 'HIT', 'key one through B: from Redis');
+			const two = await h.request(b.url + p, { headers: k2 });
+			assert.equal(two.status, 200);
+			h.assertXCache(two, 'MISS', 'key two through B: its own fetch');
+			assert.equal(up.count('GET', p), 2, 'one upstream GET per tenant, whatever the node');
+			await h.until(async () => await entriesOf(redis, id) === 2, { what: "key two's entry in Redis" });
+			h.assertXCache(await h.request(a.url + p, { headers: k2 }), 'HIT', 'key two through A: from Redis');
+			assert.equal(up.count('GET', p), 2);
+		});
+	} finally {
+		await redis.stop();
+	}
+});
