@@ -492,18 +492,24 @@ conf_check_shared(struct conf *c, char **cause)
 	}
 	if (u == NULL)
 		return (0);
+	if (strlen(c->shared_prefix) > 64) {
+		*cause = conf_fmt("[shared] prefix: at most 64 bytes");
+		return (-1);
+	}
 	if (strncmp(u, "unix:", 5) == 0) {
 		if (u[5] == '\0' || strlen(u + 5) > 100) {
-			*cause = conf_fmt("[shared] redis: \"%s\" names no "
-			    "socket (unix:/path/to/redis.sock)", u);
+			*cause = conf_fmt("[shared] redis: unix: names no "
+			    "socket, or too long a path (unix:/path/to/"
+			    "redis.sock)");
 			return (-1);
 		}
 		c->shared_unix = conf_strdup(u + 5);
 		return (0);
 	}
+	/* The URL is never echoed: it may hold a password. */
 	if (strncmp(u, "redis://", 8) != 0) {
-		*cause = conf_fmt("[shared] redis: \"%s\" is not redis://HOST"
-		    "[:PORT][/DB] nor unix:PATH (for TLS, see README)", u);
+		*cause = conf_fmt("[shared] redis: not redis://HOST[:PORT][/DB] "
+		    "nor unix:PATH (rediss://: no TLS; see README)");
 		return (-1);
 	}
 	h = u + 8;
@@ -557,8 +563,8 @@ conf_check_shared(struct conf *c, char **cause)
 	return (0);
 bad:
 	free(host);
-	*cause = conf_fmt("[shared] redis: \"%s\" is not redis://HOST"
-	    "[:PORT][/DB] nor unix:PATH", u);
+	*cause = conf_fmt("[shared] redis: not redis://HOST[:PORT][/DB] nor "
+	    "unix:PATH");
 	return (-1);
 }
 

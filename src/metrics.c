@@ -55,7 +55,8 @@ static const char *const metrics_state_names[MS_COUNT] = {
 	"waiting", "fetching", "streaming", "paused", "orphaned", "shared"
 };
 static const char *const metrics_shared_names[MSH_COUNT] = {
-	"hit", "miss", "timeout", "error", "waited", "stored", "refused"
+	"hit", "miss", "timeout", "error", "waited", "stored", "refused",
+	"dropped"
 };
 
 static pthread_mutex_t	 metrics_mtx = PTHREAD_MUTEX_INITIALIZER;
@@ -457,8 +458,9 @@ metrics_render(struct evbuffer *b, const struct cache_stats *cs, int workers)
 			    "{result=\"%s\"} %llu\n", metrics_shared_names[i],
 			    (unsigned long long)sum->shared[i]);
 		metrics_head(b, "shared_stores_total", "counter", "Stores in "
-		    "the shared tier: written, or refused because the id was "
-		    "deleted meanwhile.");
+		    "the shared tier: written, refused because the id was "
+		    "deleted meanwhile, or dropped (too big, or too much "
+		    "already on its way).");
 		for (i = MSH_STORED; i < MSH_COUNT; i++)
 			evbuffer_add_printf(b, "respcache_shared_stores_total"
 			    "{result=\"%s\"} %llu\n", metrics_shared_names[i],

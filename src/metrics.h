@@ -54,6 +54,7 @@ enum metrics_shared {
 	MSH_HIT, MSH_MISS, MSH_TIMEOUT, MSH_ERROR,
 	MSH_WAIT,			/* waited on another node's fetch */
 	MSH_STORED, MSH_REFUSED,	/* stores: written; the id deleted */
+	MSH_DROPPED,			/* too big, or too much in flight */
 	MSH_COUNT
 };
 

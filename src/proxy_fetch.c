@@ -209,8 +209,14 @@ proxy_waited(struct coalesce_waiter *w, const struct coalesce_answer *a)
 	pr = (struct proxy_req *)(void *)((char *)w -
 	    offsetof(struct proxy_req, waiter));
 	if (a == NULL) {
-		/* It ended with nothing to share: fetch for ourselves. */
+		/*
+		 * It ended with nothing to share (its client left, a stream):
+		 * fetch for ourselves, through the fleet's lease if there is
+		 * one, so that those who waited do not all go upstream.
+		 */
 		pr->result = MC_MISS;
+		if (pr->route.cacheable && proxy_ask_shared(pr))
+			return;
 		proxy_forward(pr);	/* pr may be gone */
 		return;
 	}

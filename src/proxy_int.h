@@ -41,7 +41,8 @@ struct sse;
  * Where a request is.  The legal moves (proxy_state.c):
  *
  *   STARTED  -> WAITING | SHARED | FETCHING | FINISHED
- *   WAITING  -> FETCHING (the fetch ended with nothing to share) | FINISHED
+ *   WAITING  -> SHARED | FETCHING (the fetch ended with nothing to share)
+ *               | FINISHED
  *   SHARED   -> FETCHING (not there, or no answer in time) | FINISHED
  *   FETCHING -> STREAMING | ORPHANED | FINISHED
  *   STREAMING <-> PAUSED;  STREAMING | PAUSED -> FINISHED

@@ -36,6 +36,7 @@ proxy_shared_got(void *arg, const struct cache_entry *e, int lease)
 	const char		*p, *end, *eol, *colon;
 	char			 line[PROXY_SHARED_LINE], val[32];
 	long			 secs;
+	time_t			 at;
 
 	pr->sget = NULL;
 	if (e == NULL) {
@@ -44,9 +45,21 @@ proxy_shared_got(void *arg, const struct cache_entry *e, int lease)
 		proxy_forward(pr);	/* pr may be gone */
 		return;
 	}
-	/* Kept here too, unless a DELETE of the id began since it asked. */
+	/*
+	 * An entry older than this node's knowledge of the id's deletion is
+	 * one a DELETE left behind (Redis was out of reach): not served.
+	 */
+	if (cache_deleted(pr->px->cache, pr->route.id, &at) &&
+	    at >= e->stored_at) {
+		proxy_forward(pr);	/* pr may be gone */
+		return;
+	}
+	/*
+	 * Kept here too, unless a DELETE of the id began since it was
+	 * fetched (or since this request asked, if that is earlier).
+	 */
 	g.id = pr->route.id;
-	g.since = pr->since;
+	g.since = e->stored_at < pr->since ? e->stored_at : pr->since;
 	cache_put_later(pr->px->cache, pr->key, pr->klen, &g, e->status,
 	    e->etag, e->etag_len, e->hdrs, e->hdrs_len, e->body, e->body_len,
 	    e->stored_at);
@@ -56,7 +69,9 @@ proxy_shared_got(void *arg, const struct cache_entry *e, int lease)
 	for (p = e->hdrs, end = e->hdrs + e->hdrs_len; p < end; p = eol + 2) {
 		if ((eol = memchr(p, '\r', (size_t)(end - p))) == NULL)
 			break;
+		/* A line feed inside would split the reply's head. */
 		if ((size_t)(eol - p) >= sizeof line ||
+		    memchr(p, '\n', (size_t)(eol - p)) != NULL ||
 		    (colon = memchr(p, ':', (size_t)(eol - p))) == NULL ||
 		    colon + 2 > eol)
 			continue;

@@ -48,6 +48,13 @@
 #define SHARED_HEAD		32
 #define SHARED_MAX_TTL		(30.0 * 24 * 3600)
 #define SHARED_TIMEOUTS_MAX	8	/* lookups in a row, then reconnect */
+/*
+ * A store bigger than this is not shared; past this much of stores not
+ * yet answered (a slow or hung Redis), new ones are dropped: a worker's
+ * memory stays bounded whatever Redis does.
+ */
+#define SHARED_ENTRY_MAX	(4 * 1024 * 1024)
+#define SHARED_STORING_MAX	(32 * 1024 * 1024)
 
 /* One store: the mark first, then the entry, and the hash's TTL. */
 static const char	shared_put_lua[] =
@@ -95,6 +102,7 @@ struct shared {
 	struct metrics		*metrics;
 	char			*node;
 	int			 timeouts;	/* lookups in a row */
+	size_t			 storing;	/* bytes of stores on their way */
 	struct shared_wait	*wait;		/* a ring of SHARED_WAIT_MAX */
 	size_t			 wait0, nwait;
 };
@@ -482,66 +490,136 @@ shared_wrote(redisAsyncContext *ac, void *r, void *priv)
 		    "%s", why);
 }
 
+struct shared_store {
+	struct shared	*s;
+	size_t		 bytes;
+};
+
 /* A store's reply: 1 written, 0 refused (the id is marked deleted). */
 static void
 shared_stored(redisAsyncContext *ac, void *r, void *priv)
 {
-	struct shared	*s = priv;
-	redisReply	*reply = r;
+	struct shared_store	*st = priv;
+	struct shared		*s = st->s;
+	redisReply		*reply = r;
 
+	s->storing -= st->bytes;
+	free(st);
 	if (s->link.freeing)
 		return;
 	if (reply != NULL && reply->type == REDIS_REPLY_INTEGER)
 		metrics_shared(s->metrics, reply->integer == 1 ? MSH_STORED :
 		    MSH_REFUSED);
 	else
-		shared_wrote(ac, r, priv);
+		shared_wrote(ac, r, s);
 }
 
 void
 shared_put(struct shared *s, const char *id, const void *key, size_t klen,
     const struct cache_entry *e)
 {
-	unsigned char	*v;
-	char		 hk[256], dk[256];
-	size_t		 hl, dl, vl;
+	struct shared_store	*st;
+	unsigned char		*v;
+	char			 hk[256], dk[256];
+	size_t			 hl, dl, vl;
 
-	if (!shared_up(s) || s->plen > sizeof hk - 3 - 128)
+	if (!shared_up(s))
 		return;
+	vl = SHARED_HEAD + e->etag_len + e->hdrs_len + e->body_len;
+	if (vl > SHARED_ENTRY_MAX || s->storing + vl > SHARED_STORING_MAX) {
+		metrics_shared(s->metrics, MSH_DROPPED);
+		if (vl <= SHARED_ENTRY_MAX)
+			log_warnx_limited(&shared_lim, "shared tier: %zu bytes "
+			    "of stores not answered yet; not sharing more "
+			    "until Redis takes them", s->storing);
+		return;
+	}
 	hl = shared_key(s, hk, 'r', id);
 	dl = shared_key(s, dk, 'd', id);
 	v = shared_encode(e, &vl);
-	redisAsyncCommand(s->link.ac, shared_stored, s, "EVAL %s 2 %b %b %b %b %lld",
-	    shared_put_lua, hk, hl, dk, dl, key, klen, v, vl, s->ttl_ms);
+	st = xmalloc(sizeof *st);
+	st->s = s;
+	st->bytes = vl;
+	s->storing += vl;
+	if (redisAsyncCommand(s->link.ac, shared_stored, st, "EVAL %s 2 %b %b "
+	    "%b %b %lld", shared_put_lua, hk, hl, dk, dl, key, klen, v, vl,
+	    s->ttl_ms) != REDIS_OK) {
+		s->storing -= vl;
+		free(st);
+	}
 	free(v);
 }
 
-static void	shared_delete_send(struct shared *, const char *,
-		    enum shared_event);
+static void	shared_tell_or_wait(struct shared *, const struct shared_wait *);
+static void	shared_wait_push(struct shared *, const struct shared_wait *);
+
+/* What was told, until Redis has taken it. */
+struct shared_told {
+	struct shared		*s;
+	struct shared_wait	 w;
+};
+
+/*
+ * The reply to what told the fleet (its XADD, the last of its commands):
+ * lost with the connection, it is told again once Redis is back.
+ */
+static void
+shared_told(redisAsyncContext *ac, void *r, void *priv)
+{
+	struct shared_told	*t = priv;
+	struct shared		*s = t->s;
+
+	if (r == NULL && !s->link.freeing)
+		shared_tell_or_wait(s, &t->w);
+	else
+		shared_wrote(ac, r, s);
+	free(t);
+}
 
 static void
 shared_tell(struct shared *s, const struct shared_wait *w)
 {
-	char	sk[256], evs[2] = { w->ev, '\0' };
+	struct shared_told	*t;
+	char			 hk[256], dk[256], sk[256];
+	char			 evs[2] = { w->ev, '\0' };
+	size_t			 hl, dl;
 
+	hl = shared_key(s, hk, 'r', w->id);
+	dl = shared_key(s, dk, 'd', w->id);
 	snprintf(sk, sizeof sk, "%s%s", s->prefix, SHARED_STREAM);
-	if (w->ev == SHARED_OWNED)
-		redisAsyncCommand(s->link.ac, shared_wrote, s, "XADD %s MAXLEN "
-		    "~ %d * node %s id %s ev %s tenant %s client %s", sk,
-		    SHARED_STREAM_MAX, s->node, w->id, evs, w->tenant,
-		    w->client);
-	else
-		shared_delete_send(s, w->id, (enum shared_event)w->ev);
+	/* One connection keeps its order: mark, forget, then tell. */
+	if (w->ev == SHARED_DELETE_BEGIN)
+		redisAsyncCommand(s->link.ac, shared_wrote, s, "SET %b 1 PX %lld",
+		    dk, dl, s->mark_ms);
+	if (w->ev != SHARED_DELETE_REFUSED && w->ev != SHARED_OWNED)
+		redisAsyncCommand(s->link.ac, shared_wrote, s, "DEL %b", hk, hl);
+	t = xmalloc(sizeof *t);
+	t->s = s;
+	t->w = *w;
+	if ((w->ev == SHARED_OWNED ? redisAsyncCommand(s->link.ac, shared_told,
+	    t, "XADD %s MAXLEN ~ %d * node %s id %s ev %s tenant %s client %s",
+	    sk, SHARED_STREAM_MAX, s->node, w->id, evs, w->tenant, w->client) :
+	    redisAsyncCommand(s->link.ac, shared_told, t, "XADD %s MAXLEN ~ %d "
+	    "* node %s id %s ev %s", sk, SHARED_STREAM_MAX, s->node, w->id,
+	    evs)) != REDIS_OK) {
+		free(t);
+		shared_wait_push(s, w);		/* told once it is back */
+	}
 }
 
 /* Told now, or queued (the newest SHARED_WAIT_MAX) until Redis is back. */
 static void
 shared_tell_or_wait(struct shared *s, const struct shared_wait *w)
 {
-	if (shared_up(s)) {
+	if (shared_up(s))
 		shared_tell(s, w);
-		return;
-	}
+	else
+		shared_wait_push(s, w);
+}
+
+static void
+shared_wait_push(struct shared *s, const struct shared_wait *w)
+{
 	if (s->nwait == SHARED_WAIT_MAX) {
 		log_warnx_limited(&shared_lim, "shared tier: Redis has been "
 		    "away for %d deletes and creates; the oldest is not told "
@@ -552,24 +630,6 @@ shared_tell_or_wait(struct shared *s, const struct shared_wait *w)
 	s->wait[(s->wait0 + s->nwait++) % SHARED_WAIT_MAX] = *w;
 }
 
-static void
-shared_delete_send(struct shared *s, const char *id, enum shared_event ev)
-{
-	char	hk[256], dk[256], sk[256], evs[2] = { (char)ev, '\0' };
-	size_t	hl, dl;
-
-	hl = shared_key(s, hk, 'r', id);
-	dl = shared_key(s, dk, 'd', id);
-	snprintf(sk, sizeof sk, "%s%s", s->prefix, SHARED_STREAM);
-	/* One connection keeps its order: mark, forget, then tell. */
-	if (ev == SHARED_DELETE_BEGIN)
-		redisAsyncCommand(s->link.ac, shared_wrote, s, "SET %b 1 PX %lld",
-		    dk, dl, s->mark_ms);
-	if (ev != SHARED_DELETE_REFUSED)
-		redisAsyncCommand(s->link.ac, shared_wrote, s, "DEL %b", hk, hl);
-	redisAsyncCommand(s->link.ac, shared_wrote, s, "XADD %s MAXLEN ~ %d * "
-	    "node %s id %s ev %s", sk, SHARED_STREAM_MAX, s->node, id, evs);
-}
 
 /* Tell what waited for the connection, oldest first. */
 static void

@@ -38,6 +38,7 @@ struct shared_link {
 
 	redisAsyncContext	*ac;		/* NULL while there is none */
 	int			 is_up;
+	int			 refused;	/* this connection's AUTH or SELECT */
 	int			 freeing;
 	struct event		*retry;
 	struct timeval		 backoff;

@@ -120,6 +120,8 @@ shared_link_setup_cb(redisAsyncContext *ac, void *r, void *priv)
 	log_warnx_limited(&shared_lim, "%s: Redis refused the connection's "
 	    "set-up (AUTH or SELECT): %s", l->who, why);
 	metrics_shared(l->metrics, MSH_ERROR);
+	/* The PING queued behind must not make it up. */
+	l->refused = 1;
 	redisAsyncDisconnect(ac);
 }
 
@@ -129,7 +131,8 @@ shared_link_ready_cb(redisAsyncContext *ac, void *r, void *priv)
 	struct shared_link	*l = priv;
 	const char		*why;
 
-	if (r == NULL)
+	if (r == NULL || l->refused ||
+	    (ac->c.flags & REDIS_DISCONNECTING) != 0)
 		return;
 	if ((why = shared_link_err(l, r)) != NULL) {
 		log_warnx_limited(&shared_lim, "%s: Redis answers %s", l->who,
@@ -189,6 +192,7 @@ shared_link_start(struct shared_link *l)
 	redisAsyncSetConnectCallback(ac, shared_link_connected);
 	redisAsyncSetDisconnectCallback(ac, shared_link_disconnected);
 	l->ac = ac;
+	l->refused = 0;
 	/* Sent once connected, in this order: the PING says all went. */
 	if (l->password != NULL)
 		redisAsyncCommand(ac, shared_link_setup_cb, l, "AUTH %b",

@@ -281,7 +281,8 @@ test('the password comes from password_file, and is never shown', { skip }, asyn
 });
 
 test('[shared] redis with a password in the URL, or a bad URL, refuses to start', { skip: false }, async () => {
-	for (const url of ['redis://:hunter2@127.0.0.1:6379', 'rediss://127.0.0.1:6379', 'redis://127.0.0.1:notaport']) {
+	for (const url of ['redis://:hunter2@127.0.0.1:6379', 'rediss://:hunter2@127.0.0.1:6380',
+		'redis://127.0.0.1:hunter2', 'unix:']) {
 		await assert.rejects(h.startProxy({ upstream: 'http://127.0.0.1:1', config: `[shared]\nredis = ${url}\n` }),
 			(e) => /\[shared\] redis/.test(e.message) && !e.message.split('--- stderr ---')[1].includes('hunter2'),
 			url);
@@ -532,6 +533,74 @@ test('pass-through keys are tenants through any node: one key\'s entry never ans
 			await h.until(async () => await entriesOf(redis, id) === 2, { what: "key two's entry in Redis" });
 			h.assertXCache(await h.request(a.url + p, { headers: k2 }), 'HIT', 'key two through A: from Redis');
 			assert.equal(up.count('GET', p), 2);
+		});
+	} finally {
+		await redis.stop();
+	}
+});
+
+test('a Redis that refuses AUTH (no password set there): the node backs off, logs at most once a second, never "connected"', { skip }, async () => {
+	const redis = await startRedis();
+	const dir = h.tmpdir();
+	const pw = path.join(dir, 'pw');
+	fs.writeFileSync(pw, 'a-password-redis-does-not-want\n', { mode: 0o600 });
+	const up = await h.startUpstream();
+	const px = await h.startProxy({ upstream: up.url, config: sharedConf(redis, `password_file = ${pw}\n`) });
+	try {
+		// Connections Redis took, less those of redis-cli asking.
+		let asked = 0;
+		const conns = async () => Number((await redis.cli('INFO', 'stats'))
+			.match(/total_connections_received:(\d+)/)[1]) - ++asked;
+		const base = await conns();
+		await h.until(() => /Redis refused the connection's set-up/.test(px.stderr()), { what: 'the refusal' });
+		const t0 = Date.now();
+		// Three connections (two workers, the stream's) backing off from 100 ms,
+		// doubling: 15 attempts take about 1.5 s; retried every 100 ms, 0.5 s.
+		await h.until(async () => (await conns()) - base >= 15, { timeoutMs: 20000, what: '15 connections' });
+		const took = Date.now() - t0;
+		assert.ok(took >= 1000, `15 attempts in ${took} ms: no backoff`);
+		assert.ok(!/connected to Redis/.test(px.stderr()), 'never "connected"');
+		assert.equal(await h.metric(px, 'respcache_shared_up'), 0);
+		assert.ok(!px.stderr().includes('a-password-redis-does-not-want'), 'the password is not logged');
+	} finally {
+		await px.stop();
+		await up.close();
+		await redis.stop();
+	}
+});
+
+test('the client of a request waiting on the fleet leaves: those waiting behind it still make no upstream request', { skip }, async () => {
+	const http = require('node:http');
+	const redis = await startRedis();
+	try {
+		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
+			const id = up.seed();
+			const p = `/v1/responses/${id}`;
+			const held = h.holdGets(up);
+			const ra = h.request(a.url + p, { agent: false });
+			await h.until(() => held.length === 1, { what: "A's upstream GET (A holds the lease)" });
+			// B's first request waits on A's fetch in Redis; two more wait on it.
+			const leader = http.get(b.url + p, { agent: false, headers: { authorization: h.DEFAULT_AUTH } });
+			leader.on('error', () => {});
+			await h.until(async () => await h.metric(b, 'respcache_requests_by_state', '{state="shared"}') === 1,
+				{ what: "B's request asking Redis" });
+			const rest = [h.request(b.url + p, { agent: false }), h.request(b.url + p, { agent: false })];
+			await h.until(async () => await h.metric(b, 'respcache_requests_by_state', '{state="waiting"}') === 2,
+				{ what: 'two waiting behind it' });
+			leader.destroy();
+			// The two ask Redis themselves, and wait on A's fetch too.
+			await h.until(async () => await h.metric(b, 'respcache_requests_by_state', '{state="shared"}') === 2,
+				{ what: 'the two asking Redis' });
+			assert.equal(held.length, 1, 'no second upstream GET');
+			up.override = null;
+			held[0].res.writeHead(200, { 'content-type': 'application/json' });
+			held[0].res.end(JSON.stringify(up.responseObject(up.get(id))));
+			assert.equal((await ra).status, 200);
+			for (const r of await Promise.all(rest)) {
+				assert.equal(r.status, 200, r.body);
+				h.assertXCache(r, 'HIT', 'from Redis, once A stored it');
+			}
+			assert.equal(up.count('GET', p), 1, 'one upstream GET in all');
 		});
 	} finally {
 		await redis.stop();
