@@ -396,15 +396,15 @@ proxy_reads_body(const struct proxy_req *pr)
 
 /*
  * What may not go on, refused before it is routed: a CONNECT, anything
- * while draining, a request the guard finds badly framed, an upgrade.
- * Returns 1 if refused (pr ended).
+ * while draining, a request the guard finds badly framed, a WebSocket
+ * upgrade.  Returns 1 if refused (pr ended).
  */
 static int
 proxy_refused(struct proxy_req *pr)
 {
 	struct evhttp_request	*req = pr->req;
 	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
-	const char		*cause;
+	const char		*cause, *upgrade;
 
 	if (evhttp_request_get_command(req) == EVHTTP_REQ_CONNECT) {
 		guard_refuse_tunnel(req);
@@ -426,11 +426,19 @@ proxy_refused(struct proxy_req *pr)
 		    NULL);	/* pr is gone */
 		return (1);
 	}
-	if (evhttp_find_header(evhttp_request_get_input_headers(req),
-	    "Upgrade") != NULL) {
-		proxy_fail(pr, 400, NULL, "websocket_not_supported",
-		    "respcache does not support WebSocket or other protocol "
-		    "upgrades; use HTTP requests (streams work as SSE).",
+	/*
+	 * No WebSocket mode yet: 426 at once, which clients that try it
+	 * first (Codex-style agents) take as "use HTTP", where a 400 makes
+	 * them retry.  Another Upgrade (h2c, say) is declined by serving
+	 * the request as HTTP/1.1, as RFC 9110 lets a server; it is never
+	 * forwarded (not on proxy_fwd_req).
+	 */
+	if ((upgrade = evhttp_find_header(evhttp_request_get_input_headers(req),
+	    "Upgrade")) != NULL && proxy_conn_names(upgrade, "websocket")) {
+		proxy_fail(pr, 426, "invalid_request_error",
+		    "websocket_not_supported", "WebSocket mode is not "
+		    "available through this proxy; use HTTP requests (a "
+		    "stream: true create streams as server-sent events).",
 		    NULL);	/* pr is gone */
 		return (1);
 	}

@@ -410,8 +410,7 @@ static const struct upstream_hooks proxy_hooks = {
 	proxy_up_headers, proxy_up_data, proxy_up_done
 };
 
-/* 1 if the Connection header value conn names header (RFC 9110 7.6.1). */
-static int
+int
 proxy_conn_names(const char *conn, const char *name)
 {
 	const char	*p = conn, *e;

@@ -218,6 +218,11 @@ void	proxy_end_fetch(struct proxy_req *, const struct coalesce_answer *);
 void	proxy_answer(struct proxy_req *, const struct coalesce_answer *);
 /* Copy the upstream headers that go back to the client into out. */
 void	proxy_copy_resp_headers(struct proxy_req *, struct evkeyvalq *);
+/*
+ * 1 if a comma-separated header value names name, case-insensitively (a
+ * Connection header's option, RFC 9110 7.6.1; an Upgrade protocol).
+ */
+int	proxy_conn_names(const char *list, const char *name);
 /* 1 if name is in a NULL-terminated list (case-insensitive). */
 int	proxy_in_list(const char *name, const char *const *list);
 

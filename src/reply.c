@@ -62,6 +62,7 @@ reply_phrase(int status)
 	case 409: return ("Conflict");
 	case 413: return ("Payload Too Large");
 	case 417: return ("Expectation Failed");
+	case 426: return ("Upgrade Required");
 	case 429: return ("Too Many Requests");
 	case 431: return ("Request Header Fields Too Large");
 	case 500: return ("Internal Server Error");

@@ -40,17 +40,15 @@ test('hop-by-hop headers from the client never reach the upstream', async () => 
 	});
 });
 
-test('an Upgrade header on a non-WebSocket route never reaches the upstream', async (t) => {
+test('a non-WebSocket Upgrade (h2c, TLS) is declined: served as HTTP/1.1, never forwarded', async () => {
 	await h.withStack({}, async ({ up, px }) => {
 		for (const [upg, conn] of [['h2c', 'Upgrade, HTTP2-Settings'], ['TLS/1.2', 'Upgrade'], ['foo', 'keep-alive']]) {
 			const r = await h.rawRequest(px.port, head(px.port, 'POST', '/v1/responses', [
 				'Authorization: Bearer sk-test', 'Content-Type: application/json', `Content-Length: ${CREATE_BODY.length}`,
 				`Upgrade: ${upg}`, `Connection: ${conn}`, 'HTTP2-Settings: AAMAAABkAAQAAP__',
 			]) + CREATE_BODY);
-			t.diagnostic(`POST /v1/responses with Upgrade: ${upg} -> ${r.status}`);
-			assert.ok(r.status === 200 || (r.status >= 400 && r.status < 500), `Upgrade: ${upg}: status ${r.status}`);
-			if (r.status !== 200) h.assertOpenAIError(r, null, `Upgrade: ${upg}`);
-			assert.notEqual(r.status, 101, 'no protocol switch');
+			// Declined by serving it as HTTP/1.1 (curl --http2 asks for h2c).
+			assert.equal(r.status, 200, `Upgrade: ${upg}: status ${r.status}`);
 		}
 		for (const u of up.requests) {
 			assert.equal(u.headers.upgrade, undefined, `${u.method} ${u.url}: upgrade forwarded`);
