@@ -81,6 +81,11 @@ struct proxy {
 	struct coalesce_box	*box;		/* this loop's, for waiting */
 	struct shared		*shared;	/* this loop's, or NULL */
 	const char		*node;		/* this process's name in the fleet */
+	const char		*upstream_url;
+	struct evdns_base	*dns;		/* this loop's resolver */
+	struct ws_list		*ws;		/* its WebSocket relays */
+	struct ssl_ctx_st	*tls;		/* their TLS client context */
+	int			 websocket;	/* [server] websocket */
 	struct metrics		*metrics;
 	struct accesslog	*alog;
 	struct timeval		 client_tv;
@@ -107,6 +112,8 @@ struct proxy_req {
 	struct coalesce_fetch	*fetch;		/* others may wait on ours */
 	struct coalesce_waiter	 waiter;	/* or we wait on another's */
 	struct shared_get	*sget;		/* SHARED: its lookup */
+	struct ws_relay		*ws;		/* its WebSocket, until its 101 */
+	int			 ws_asked;	/* a WebSocket upgrade */
 	int			 leased;	/* holds the fleet's lease on its key */
 	struct route		 route;
 	struct keyring		*keys;		/* as the request began */
