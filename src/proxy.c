@@ -122,8 +122,9 @@ proxy_req_new(struct proxy *px, struct evhttp_request *req)
 static void
 proxy_check_drained(struct proxy *px)
 {
+	/* Open WebSockets are in flight too, until closed. */
 	if (px->draining && px->active == NULL && px->writing == 0 &&
-	    px->drained != NULL) {
+	    ws_list_empty(px->ws) && px->drained != NULL) {
 		px->drained(px->drained_arg);
 		px->drained = NULL;
 	}
@@ -651,6 +652,12 @@ proxy_stop(struct proxy *px)
 			proxy_fail(pr, 503, "server_error", "shutting_down",
 			    "respcache is shutting down.", NULL); /* pr gone */
 	}
+}
+
+void
+proxy_ws_gone(struct proxy *px)
+{
+	proxy_check_drained(px);
 }
 
 void

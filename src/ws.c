@@ -37,6 +37,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <http_parser.h>
+#include <jansson.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
@@ -44,6 +45,8 @@
 #include <wslay/wslay.h>
 
 #include "credential.h"
+#include "response.h"
+#include "tenant.h"
 #include "log.h"
 #include "proxy_int.h"
 #include "reply.h"
@@ -64,6 +67,7 @@ struct ws_side {
 	wslay_event_context_ptr	 ctx;
 	const char		*name;
 	int			 closed;	/* its socket is done */
+	int			 closing;	/* a close of ours is on its way */
 };
 
 struct ws_relay {
@@ -84,10 +88,16 @@ struct ws_relay {
 	int			 status;
 	struct evbuffer		*body;		/* a refusal's */
 	int			 body_done;
+	/* Who the client is, for its turns' ids (held: see keys). */
+	struct keyring		*keys;
+	struct tenant_who	 who;
+	int			 turn_no_store;	/* this turn's create had include */
+	time_t			 turn_since;	/* when this turn went upstream */
 };
 
 struct ws_list {
 	LIST_HEAD(, ws_relay)	 all;
+	int			 freeing;
 };
 
 static struct log_limit	ws_lim;
@@ -149,12 +159,17 @@ ws_side_free(struct ws_side *s)
 static void
 ws_free(struct ws_relay *r)
 {
+	int	gone = r->list != NULL && !r->list->freeing;
+
 	if (r->list != NULL)
 		LIST_REMOVE(r, entry);
 	ws_side_free(&r->c);
 	ws_side_free(&r->u);
 	if (r->body != NULL)
 		evbuffer_free(r->body);
+	keyring_unref(r->keys);
+	if (gone)
+		proxy_ws_gone(r->px);
 	free(r);
 }
 
@@ -222,6 +237,112 @@ static void	ws_flush(struct ws_side *);
 static void	ws_read_cb(struct bufferevent *, void *);
 static int	ws_side_open(struct ws_side *, int);
 
+/* The JSON "type" of a text message, if it has one of those wanted. */
+static int
+ws_type(const struct wslay_event_on_msg_recv_arg *m, char *type, size_t len,
+    const char *const *wanted)
+{
+	json_t		*o;
+	const char	*t;
+	size_t		 i;
+	int		 found = 0;
+
+	for (i = 0; wanted[i] != NULL; i++)
+		if (memmem(m->msg, m->msg_length, wanted[i],
+		    strlen(wanted[i])) != NULL)
+			found = 1;
+	if (!found || (o = json_loadb((const char *)m->msg, m->msg_length,
+	    0, NULL)) == NULL)
+		return (0);
+	found = (t = json_string_value(json_object_get(o, "type"))) != NULL &&
+	    strlen(t) < len;
+	if (found)
+		snprintf(type, len, "%s", t);
+	json_decref(o);
+	return (found);
+}
+
+/*
+ * A client's response.create that names another client's previous
+ * response or conversation: the API's own error event, and nothing
+ * upstream.  Returns 1 if it was refused.
+ */
+static int
+ws_client_turn(struct ws_relay *r, const struct wslay_event_on_msg_recv_arg *m)
+{
+	static const char *const creates[] = { "response.create", NULL };
+	struct response_request	 rq;
+	struct route		 rt;
+	struct wslay_event_msg	 msg;
+	const char		*what = "", *label = "Response";
+	char			 type[64], why[200], *text, *note;
+
+	if (!ws_type(m, type, sizeof type, creates) ||
+	    strcmp(type, "response.create") != 0)
+		return (0);
+	r->turn_since = time(NULL);
+	if (response_request_read((const char *)m->msg, m->msg_length, &rq,
+	    why, sizeof why) == -1) {
+		r->turn_no_store = 1;
+		if (!tenant_owned(&r->who))
+			return (0);
+		/* Unreadable exactly: its ids cannot be checked. */
+		xasprintf(&note, "The response.create is not JSON that "
+		    "respcache can read exactly: %s.", why);
+		text = reply_error_text("invalid_request_error",
+		    "invalid_json", note, 1);
+		free(note);
+	} else {
+		r->turn_no_store = rq.include;
+		memset(&rt, 0, sizeof rt);
+		rt.kind = ROUTE_CREATE;
+		rt.method = RM_POST;
+		if (tenant_may_use(r->px->cache, &r->who, &rt, &rq, &what,
+		    &label))
+			return (0);
+		note = proxy_not_found_msg(label, what);
+		text = reply_error_text("invalid_request_error",
+		    strcmp(label, "Previous response") == 0 ?
+		    "previous_response_not_found" : "not_found", note, 1);
+		free(note);
+	}
+	msg.opcode = WSLAY_TEXT_FRAME;
+	msg.msg = (const uint8_t *)text;
+	msg.msg_length = strlen(text);
+	wslay_event_queue_msg(r->c.ctx, &msg);
+	free(text);
+	return (1);
+}
+
+/* What the upstream says of a turn fills the cache, as a stream's does. */
+static void
+ws_upstream_event(struct ws_relay *r,
+    const struct wslay_event_on_msg_recv_arg *m)
+{
+	static const char *const wanted[] = {
+		"response.created", "response.completed", "response.failed",
+		"response.incomplete", NULL
+	};
+	struct response_info	 info;
+	char			 type[64], *body;
+	size_t			 blen;
+
+	if (!ws_type(m, type, sizeof type, wanted))
+		return;
+	if (strcmp(type, "response.created") == 0) {
+		if (response_event_id((const char *)m->msg, m->msg_length,
+		    info.id) == 0)
+			proxy_own_who(r->px, &r->who, info.id);
+		return;
+	}
+	if (r->turn_no_store || (body = response_from_event(type,
+	    (const char *)m->msg, m->msg_length, &info, &blen)) == NULL)
+		return;
+	proxy_store_ws(r->px, r->who.tenant, info.id, body, blen,
+	    r->turn_since);
+	free(body);
+}
+
 /* A message from one side goes to the other as it came. */
 static void
 ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg
@@ -246,6 +367,11 @@ ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg
 			    m->msg_length - 2 : 0);
 		return;
 	}
+	if (m->opcode == WSLAY_TEXT_FRAME && s == &s->r->c &&
+	    ws_client_turn(s->r, m))
+		return;		/* refused here, answered with an error */
+	if (m->opcode == WSLAY_TEXT_FRAME && s == &s->r->u)
+		ws_upstream_event(s->r, m);
 	/* wslay answers a ping itself; the peer's pong comes back too. */
 	msg.opcode = m->opcode;
 	msg.msg = m->msg;
@@ -301,20 +427,37 @@ ws_pace(struct ws_side *s)
 		bufferevent_enable(s->bev, EV_READ);
 }
 
+/*
+ * Close p (its side's peer is done): a close frame with code, and 5 s for
+ * its answer before its socket just closes.
+ */
+static void
+ws_close_peer(struct ws_side *p, uint16_t code, const char *why)
+{
+	static const struct timeval	grace = { 5, 0 };
+
+	if (p->closed || p->ctx == NULL || p->closing)
+		return;
+	p->closing = 1;
+	/* Codes never sent on the wire (RFC 6455 7.4.1): going away. */
+	if (code < 1000 || code == WSLAY_CODE_NO_STATUS_RCVD ||
+	    code == WSLAY_CODE_ABNORMAL_CLOSURE || code == 1015)
+		code = WSLAY_CODE_GOING_AWAY;
+	if (!wslay_event_get_close_sent(p->ctx))
+		wslay_event_queue_close(p->ctx, code, (const uint8_t *)why,
+		    why != NULL ? strlen(why) : 0);
+	bufferevent_set_timeouts(p->bev, &grace, &grace);
+	ws_flush(p);
+	ws_close_if_done(p);
+}
+
 /* The other end of s went away without a close: close its peer (1001). */
 static void
 ws_lost(struct ws_side *s, uint16_t code, const char *why)
 {
-	struct ws_side	*p = ws_peer(s);
-
 	s->closed = 1;
 	bufferevent_disable(s->bev, EV_READ | EV_WRITE);
-	if (!p->closed && p->ctx != NULL) {
-		wslay_event_queue_close(p->ctx, code, (const uint8_t *)why,
-		    strlen(why));
-		ws_flush(p);
-		ws_close_if_done(p);
-	}
+	ws_close_peer(ws_peer(s), code, why);
 }
 
 static void
@@ -325,12 +468,29 @@ ws_read_cb(struct bufferevent *bev, void *arg)
 
 	(void)bev;
 	if (wslay_event_recv(s->ctx) != 0) {
-		ws_lost(s, WSLAY_CODE_PROTOCOL_ERROR, "protocol error");
+		/*
+		 * A frame it cannot take (too big: 1009; broken: 1002):
+		 * wslay may have queued its close; else one of ours.  Its
+		 * peer is closed with the same code.
+		 */
+		if (!wslay_event_get_close_sent(s->ctx))
+			wslay_event_queue_close(s->ctx,
+			    WSLAY_CODE_PROTOCOL_ERROR, NULL, 0);
+		wslay_event_send(s->ctx);
+		bufferevent_disable(s->bev, EV_READ);
+		s->closed = -1;
+		ws_close_if_done(s);
+		ws_close_peer(p, wslay_event_get_status_code_sent(s->ctx), NULL);
 		ws_maybe_free(r);
 		return;
 	}
 	ws_flush(s);		/* its pongs and close replies */
 	ws_flush(p);		/* what it sent on */
+	/* s closing (a close of ours, 1009 say): so does its peer. */
+	if (s->closed && wslay_event_get_close_sent(s->ctx) &&
+	    !wslay_event_get_close_received(s->ctx))
+		ws_close_peer(p, wslay_event_get_status_code_sent(s->ctx),
+		    NULL);
 	ws_close_if_done(s);
 	ws_close_if_done(p);
 	if (!s->closed)
@@ -750,6 +910,9 @@ ws_begin(struct proxy_req *pr)
 	r->hps.on_message_complete = ws_hp_message_complete;
 	r->list = pr->px->ws;
 	LIST_INSERT_HEAD(&r->list->all, r, entry);
+	/* The client as admitted: its tenant, its ownership rules. */
+	r->keys = keyring_ref(pr->keys);
+	r->who = pr->who;
 
 	base = evhttp_connection_get_base(evhttp_request_get_connection(
 	    pr->req));
@@ -830,6 +993,12 @@ ws_list_close(struct ws_list *l)
 	}
 }
 
+int
+ws_list_empty(const struct ws_list *l)
+{
+	return (l == NULL || LIST_EMPTY(&l->all));
+}
+
 void
 ws_list_free(struct ws_list *l)
 {
@@ -837,6 +1006,7 @@ ws_list_free(struct ws_list *l)
 
 	if (l == NULL)
 		return;
+	l->freeing = 1;
 	while ((r = LIST_FIRST(&l->all)) != NULL)
 		ws_free(r);
 	free(l);

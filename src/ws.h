@@ -27,6 +27,7 @@ void	ws_abandon(struct ws_relay *);
 /* Every relay of a worker, for its shutdown: close them (1001) and free. */
 struct ws_list	*ws_list_new(void);
 void		 ws_list_close(struct ws_list *);
+int		 ws_list_empty(const struct ws_list *);
 void		 ws_list_free(struct ws_list *);
 
 #endif

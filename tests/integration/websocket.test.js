@@ -235,3 +235,119 @@ test('an https upstream: the WebSocket goes over TLS, its certificate checked', 
 		assert.equal(up.upgrades.length, 0);
 	});
 });
+
+/* The API over WebSocket, as far as a turn goes: created, a delta, completed. */
+function fakeApi(ws) {
+	let n = 0;
+	ws.on('message', (d) => {
+		const m = JSON.parse(d.toString());
+		if (m.type !== 'response.create') return;
+		const id = `resp_ws${process.hrtime.bigint()}${n++}`;
+		const resp = (status) => ({
+			id, object: 'response', created_at: 1741386163, status, model: m.model || 'gpt-4o',
+			output: status !== 'completed' ? [] : [{ type: 'message', id: `msg_${id.slice(5)}`, status: 'completed',
+				role: 'assistant', content: [{ type: 'output_text', text: `answer to ${m.input}`, annotations: [] }] }],
+			previous_response_id: m.previous_response_id || null, store: m.store !== false,
+			error: null, incomplete_details: null, usage: null,
+		});
+		ws.send(JSON.stringify({ type: 'response.created', sequence_number: 0, response: resp('in_progress') }));
+		ws.send(JSON.stringify({ type: 'response.output_text.delta', sequence_number: 1, item_id: `msg_${id.slice(5)}`,
+			output_index: 0, content_index: 0, delta: 'answer' }));
+		ws.send(JSON.stringify({ type: 'response.completed', sequence_number: 2, response: resp('completed') }));
+	});
+}
+
+/* One turn: send a response.create, read events to the last; the events. */
+async function turn(ws, body) {
+	ws.send(JSON.stringify({ type: 'response.create', ...body }));
+	const events = [];
+	for (;;) {
+		const [m] = await ws.next();
+		const e = JSON.parse(m.data.toString());
+		events.push(e);
+		if (e.type === 'response.completed' || e.type === 'error') return events;
+	}
+}
+
+test('a turn\'s completed response fills the cache: a later GET of its id is a hit', async () => {
+	await withWs({ onSocket: fakeApi }, { keyFile: keyFile('sk-up') }, async ({ up, px }) => {
+		const ws = await open(wsUrl(px));
+		const events = await turn(ws, { model: 'gpt-4o', input: 'one' });
+		assert.deepEqual(events.map((e) => e.type), ['response.created', 'response.output_text.delta', 'response.completed']);
+		const id = events[2].response.id;
+		const g = await h.until(async () => {
+			const r = await h.request(`${px.url}/v1/responses/${id}`, { headers: { authorization: 'Bearer sk-client' } });
+			return r.headers['x-cache'] === 'HIT' ? r : null;
+		}, { what: 'the GET of the turn\'s id to be a hit' });
+		assert.equal(g.json().id, id);
+		assert.equal(g.json().status, 'completed');
+		// A turn with store: false is not kept.
+		const e2 = await turn(ws, { model: 'gpt-4o', input: 'two', store: false });
+		const r2 = await h.request(`${px.url}/v1/responses/${e2[2].response.id}`, { headers: { authorization: 'Bearer sk-client' } });
+		assert.notEqual(r2.headers['x-cache'], 'HIT', 'store: false');
+		ws.close();
+		void up;
+	});
+});
+
+test('another client\'s previous_response_id over WebSocket: an error event, nothing upstream', async () => {
+	const crypto = require('node:crypto');
+	const sha = (s) => crypto.createHash('sha256').update(s).digest('hex');
+	const config = `[credential team]\nkey_file = ${keyFile('sk-up')}\n` +
+		`[client alice]\ntoken_sha256 = ${sha('tok-alice')}\ncredential = team\n` +
+		`[client anna]\ntoken_sha256 = ${sha('tok-anna')}\ncredential = team\n`;
+	const seen = [];
+	await withWs({ onSocket: (ws) => { ws.on('message', (d) => seen.push(d.toString())); fakeApi(ws); } }, { config }, async ({ px }) => {
+		const alice = await open(wsUrl(px), { authorization: 'Bearer tok-alice' });
+		const id = (await turn(alice, { model: 'gpt-4o', input: 'mine' }))[2].response.id;
+		const anna = await open(wsUrl(px), { authorization: 'Bearer tok-anna' });
+		const before = seen.length;
+		const [err] = await turn(anna, { model: 'gpt-4o', input: 'go on', previous_response_id: id });
+		assert.equal(err.type, 'error');
+		assert.equal(err.error.code, 'previous_response_not_found');
+		assert.match(err.error.message, new RegExp(id));
+		assert.equal(seen.length, before, 'nothing of anna\'s turn reached the upstream');
+		// Alice goes on from her own response.
+		const next = await turn(alice, { model: 'gpt-4o', input: 'more', previous_response_id: id });
+		assert.equal(next[2].type, 'response.completed');
+		assert.equal(next[2].response.previous_response_id, id);
+		alice.close();
+		anna.close();
+	});
+});
+
+test('SIGTERM closes open WebSockets with 1001 and the daemon exits 0', async () => {
+	const up = await startWsUpstream({ onSocket: echo });
+	const px = await h.startProxy({ upstream: up.url, config: '[server]\nshutdown_timeout = 2\n' });
+	try {
+		const ws = await open(wsUrl(px));
+		ws.send('hello');
+		await ws.next();
+		const c = closed(ws);
+		process.kill(px.pid, 'SIGTERM');
+		assert.equal((await h.within(c, 10000, 'the close')).code, 1001);
+		await px.exitsCleanly(15000, 'exit after SIGTERM with a WebSocket open');
+	} finally {
+		await up.close();
+	}
+});
+
+test('a message over 16 MiB closes the socket with 1009', async () => {
+	await withWs({ onSocket: echo }, {}, async ({ px }) => {
+		const ws = await open(wsUrl(px));
+		const c = closed(ws);
+		ws.send(Buffer.alloc(16 * 1024 * 1024 + 1, 0x61));
+		assert.equal((await h.within(c, 10000, 'the close')).code, 1009);
+	});
+});
+
+test('fragmented messages pass whole', async () => {
+	await withWs({ onSocket: echo }, {}, async ({ px }) => {
+		const ws = await open(wsUrl(px));
+		ws.send('part one, ', { fin: false });
+		ws.send('part two', { fin: true });
+		const [m] = await ws.next();
+		assert.equal(m.data.toString(), 'part one, part two');
+		ws.close();
+	});
+});
