@@ -31,7 +31,8 @@
 #include "xmalloc.h"
 
 enum conf_type { CT_STRING, CT_OPTSTRING, CT_SIZE, CT_SECONDS, CT_LEVEL,
-	CT_OWNERSHIP, CT_UNKNOWN_OWNER, CT_COUNT, CT_FORMAT, CT_FORWARD };
+	CT_OWNERSHIP, CT_UNKNOWN_OWNER, CT_COUNT, CT_FORMAT, CT_FORWARD,
+	CT_ONOFF };
 
 /*
  * What a reload (SIGHUP) does with a key whose value changed: applies it
@@ -58,6 +59,7 @@ static const struct conf_key conf_keys[] = {
 	    CW_RELOAD),
 	K("server", "forward", CT_FORWARD, forward_responses, CW_RELOAD),
 	K("server", "workers", CT_COUNT, workers, CW_RESTART),
+	K("server", "websocket", CT_ONOFF, websocket, CW_RESTART),
 	K("server", "shutdown_timeout", CT_SECONDS, shutdown_timeout,
 	    CW_RESTART),
 	K("server", "admin_listen", CT_OPTSTRING, admin_listen, CW_RESTART),
@@ -117,6 +119,7 @@ conf_init(struct conf *c)
 	c->max_header_size = 64 * 1024;
 	c->client_timeout = 60;
 	c->workers = 0;
+	c->websocket = 1;
 	c->shutdown_timeout = 30;
 	c->admin_listen = conf_strdup("127.0.0.1:9090");
 	c->upstream_url = conf_strdup("https://api.openai.com");
@@ -339,6 +342,14 @@ conf_set(struct conf *c, const char *section, const char *key,
 			return (-1);
 		}
 		*(int *)field = level;
+		return (0);
+	case CT_ONOFF:
+		if (strcmp(value, "on") != 0 && strcmp(value, "off") != 0) {
+			*cause = conf_fmt("[%s] %s: \"%s\" is not on or off",
+			    section, key, value);
+			return (-1);
+		}
+		*(int *)field = strcmp(value, "on") == 0;
 		return (0);
 	case CT_OWNERSHIP:
 		if (strcmp(value, "strict") == 0)

@@ -41,6 +41,7 @@ struct conf {
 	int	 unknown_owner_deny;	/* ids created elsewhere: 404 */
 	int	 forward_responses;	/* forward = responses: no other path */
 	int	 workers;		/* event loops; 0: one per CPU */
+	int	 websocket;		/* WebSocket mode on /v1/responses */
 	double	 shutdown_timeout;	/* for what is in flight at SIGTERM */
 	char	*admin_listen;		/* NULL: no admin listener */
 	char	*admin_host;		/* parsed by conf_check() */

@@ -26,6 +26,8 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/dns.h>
+#include <openssl/ssl.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
@@ -44,6 +46,7 @@
 #include "shared.h"
 #include "sse.h"
 #include "upstream.h"
+#include "ws.h"
 #include "xmalloc.h"
 
 static struct log_limit	proxy_lim_watch;
@@ -119,8 +122,9 @@ proxy_req_new(struct proxy *px, struct evhttp_request *req)
 static void
 proxy_check_drained(struct proxy *px)
 {
+	/* Open WebSockets are in flight too, until closed. */
 	if (px->draining && px->active == NULL && px->writing == 0 &&
-	    px->drained != NULL) {
+	    ws_list_empty(px->ws) && px->drained != NULL) {
 		px->drained(px->drained_arg);
 		px->drained = NULL;
 	}
@@ -182,6 +186,10 @@ proxy_req_finish(struct proxy_req *pr, int status, size_t bytes)
 
 	proxy_req_set_state(pr, PR_FINISHED);
 	proxy_shared_done(pr);
+	if (pr->ws != NULL) {
+		ws_abandon(pr->ws);
+		pr->ws = NULL;
+	}
 	if (pr->ureq != NULL) {
 		pr->usecs = proxy_clock() - pr->ut0;
 		upstream_abort(pr->ureq);
@@ -433,6 +441,14 @@ proxy_refused(struct proxy_req *pr)
 	 * the request as HTTP/1.1, as RFC 9110 lets a server; it is never
 	 * forwarded (not on proxy_fwd_req).
 	 */
+	/* WebSocket mode: on GET /v1/responses, unless websocket = off. */
+	if (ws_upgrade_asked(req) && pr->px->websocket &&
+	    strcmp(evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req)),
+	    "/v1/responses") == 0 && evhttp_uri_get_query(
+	    evhttp_request_get_evhttp_uri(req)) == NULL) {
+		pr->ws_asked = 1;
+		return (0);
+	}
 	if ((upgrade = evhttp_find_header(evhttp_request_get_input_headers(req),
 	    "Upgrade")) != NULL && proxy_conn_names(upgrade, "websocket")) {
 		proxy_fail(pr, 426, "invalid_request_error",
@@ -516,6 +532,13 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	pr = proxy_req_new(px, req);
 	if (proxy_refused(pr))
 		return;
+	if (pr->ws_asked) {
+		pr->route.method = RM_GET;
+		pr->route.kind = ROUTE_OTHER;
+		if (proxy_admitted(pr))
+			ws_begin(pr);	/* pr is gone */
+		return;
+	}
 	if (route_parse(route_method_of(evhttp_request_get_command(req)),
 	    evhttp_uri_get_path(uri), evhttp_uri_get_query(uri), &pr->route,
 	    &err) == -1) {
@@ -568,6 +591,9 @@ proxy_new(struct evhttp *http, const struct proxy_env *env)
 	px->up = env->up;
 	px->shared = env->shared;
 	px->node = env->node;
+	px->upstream_url = env->upstream_url;
+	px->websocket = env->websocket;
+	px->ws = ws_list_new();
 	px->keys = keyring_ref(env->keys);
 	px->flights = env->flights;
 	px->box = env->box;
@@ -613,6 +639,8 @@ proxy_stop(struct proxy *px)
 	/* Waiters leave first: no fetch ending here may start another. */
 	for (pr = px->active; pr != NULL; pr = pr->next)
 		coalesce_leave(&pr->waiter);
+	/* Open WebSockets get a close (1001), sent in the second given. */
+	ws_list_close(px->ws);
 	while ((pr = px->active) != NULL) {
 		if (pr->state == PR_ORPHANED)
 			proxy_req_finish(pr, 499, pr->relayed);	/* pr is gone */
@@ -627,6 +655,19 @@ proxy_stop(struct proxy *px)
 }
 
 void
+proxy_ws_gone(struct proxy *px)
+{
+	proxy_check_drained(px);
+}
+
+void
+proxy_ws_free(struct proxy *px)
+{
+	ws_list_free(px->ws);
+	px->ws = NULL;
+}
+
+void
 proxy_set_keys(struct proxy *px, struct keyring *keys)
 {
 	keyring_unref(px->keys);
@@ -638,5 +679,9 @@ proxy_free(struct proxy *px)
 {
 	keyring_unref(px->keys);
 	tenant_memo_clear(&px->memo);
+	ws_list_free(px->ws);
+	if (px->dns != NULL)
+		evdns_base_free(px->dns, 0);
+	SSL_CTX_free(px->tls);
 	free(px);
 }

@@ -24,6 +24,8 @@ struct proxy_env {
 	struct upstream		*up;		/* this loop's */
 	struct shared		*shared;	/* this loop's, or NULL */
 	const char		*node;		/* this process's name, or NULL */
+	const char		*upstream_url;
+	int			 websocket;	/* [server] websocket = on */
 	struct keyring		*keys;		/* a reference is taken */
 	struct metrics		*metrics;	/* this loop's, or NULL */
 	struct accesslog	*alog;		/* this loop's, or NULL */
@@ -47,6 +49,8 @@ void		 proxy_thread_init(struct proxy *);
 /* Serve new requests with these keys (takes a reference: see credential.h). */
 void		 proxy_set_keys(struct proxy *, struct keyring *);
 void		 proxy_stop(struct proxy *);
+/* Free its WebSocket relays, before evhttp_free() (they hold connections). */
+void		 proxy_ws_free(struct proxy *);
 void		 proxy_free(struct proxy *);
 /*
  * Stop taking requests (new ones get 503) and call done(arg) once every

@@ -421,11 +421,39 @@ proxy_invalidate(struct proxy_req *pr)
 void
 proxy_own(struct proxy_req *pr, const char *id)
 {
-	tenant_own(pr->px->cache, &pr->who, id);
+	proxy_own_who(pr->px, &pr->who, id);
+}
+
+void
+proxy_own_who(struct proxy *px, const struct tenant_who *who, const char *id)
+{
+	tenant_own(px->cache, who, id);
 	/* Every node of a fleet keeps the record too. */
-	if (tenant_owned(&pr->who) && *id != '\0')
-		shared_own(pr->px->shared, id, pr->who.tenant,
-		    pr->who.client->name);
+	if (tenant_owned(who) && *id != '\0')
+		shared_own(px->shared, id, who->tenant, who->client->name);
+}
+
+int
+proxy_store_ws(struct proxy *px, const char *tenant, const char *id,
+    const char *body, size_t len, time_t since)
+{
+	struct cache_guard	 g;
+	char			 etag[36], *key;
+	size_t			 klen;
+	time_t			 now = time(NULL);
+	int			 rc;
+
+	key = route_id_prefix(tenant, RK_RESPONSE, id, &klen);
+	proxy_etag(body, len, etag);
+	g.id = id;
+	g.since = since;
+	rc = cache_put_later(px->cache, key, klen, &g, 200, etag, strlen(etag),
+	    proxy_json_hdrs, sizeof proxy_json_hdrs - 1, body, len, now);
+	if (rc == 0)
+		proxy_share(px, id, key, klen, etag, proxy_json_hdrs,
+		    sizeof proxy_json_hdrs - 1, body, len, now);
+	free(key);
+	return (rc == 0);
 }
 
 /*
@@ -459,7 +487,7 @@ proxy_put(struct proxy_req *pr, const char *key, size_t klen,
 	    strlen(etag), (const char *)evbuffer_pullup(hb, -1),
 	    evbuffer_get_length(hb), body, len, now);
 	if (rc == 0)
-		proxy_share(pr, id, key, klen, etag,
+		proxy_share(pr->px, id, key, klen, etag,
 		    (const char *)evbuffer_pullup(hb, -1),
 		    evbuffer_get_length(hb), body, len, now);
 	evbuffer_free(hb);

@@ -81,6 +81,11 @@ struct proxy {
 	struct coalesce_box	*box;		/* this loop's, for waiting */
 	struct shared		*shared;	/* this loop's, or NULL */
 	const char		*node;		/* this process's name in the fleet */
+	const char		*upstream_url;
+	struct evdns_base	*dns;		/* this loop's resolver */
+	struct ws_list		*ws;		/* its WebSocket relays */
+	struct ssl_ctx_st	*tls;		/* their TLS client context */
+	int			 websocket;	/* [server] websocket */
 	struct metrics		*metrics;
 	struct accesslog	*alog;
 	struct timeval		 client_tv;
@@ -107,6 +112,8 @@ struct proxy_req {
 	struct coalesce_fetch	*fetch;		/* others may wait on ours */
 	struct coalesce_waiter	 waiter;	/* or we wait on another's */
 	struct shared_get	*sget;		/* SHARED: its lookup */
+	struct ws_relay		*ws;		/* its WebSocket, until its 101 */
+	int			 ws_asked;	/* a WebSocket upgrade */
 	int			 leased;	/* holds the fleet's lease on its key */
 	struct route		 route;
 	struct keyring		*keys;		/* as the request began */
@@ -203,6 +210,16 @@ int	proxy_store(struct proxy_req *, const struct response_info *,
 void	proxy_stream_event(void *, const char *, const char *, size_t);
 /* Ownership of an id this request's client created (tenant.h). */
 void	proxy_own(struct proxy_req *, const char *id);
+/* The same for a client known by who (a WebSocket's, after its request). */
+void	proxy_own_who(struct proxy *, const struct tenant_who *, const char *id);
+/* A WebSocket relay ended (ws.c): a drain may be over. */
+void	proxy_ws_gone(struct proxy *);
+/*
+ * A WebSocket's final Response (ws.c), stored as its id's plain GET entry
+ * under tenant, as a streamed create's is; since: when its turn began.
+ */
+int	proxy_store_ws(struct proxy *, const char *tenant, const char *id,
+	    const char *body, size_t len, time_t since);
 
 /* proxy_fetch.c */
 /*
@@ -240,7 +257,7 @@ int	proxy_ask_shared(struct proxy_req *);
  */
 void	proxy_shared_done(struct proxy_req *);
 /* What this node stores (status 200) goes to the shared tier too. */
-void	proxy_share(struct proxy_req *, const char *id, const char *key,
+void	proxy_share(struct proxy *, const char *id, const char *key,
 	    size_t klen, const char *etag, const char *hdrs, size_t hlen,
 	    const char *body, size_t blen, time_t now);
 /*

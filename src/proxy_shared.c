@@ -126,13 +126,13 @@ proxy_ask_shared(struct proxy_req *pr)
 }
 
 void
-proxy_share(struct proxy_req *pr, const char *id, const char *key,
+proxy_share(struct proxy *px, const char *id, const char *key,
     size_t klen, const char *etag, const char *hdrs, size_t hlen,
     const char *body, size_t blen, time_t now)
 {
 	struct cache_entry	e;
 
-	if (pr->px->shared == NULL)
+	if (px->shared == NULL)
 		return;
 	memset(&e, 0, sizeof e);
 	e.status = 200;
@@ -143,7 +143,7 @@ proxy_share(struct proxy_req *pr, const char *id, const char *key,
 	e.body = body;
 	e.body_len = blen;
 	e.stored_at = now;
-	shared_put(pr->px->shared, id, key, klen, &e);
+	shared_put(px->shared, id, key, klen, &e);
 }
 
 void

@@ -75,7 +75,7 @@ reply_phrase(int status)
 }
 
 /* {"error":{...}}, or as a stream's error event {"type":"error",...}. */
-static char *
+char *
 reply_error_text(const char *type, const char *code, const char *message,
     int event)
 {

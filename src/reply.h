@@ -26,6 +26,9 @@ size_t	reply_send(struct evhttp_request *, int status, struct evbuffer *body);
  */
 size_t	reply_error(struct evhttp_request *, int status, const char *type,
 	    const char *code, const char *message, const char *allow);
+/* As an event (a stream's, a WebSocket's): {"type":"error","error":{...}}. */
+char	*reply_error_text(const char *type, const char *code,
+	    const char *message, int event);
 /* That error's body, {"error":{...}}; the caller frees it. */
 char	*reply_error_json(const char *type, const char *code,
 	    const char *message);

@@ -121,6 +121,8 @@ worker_new(int id, const struct conf *c, struct cache *cache,
 		w->shared = shared_new(w->base, sc, w->metrics);
 	env.shared = w->shared;
 	env.node = sc != NULL ? sc->node : NULL;
+	env.upstream_url = c->upstream_url;
+	env.websocket = c->websocket;
 	env.cache = cache;
 	env.flights = flights;
 	env.box = w->box;
@@ -248,6 +250,7 @@ worker_run(void *arg)
 	/* What is thread-local goes with the thread. */
 	listener_accept_close(w->la);
 	w->la = NULL;
+	proxy_ws_free(w->px);		/* before the connections it holds */
 	evhttp_free(w->http);
 	w->http = NULL;
 	guard_free();

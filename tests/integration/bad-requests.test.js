@@ -86,20 +86,21 @@ test('a body over max_body_size: 413, not forwarded', async () => {
 	});
 });
 
-test('a WebSocket upgrade gets 426 Upgrade Required at once, OpenAI-shaped, never 400 or 404', async () => {
+test('a WebSocket upgrade anywhere but /v1/responses gets 426 Upgrade Required at once, OpenAI-shaped', async () => {
 	await h.withStack({}, async ({ up, px }) => {
-		for (const p of ['/v1/responses', '/v1/responses/resp_abc', '/v1/chat/completions', '/nowhere']) {
+		// GET /v1/responses is WebSocket mode's (websocket.test.js).
+		for (const p of ['/v1/responses?x=1', '/v1/responses/resp_abc', '/v1/chat/completions', '/nowhere']) {
 			const r = await raw(px, 'GET', p,
 				'Upgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n');
 			const j = h.assertOpenAIError(r, 426, `WebSocket upgrade on ${p}`);
 			assert.equal(j.error.code, 'websocket_not_supported');
 		}
-		const r = await raw(px, 'GET', '/v1/responses',
+		const r = await raw(px, 'GET', '/v1/responses/resp_abc',
 			'Upgrade: WebSocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n');
 		h.assertOpenAIError(r, 426, 'Upgrade: WebSocket (any case)');
 		// With the Connection: Upgrade token as a browser sends it.
 		const r2 = await h.rawRequest(px.port,
-			`GET /v1/responses HTTP/1.1\r\nHost: 127.0.0.1:${px.port}\r\nAuthorization: Bearer sk-test\r\n` +
+			`GET /v1/responses/resp_abc HTTP/1.1\r\nHost: 127.0.0.1:${px.port}\r\nAuthorization: Bearer sk-test\r\n` +
 			'Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
 		h.assertOpenAIError(r2, 426, 'WebSocket upgrade (Connection: Upgrade)');
 		assert.equal(up.requests.length, 0);

@@ -221,7 +221,12 @@ test('an upstream that refuses connections counts upstream_errors_total{kind="co
 			const r = await h.request(`${px.url}/v1/responses/resp_nowhere${i}`);
 			h.assertOpenAIError(r, 502, 'GET with the upstream down');
 		}
-		const m = await scrape(px);
+		// A reply goes out before its request is counted (reply_direct()):
+		// the count may trail the client's answer by a moment.
+		const m = await h.until(async () => {
+			const s = await scrape(px);
+			return s.sum(REQ, { status: '5xx' }) === 2 ? s : null;
+		}, { what: 'the two 502s counted' });
 		assert.equal(m.get('respcache_upstream_errors_total', { kind: 'connect' }), 2, 'two connect errors');
 		for (const kind of ['timeout', 'tls', 'protocol']) {
 			assert.equal(m.get('respcache_upstream_errors_total', { kind }), 0, `no ${kind} error`);
