@@ -46,6 +46,9 @@ struct metrics {
 	int64_t			 streams;
 	int64_t			 states[MS_COUNT];
 	uint64_t		 shared[MSH_COUNT];
+	int64_t			 ws_open;
+	uint64_t		 ws_msgs[2];	/* to the client, to the upstream */
+	uint64_t		 ws_bytes[2];
 	int64_t			 shared_conf;
 	int64_t			 shared_up;
 	struct metrics		*next;
@@ -208,6 +211,22 @@ metrics_shared(struct metrics *m, enum metrics_shared r)
 {
 	if (m != NULL)
 		BUMP(&m->shared[r], 1);
+}
+
+void
+metrics_ws_open(struct metrics *m, int delta)
+{
+	if (m != NULL)
+		BUMP(&m->ws_open, delta);
+}
+
+void
+metrics_ws_message(struct metrics *m, int to_upstream, size_t bytes)
+{
+	if (m == NULL)
+		return;
+	BUMP(&m->ws_msgs[to_upstream != 0], 1);
+	BUMP(&m->ws_bytes[to_upstream != 0], bytes);
 }
 
 void
@@ -385,6 +404,11 @@ metrics_render(struct evbuffer *b, const struct cache_stats *cs, int workers)
 		for (i = 0; i < MSH_COUNT; i++)
 			sum->shared[i] += READ(&m->shared[i]);
 		sum->shared_conf += READ(&m->shared_conf);
+		sum->ws_open += READ(&m->ws_open);
+		for (i = 0; i < 2; i++) {
+			sum->ws_msgs[i] += READ(&m->ws_msgs[i]);
+			sum->ws_bytes[i] += READ(&m->ws_bytes[i]);
+		}
 		sum->shared_up += READ(&m->shared_up);
 	}
 	pthread_mutex_unlock(&metrics_mtx);
@@ -437,6 +461,18 @@ metrics_render(struct evbuffer *b, const struct cache_stats *cs, int workers)
 	metrics_one(b, "open_streams", "gauge", "Event streams being "
 	    "relayed.",
 	    (long long)sum->streams);
+	metrics_one(b, "websockets_open", "gauge", "WebSocket-mode sockets "
+	    "being relayed.", (long long)sum->ws_open);
+	metrics_head(b, "websocket_messages_total", "counter", "WebSocket "
+	    "messages relayed (control frames included), by direction.");
+	metrics_head(b, "websocket_bytes_total", "counter", "Payload bytes "
+	    "of the WebSocket messages relayed, by direction.");
+	for (i = 0; i < 2; i++)
+		evbuffer_add_printf(b, "respcache_websocket_messages_total{"
+		    "direction=\"%s\"} %llu\nrespcache_websocket_bytes_total{"
+		    "direction=\"%s\"} %llu\n", i ? "to_upstream" : "to_client",
+		    (unsigned long long)sum->ws_msgs[i], i ? "to_upstream" :
+		    "to_client", (unsigned long long)sum->ws_bytes[i]);
 	metrics_head(b, "requests_by_state", "gauge", "Requests in the "
 	    "proxy's hands past their lookup, by what they are doing.");
 	for (i = 0; i < MS_COUNT; i++)

@@ -78,6 +78,9 @@ void	metrics_streams(struct metrics *, int delta);
 /* Requests in a state: +1 or -1. */
 void	metrics_state(struct metrics *, enum metrics_state, int delta);
 void	metrics_shared(struct metrics *, enum metrics_shared);
+/* WebSocket mode: sockets open (+1, -1); a message relayed, by direction. */
+void	metrics_ws_open(struct metrics *, int delta);
+void	metrics_ws_message(struct metrics *, int to_upstream, size_t bytes);
 /* This worker's connection to the shared tier: configured; up. */
 void	metrics_shared_conf(struct metrics *, int on);
 void	metrics_shared_up(struct metrics *, int up);

@@ -48,6 +48,7 @@
 #include "response.h"
 #include "tenant.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy_int.h"
 #include "reply.h"
 #include "ws.h"
@@ -92,6 +93,7 @@ struct ws_relay {
 	struct keyring		*keys;
 	struct tenant_who	 who;
 	int			 turn_no_store;	/* this turn's create had include */
+	int			 counted;	/* in websockets_open */
 	time_t			 turn_since;	/* when this turn went upstream */
 };
 
@@ -168,6 +170,8 @@ ws_free(struct ws_relay *r)
 	if (r->body != NULL)
 		evbuffer_free(r->body);
 	keyring_unref(r->keys);
+	if (r->counted)
+		metrics_ws_open(r->px->metrics, -1);
 	if (gone)
 		proxy_ws_gone(r->px);
 	free(r);
@@ -372,6 +376,7 @@ ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg
 		return;		/* refused here, answered with an error */
 	if (m->opcode == WSLAY_TEXT_FRAME && s == &s->r->u)
 		ws_upstream_event(s->r, m);
+	metrics_ws_message(s->r->px->metrics, s == &s->r->c, m->msg_length);
 	/* wslay answers a ping itself; the peer's pong comes back too. */
 	msg.opcode = m->opcode;
 	msg.msg = m->msg;
@@ -580,6 +585,8 @@ ws_answer_101(struct ws_relay *r)
 		ws_maybe_free(r);
 		return;
 	}
+	r->counted = 1;
+	metrics_ws_open(r->px->metrics, 1);
 	/* What either side sent ahead of the 101s. */
 	ws_read_cb(r->u.bev, &r->u);
 }

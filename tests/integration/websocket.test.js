@@ -17,8 +17,9 @@ const h = require('../lib/harness');
  */
 function startWsUpstream({ onSocket = () => {}, refuse = () => null, tls = null } = {}) {
 	const upgrades = [];
+	const plain = [];		/* HTTP requests that were no upgrade */
 	const sockets = new Set();
-	const notFound = (req, res) => { res.writeHead(404); res.end(); };
+	const notFound = (req, res) => { plain.push(`${req.method} ${req.url}`); res.writeHead(404); res.end(); };
 	const server = tls ? require('node:https').createServer(tls, notFound) : http.createServer(notFound);
 	const wss = new WebSocketServer({ noServer: true });
 	server.on('upgrade', (req, socket, head) => {
@@ -39,6 +40,7 @@ function startWsUpstream({ onSocket = () => {}, refuse = () => null, tls = null 
 	return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({
 		url: `${tls ? 'https' : 'http'}://127.0.0.1:${server.address().port}`,
 		upgrades,
+		plain,
 		sockets,
 		close: () => new Promise((r) => {
 			for (const ws of sockets) ws.terminate();
@@ -125,9 +127,14 @@ test('text and binary messages pass both ways; the upstream sees the proxy\'s ke
 		assert.equal(u.headers.authorization, 'Bearer sk-upstream-KEY', 'the proxy\'s key');
 		assert.equal(u.headers['openai-beta'], 'responses_websockets=1', 'an allow-listed header passes');
 		assert.equal(u.headers['x-secret'], undefined, 'other client headers do not');
+		assert.equal(await h.metric(px, 'respcache_websockets_open'), 1, 'one socket open');
+		assert.equal(await h.metric(px, 'respcache_websocket_messages_total', '{direction="to_upstream"}'), 3);
+		assert.equal(await h.metric(px, 'respcache_websocket_messages_total', '{direction="to_client"}'), 3);
+		assert.ok(await h.metric(px, 'respcache_websocket_bytes_total', '{direction="to_client"}') > 1024 * 1024);
 		const c = closed(ws);
 		ws.close(1000, 'bye');
 		assert.deepEqual(await c, { code: 1000, reason: 'bye' });
+		await h.until(async () => await h.metric(px, 'respcache_websockets_open') === 0, { what: 'the socket counted closed' });
 	});
 });
 
@@ -348,6 +355,93 @@ test('fragmented messages pass whole', async () => {
 		ws.send('part two', { fin: true });
 		const [m] = await ws.next();
 		assert.equal(m.data.toString(), 'part one, part two');
+		ws.close();
+	});
+});
+
+test('the official openai client\'s ResponsesWS (7.x), only baseURL changed: two chained turns, events as they come, then a cached retrieve', async () => {
+	const { OpenAI } = require('openai7');
+	const { ResponsesWS } = require('openai7/resources/responses/ws');
+	/* The API, holding each turn's completed event until the client has its delta. */
+	let deltaSeen = null;
+	const api = (ws) => {
+		let n = 0;
+		ws.on('message', async (d) => {
+			const m = JSON.parse(d.toString());
+			if (m.type !== 'response.create') return;
+			const id = `resp_sdk${process.hrtime.bigint()}${n++}`;
+			const resp = (status) => ({
+				id, object: 'response', created_at: 1741386163, status, model: m.model,
+				output: status !== 'completed' ? [] : [{ type: 'message', id: `msg_${id.slice(5)}`, status: 'completed',
+					role: 'assistant', content: [{ type: 'output_text', text: `answer to ${m.input}`, annotations: [] }] }],
+				previous_response_id: m.previous_response_id || null, store: true,
+				error: null, incomplete_details: null, usage: null,
+			});
+			const seen = new Promise((r) => { deltaSeen = r; });
+			ws.send(JSON.stringify({ type: 'response.created', sequence_number: 0, response: resp('in_progress') }));
+			ws.send(JSON.stringify({ type: 'response.output_text.delta', sequence_number: 1, item_id: `msg_${id.slice(5)}`,
+				output_index: 0, content_index: 0, delta: 'answer' }));
+			await seen;
+			ws.send(JSON.stringify({ type: 'response.completed', sequence_number: 2, response: resp('completed') }));
+		});
+	};
+	await withWs({ onSocket: api }, { keyFile: keyFile('sk-upstream-SDK') }, async ({ up, px }) => {
+		const client = new OpenAI({ apiKey: 'sk-client-sdk', baseURL: `${px.url}/v1` });
+		const rws = new ResponsesWS(client);
+		const events = [];
+		rws.on('event', (e) => {
+			events.push(e);
+			if (e.type === 'response.output_text.delta' && deltaSeen) deltaSeen();
+		});
+		rws.on('error', (e) => events.push({ type: 'client-error', message: String(e && e.message) }));
+		const completed = (k) => h.until(() => events.filter((e) => e.type === 'response.completed').length >= k,
+			{ timeoutMs: 10000, what: `completed turn ${k}` });
+		rws.send({ type: 'response.create', model: 'gpt-4o', input: 'first' });
+		await completed(1);
+		const first = events.find((e) => e.type === 'response.completed').response;
+		rws.send({ type: 'response.create', model: 'gpt-4o', input: 'second', previous_response_id: first.id });
+		await completed(2);
+		const second = events.filter((e) => e.type === 'response.completed')[1].response;
+		assert.equal(second.previous_response_id, first.id);
+		assert.deepEqual(events.map((e) => e.type), ['response.created', 'response.output_text.delta', 'response.completed',
+			'response.created', 'response.output_text.delta', 'response.completed'], 'each turn\'s events, in order, as they came');
+		rws.close();
+		assert.equal(up.upgrades.length, 1, 'one WebSocket for both turns');
+		assert.equal(up.upgrades[0].headers.authorization, 'Bearer sk-upstream-SDK');
+		// The SDK's own HTTP retrieve: from the cache, nothing upstream.
+		const got = await client.responses.retrieve(second.id);
+		assert.equal(got.id, second.id);
+		assert.equal(got.output_text, 'answer to second');
+		assert.deepEqual(up.plain, [], 'no upstream GET');
+	});
+});
+
+test('a client that stops reading: the upstream is no longer read, and the proxy\'s memory stays bounded', async (t) => {
+	const rss = (pid) => Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) * 1024;
+	let upWs = null;
+	const env = process.env.ASAN_OPTIONS ? { ASAN_OPTIONS: `${process.env.ASAN_OPTIONS}:quarantine_size_mb=8` } : {};
+	await withWs({ onSocket: (ws) => { upWs = ws; } }, { env }, async ({ px }) => {
+		const ws = await open(wsUrl(px));
+		await h.until(() => upWs !== null, { what: 'the upstream socket' });
+		ws._socket.pause();		// the client reads nothing more
+		const before = rss(px.pid);
+		const chunk = Buffer.alloc(1024 * 1024, 0x62);
+		const total = 200;
+		for (let i = 0; i < total; i++) upWs.send(chunk, { binary: true });
+		// The upstream's own buffer keeps what the proxy no longer reads.
+		await h.until(() => upWs.bufferedAmount > 100 * 1024 * 1024, { timeoutMs: 20000, what: 'the upstream held back' });
+		let peak = 0;
+		for (let i = 0; i < 20; i++) {
+			peak = Math.max(peak, rss(px.pid) - before);
+			await h.delay(50);
+		}
+		t.diagnostic(`proxy RSS growth with a stalled client and 200 MB sent upstream: ${(peak / 1048576).toFixed(1)} MB; the upstream still holds ${(upWs.bufferedAmount / 1048576).toFixed(0)} MB`);
+		assert.ok(peak < 64 * 1024 * 1024, `RSS grew by ${peak} bytes`);
+		// Reading again, the client gets every message.
+		let got = 0;
+		ws.on('message', () => { got++; });
+		ws._socket.resume();
+		await h.until(() => got === total, { timeoutMs: 60000, what: `all ${total} messages` });
 		ws.close();
 	});
 });
