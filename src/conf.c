@@ -60,6 +60,8 @@ static const struct conf_key conf_keys[] = {
 	K("server", "forward", CT_FORWARD, forward_responses, CW_RELOAD),
 	K("server", "workers", CT_COUNT, workers, CW_RESTART),
 	K("server", "websocket", CT_ONOFF, websocket, CW_RESTART),
+	K("server", "websocket_idle_timeout", CT_SECONDS, websocket_idle,
+	    CW_RESTART),
 	K("server", "shutdown_timeout", CT_SECONDS, shutdown_timeout,
 	    CW_RESTART),
 	K("server", "admin_listen", CT_OPTSTRING, admin_listen, CW_RESTART),
@@ -120,6 +122,7 @@ conf_init(struct conf *c)
 	c->client_timeout = 60;
 	c->workers = 0;
 	c->websocket = 1;
+	c->websocket_idle = 3600;
 	c->shutdown_timeout = 30;
 	c->admin_listen = conf_strdup("127.0.0.1:9090");
 	c->upstream_url = conf_strdup("https://api.openai.com");

@@ -42,6 +42,7 @@ struct conf {
 	int	 forward_responses;	/* forward = responses: no other path */
 	int	 workers;		/* event loops; 0: one per CPU */
 	int	 websocket;		/* WebSocket mode on /v1/responses */
+	double	 websocket_idle;	/* a socket silent both ways: closed */
 	double	 shutdown_timeout;	/* for what is in flight at SIGTERM */
 	char	*admin_listen;		/* NULL: no admin listener */
 	char	*admin_host;		/* parsed by conf_check() */

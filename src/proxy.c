@@ -593,6 +593,7 @@ proxy_new(struct evhttp *http, const struct proxy_env *env)
 	px->node = env->node;
 	px->upstream_url = env->upstream_url;
 	px->websocket = env->websocket;
+	px->ws_idle = env->ws_idle;
 	px->ws = ws_list_new();
 	px->keys = keyring_ref(env->keys);
 	px->flights = env->flights;

@@ -26,6 +26,7 @@ struct proxy_env {
 	const char		*node;		/* this process's name, or NULL */
 	const char		*upstream_url;
 	int			 websocket;	/* [server] websocket = on */
+	struct timeval		 ws_idle;	/* websocket_idle_timeout */
 	struct keyring		*keys;		/* a reference is taken */
 	struct metrics		*metrics;	/* this loop's, or NULL */
 	struct accesslog	*alog;		/* this loop's, or NULL */

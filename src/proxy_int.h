@@ -86,6 +86,7 @@ struct proxy {
 	struct ws_list		*ws;		/* its WebSocket relays */
 	struct ssl_ctx_st	*tls;		/* their TLS client context */
 	int			 websocket;	/* [server] websocket */
+	struct timeval		 ws_idle;	/* websocket_idle_timeout */
 	struct metrics		*metrics;
 	struct accesslog	*alog;
 	struct timeval		 client_tv;

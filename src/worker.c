@@ -123,6 +123,9 @@ worker_new(int id, const struct conf *c, struct cache *cache,
 	env.node = sc != NULL ? sc->node : NULL;
 	env.upstream_url = c->upstream_url;
 	env.websocket = c->websocket;
+	env.ws_idle.tv_sec = (time_t)c->websocket_idle;
+	env.ws_idle.tv_usec = (suseconds_t)((c->websocket_idle -
+	    (double)env.ws_idle.tv_sec) * 1e6);
 	env.cache = cache;
 	env.flights = flights;
 	env.box = w->box;

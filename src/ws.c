@@ -94,6 +94,7 @@ struct ws_relay {
 	struct tenant_who	 who;
 	int			 turn_no_store;	/* this turn's create had include */
 	int			 counted;	/* in websockets_open */
+	struct event		*idle;		/* no message either way */
 	time_t			 turn_since;	/* when this turn went upstream */
 };
 
@@ -170,6 +171,8 @@ ws_free(struct ws_relay *r)
 	if (r->body != NULL)
 		evbuffer_free(r->body);
 	keyring_unref(r->keys);
+	if (r->idle != NULL)
+		event_free(r->idle);
 	if (r->counted)
 		metrics_ws_open(r->px->metrics, -1);
 	if (gone)
@@ -377,6 +380,8 @@ ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg
 	if (m->opcode == WSLAY_TEXT_FRAME && s == &s->r->u)
 		ws_upstream_event(s->r, m);
 	metrics_ws_message(s->r->px->metrics, s == &s->r->c, m->msg_length);
+	if (s->r->idle != NULL)
+		evtimer_add(s->r->idle, &s->r->px->ws_idle);
 	/* wslay answers a ping itself; the peer's pong comes back too. */
 	msg.opcode = m->opcode;
 	msg.msg = m->msg;
@@ -553,6 +558,19 @@ ws_side_open(struct ws_side *s, int server)
 /* The client's side: borrowed from evhttp                             */
 /* ------------------------------------------------------------------ */
 
+/* websocket_idle_timeout without a message either way: both close (1001). */
+static void
+ws_idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ws_relay	*r = arg;
+
+	(void)fd;
+	(void)what;
+	ws_close_peer(&r->c, WSLAY_CODE_GOING_AWAY, "idle");
+	ws_close_peer(&r->u, WSLAY_CODE_GOING_AWAY, "idle");
+	ws_maybe_free(r);
+}
+
 /*
  * The client's 101, and pr's end; the relay goes on without it, on the
  * connection's own bufferevent, which evhttp no longer reads (it waits
@@ -587,6 +605,12 @@ ws_answer_101(struct ws_relay *r)
 	}
 	r->counted = 1;
 	metrics_ws_open(r->px->metrics, 1);
+	if (r->px->ws_idle.tv_sec > 0 || r->px->ws_idle.tv_usec > 0) {
+		if ((r->idle = evtimer_new(bufferevent_get_base(r->c.bev),
+		    ws_idle_cb, r)) == NULL)
+			fatalx("out of memory");
+		evtimer_add(r->idle, &r->px->ws_idle);
+	}
 	/* What either side sent ahead of the 101s. */
 	ws_read_cb(r->u.bev, &r->u);
 }

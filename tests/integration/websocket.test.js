@@ -445,3 +445,26 @@ test('a client that stops reading: the upstream is no longer read, and the proxy
 		ws.close();
 	});
 });
+
+test('websocket_idle_timeout closes a socket silent both ways (1001), not one in use', async () => {
+	let upClosed;
+	const upClose = new Promise((r) => { upClosed = r; });
+	await withWs({ onSocket: (s) => { echo(s); s.on('close', (code) => upClosed(code)); } },
+		{ config: '[server]\nwebsocket_idle_timeout = 1\n' }, async ({ px }) => {
+			const ws = await open(wsUrl(px));
+			// In use for 2 s: a message every 300 ms keeps it open.
+			const t0 = Date.now();
+			const c = closed(ws);
+			let last = 0;
+			while (Date.now() - t0 < 2000) {
+				ws.send('still here');
+				await ws.next();
+				last = Date.now();
+				await h.delay(300);
+			}
+			assert.equal(ws.readyState, WebSocket.OPEN, 'open while in use');
+			assert.deepEqual(await h.within(c, 5000, 'the idle close'), { code: 1001, reason: 'idle' });
+			assert.ok(Date.now() - last >= 900, `closed ${Date.now() - last} ms after the last message`);
+			assert.equal(await h.within(upClose, 5000, 'the upstream\'s idle close'), 1001);
+		});
+});

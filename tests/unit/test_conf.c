@@ -44,6 +44,7 @@ static const struct {
 	{ "server", "forward", "responses", 0 },
 	{ "server", "workers", "3", 1 },
 	{ "server", "websocket", "off", 1 },
+	{ "server", "websocket_idle_timeout", "60", 1 },
 	{ "server", "shutdown_timeout", "5", 1 },
 	{ "server", "admin_listen", "127.0.0.1:9091", 1 },
 	{ "upstream", "url", "http://127.0.0.1:1", 1 },
