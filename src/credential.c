@@ -148,6 +148,14 @@ keyring_read_key(struct credential *cr, const char *file, char **cause)
 	return (ok ? 0 : -1);
 }
 
+int
+credential_sets(const struct credential *cr, const char *name)
+{
+	return (cr != NULL && ((cr->organization != NULL &&
+	    strcasecmp(name, "openai-organization") == 0) ||
+	    (cr->project != NULL && strcasecmp(name, "openai-project") == 0)));
+}
+
 static int
 keyring_hex(const char *hex, unsigned char out[32])
 {

@@ -63,6 +63,11 @@ struct keyring {
 int		 secret_read(const char *what, const char *file, char **out,
 		    char **cause);
 struct keyring	*keyring_load(const struct conf *, char **cause);
+/*
+ * 1 if cr (NULL: pass-through) sends header name itself (its
+ * OpenAI-Organization, OpenAI-Project): the client's is not forwarded.
+ */
+int		 credential_sets(const struct credential *cr, const char *name);
 struct keyring	*keyring_ref(struct keyring *);
 /* Drop a reference; the last one wipes the keys from memory and frees. */
 void		 keyring_unref(struct keyring *);

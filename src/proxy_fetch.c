@@ -454,10 +454,7 @@ proxy_build_headers(struct proxy_req *pr, const char *client_auth)
 		if (hop)
 			continue;
 		/* What the credential sets, no client overrides. */
-		if (cr != NULL && ((cr->organization != NULL &&
-		    strcasecmp(h->key, "openai-organization") == 0) ||
-		    (cr->project != NULL &&
-		    strcasecmp(h->key, "openai-project") == 0)))
+		if (credential_sets(cr, h->key))
 			continue;
 		if (strcasecmp(h->key, "content-type") == 0)
 			has_ct = 1;

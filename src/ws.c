@@ -803,10 +803,7 @@ ws_up_request(struct ws_relay *r, struct proxy_req *pr, const char *host,
 		if (!proxy_in_list(h->key, fwd) &&
 		    strncasecmp(h->key, "x-stainless-", 12) != 0)
 			continue;
-		if (cr != NULL && ((cr->organization != NULL &&
-		    strcasecmp(h->key, "openai-organization") == 0) ||
-		    (cr->project != NULL &&
-		    strcasecmp(h->key, "openai-project") == 0)))
+		if (credential_sets(cr, h->key))
 			continue;
 		evbuffer_add_printf(out, "%s: %s\r\n", h->key, h->value);
 	}
