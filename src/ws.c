@@ -52,6 +52,7 @@
 #include "proxy_int.h"
 #include "reply.h"
 #include "ws.h"
+#include "ws_msg.h"
 #include "xmalloc.h"
 
 #define WS_GUID		"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -244,30 +245,6 @@ static void	ws_flush(struct ws_side *);
 static void	ws_read_cb(struct bufferevent *, void *);
 static int	ws_side_open(struct ws_side *, int);
 
-/* The JSON "type" of a text message, if it has one of those wanted. */
-static int
-ws_type(const struct wslay_event_on_msg_recv_arg *m, char *type, size_t len,
-    const char *const *wanted)
-{
-	json_t		*o;
-	const char	*t;
-	size_t		 i;
-	int		 found = 0;
-
-	for (i = 0; wanted[i] != NULL; i++)
-		if (memmem(m->msg, m->msg_length, wanted[i],
-		    strlen(wanted[i])) != NULL)
-			found = 1;
-	if (!found || (o = json_loadb((const char *)m->msg, m->msg_length,
-	    0, NULL)) == NULL)
-		return (0);
-	found = (t = json_string_value(json_object_get(o, "type"))) != NULL &&
-	    strlen(t) < len;
-	if (found)
-		snprintf(type, len, "%s", t);
-	json_decref(o);
-	return (found);
-}
 
 /*
  * A client's response.create that names another client's previous
@@ -284,7 +261,7 @@ ws_client_turn(struct ws_relay *r, const struct wslay_event_on_msg_recv_arg *m)
 	const char		*what = "", *label = "Response";
 	char			 type[64], why[200], *text, *note;
 
-	if (!ws_type(m, type, sizeof type, creates) ||
+	if (!ws_msg_type(m->msg, m->msg_length, creates, type, sizeof type) ||
 	    strcmp(type, "response.create") != 0)
 		return (0);
 	r->turn_since = time(NULL);
@@ -334,7 +311,7 @@ ws_upstream_event(struct ws_relay *r,
 	char			 type[64], *body;
 	size_t			 blen;
 
-	if (!ws_type(m, type, sizeof type, wanted))
+	if (!ws_msg_type(m->msg, m->msg_length, wanted, type, sizeof type))
 		return;
 	if (strcmp(type, "response.created") == 0) {
 		if (response_event_id((const char *)m->msg, m->msg_length,
