@@ -348,6 +348,16 @@ test('a message over 16 MiB closes the socket with 1009', async () => {
 	});
 });
 
+test('an empty text message passes (wslay hands it over as NULL)', async () => {
+	await withWs({ onSocket: echo }, {}, async ({ px }) => {
+		const ws = await open(wsUrl(px));
+		ws.send('');
+		const [m] = await ws.next();
+		assert.equal(m.data.length, 0);
+		ws.close();
+	});
+});
+
 test('fragmented messages pass whole', async () => {
 	await withWs({ onSocket: echo }, {}, async ({ px }) => {
 		const ws = await open(wsUrl(px));
