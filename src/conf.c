@@ -459,6 +459,45 @@ conf_load_cb(void *arg, const char *section, const char *key,
 	return (conf_set(ctx->c, section, key, value, &ctx->cause) == 0);
 }
 
+/*
+ * The common settings from the environment, for containers: applied over
+ * the defaults, under a configuration file and the flags.  Never a key:
+ * only a key file's name.
+ */
+static const struct {
+	const char	*env, *section, *key;
+} conf_envs[] = {
+	{ "RESPCACHE_LISTEN", "server", "listen" },
+	{ "RESPCACHE_ADMIN_LISTEN", "server", "admin_listen" },
+	{ "RESPCACHE_WORKERS", "server", "workers" },
+	{ "RESPCACHE_UPSTREAM", "upstream", "url" },
+	{ "RESPCACHE_UPSTREAM_KEY_FILE", "upstream", "key_file" },
+	{ "RESPCACHE_CACHE_DIR", "cache", "dir" },
+	{ "RESPCACHE_CACHE_MAX_SIZE", "cache", "max_size" },
+	{ "RESPCACHE_SHARED_REDIS", "shared", "redis" },
+	{ "RESPCACHE_LOG_LEVEL", "log", "level" },
+};
+
+int
+conf_env(struct conf *c, char **cause)
+{
+	const char	*v;
+	char		*why = NULL;
+	size_t		 i;
+
+	for (i = 0; i < sizeof conf_envs / sizeof conf_envs[0]; i++) {
+		if ((v = getenv(conf_envs[i].env)) == NULL)
+			continue;
+		if (conf_set(c, conf_envs[i].section, conf_envs[i].key, v,
+		    &why) == -1) {
+			*cause = conf_fmt("%s: %s", conf_envs[i].env, why);
+			free(why);
+			return (-1);
+		}
+	}
+	return (0);
+}
+
 int
 conf_load(struct conf *c, const char *path, char **cause)
 {

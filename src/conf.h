@@ -93,6 +93,8 @@ void	conf_free(struct conf *);
  * *cause at a message (owned by the caller, free() it) naming the line.
  */
 int	conf_load(struct conf *, const char *path, char **cause);
+/* The RESPCACHE_* environment variables (conf.c), before a file. */
+int	conf_env(struct conf *, char **cause);
 /* Set one key of one section; -1 and *cause (caller frees) if invalid. */
 int	conf_set(struct conf *, const char *section, const char *key,
 	    const char *value, char **cause);

@@ -51,6 +51,7 @@ usage(FILE *f)
 "                 [--cache-dir DIR] [--upstream-key-file FILE]\n"
 "                 [--admin-listen HOST:PORT] [--workers N] [-t] [-V] [-h]\n"
 "       respcache hash-token < token-file\n"
+"       respcache probe URL\n"
 "\n"
 "  -c, --config FILE             read this INI file (see respcache.conf)\n"
 "  -l, --listen HOST:PORT        client listener (default 127.0.0.1:8080)\n"
@@ -65,9 +66,23 @@ usage(FILE *f)
 "  -h, --help                    print this help and exit\n"
 "\n"
 "  hash-token  read a client token on stdin, print its token_sha256\n"
+"  probe       GET URL: exit 0 on a 2xx (a container's health check)\n"
+"\n"
+"The environment sets what the file and the flags do not: RESPCACHE_LISTEN,\n"
+"RESPCACHE_UPSTREAM, RESPCACHE_ADMIN_LISTEN, RESPCACHE_WORKERS,\n"
+"RESPCACHE_UPSTREAM_KEY_FILE, RESPCACHE_CACHE_DIR, RESPCACHE_CACHE_MAX_SIZE,\n"
+"RESPCACHE_SHARED_REDIS, RESPCACHE_LOG_LEVEL (see respcache.conf(5)).\n"
 "\n"
 "SIGHUP re-reads the configuration and key files; SIGTERM drains, then exits;\n"
 "SIGUSR1 reopens the log files.\n");
+}
+
+static size_t
+probe_discard(char *p, size_t size, size_t n, void *arg)
+{
+	(void)p;
+	(void)arg;
+	return (size * n);
 }
 
 /* The configuration's sources: the file and the flags over it. */
@@ -87,7 +102,9 @@ load(const struct conf_source *src, struct conf *c, struct keyring **keys,
 	size_t	i;
 
 	conf_init(c);
-	if (src->file != NULL && conf_load(c, src->file, cause) == -1)
+	/* The environment, then the file over it, then the flags. */
+	if (conf_env(c, cause) == -1 ||
+	    (src->file != NULL && conf_load(c, src->file, cause) == -1))
 		goto fail;
 	for (i = 0; i < sizeof src->flags / sizeof src->flags[0]; i++)
 		if (src->flags[i].value != NULL && conf_set(c,
@@ -101,6 +118,34 @@ load(const struct conf_source *src, struct conf *c, struct keyring **keys,
 fail:
 	conf_free(c);
 	return (-1);
+}
+
+/*
+ * respcache probe URL: 0 if a GET of URL answers 2xx within 2 s (a
+ * container's HEALTHCHECK, where there is no curl(1)), 1 otherwise.
+ */
+static int
+probe(const char *url)
+{
+	CURL	*h;
+	long	 status = 0;
+	int	 rc;
+
+	if ((h = curl_easy_init()) == NULL)
+		return (1);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 2000L);
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_NOBODY, 0L);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, probe_discard);
+	rc = curl_easy_perform(h);
+	if (rc == CURLE_OK)
+		curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+	curl_easy_cleanup(h);
+	if (rc != CURLE_OK)
+		fprintf(stderr, "respcache probe: %s: %s\n", url,
+		    curl_easy_strerror((CURLcode)rc));
+	return (status >= 200 && status < 300 ? 0 : 1);
 }
 
 /* respcache hash-token: a client token on stdin, its SHA-256 out. */
@@ -373,6 +418,8 @@ main(int argc, char **argv)
 
 	if (argc == 2 && strcmp(argv[1], "hash-token") == 0)
 		return (hash_token());
+	if (argc == 3 && strcmp(argv[1], "probe") == 0)
+		return (probe(argv[2]));
 	while ((ch = getopt_long(argc, argv, "c:l:u:d:k:a:w:tVh", longopts,
 	    NULL)) != -1) {
 		switch (ch) {

@@ -140,6 +140,42 @@ test_shared(void)
 	shared_url("redis://no-such-host.invalid", NULL, 0, NULL, 0);
 }
 
+/* RESPCACHE_* variables: over the defaults, under a file. */
+static void
+test_env(void)
+{
+	struct conf	 c;
+	char		*cause = NULL, *path;
+
+	setenv("RESPCACHE_LISTEN", "0.0.0.0:8081", 1);
+	setenv("RESPCACHE_ADMIN_LISTEN", "", 1);
+	setenv("RESPCACHE_UPSTREAM", "http://127.0.0.1:7", 1);
+	conf_init(&c);
+	ok(conf_env(&c, &cause) == 0 && conf_check(&c, &cause) == 0 &&
+	    c.listen_port == 8081 && strcmp(c.listen_host, "0.0.0.0") == 0 &&
+	    c.admin_listen == NULL &&
+	    strcmp(c.upstream_url, "http://127.0.0.1:7") == 0,
+	    "env: RESPCACHE_LISTEN, _ADMIN_LISTEN (empty: off), _UPSTREAM");
+	path = write_tmp("[server]\nlisten = 127.0.0.1:8082\n");
+	ok(conf_load(&c, path, &cause) == 0 && conf_check(&c, &cause) == 0 &&
+	    c.listen_port == 8082 &&
+	    strcmp(c.upstream_url, "http://127.0.0.1:7") == 0,
+	    "env: a file's key wins, the rest stays");
+	unlink(path);
+	conf_free(&c);
+	setenv("RESPCACHE_WORKERS", "many", 1);
+	conf_init(&c);
+	ok(conf_env(&c, &cause) == -1 && cause != NULL &&
+	    strstr(cause, "RESPCACHE_WORKERS") != NULL,
+	    "env: a bad value names its variable: %s", cause);
+	free(cause);
+	conf_free(&c);
+	unsetenv("RESPCACHE_LISTEN");
+	unsetenv("RESPCACHE_ADMIN_LISTEN");
+	unsetenv("RESPCACHE_UPSTREAM");
+	unsetenv("RESPCACHE_WORKERS");
+}
+
 static void
 test_reload(void)
 {
@@ -300,5 +336,6 @@ main(void)
 
 	test_reload();
 	test_shared();
+	test_env();
 	return (done_testing());
 }
