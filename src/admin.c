@@ -17,10 +17,12 @@
 #include "metrics.h"
 #include "reply.h"
 #include "route.h"
+#include "shared.h"
 #include "xmalloc.h"
 
 struct admin {
 	struct cache	*cache;
+	struct shared_follow *follow;	/* or NULL */
 	int		 workers;
 	int		 draining;
 };
@@ -72,7 +74,7 @@ admin_stats(struct admin *a, struct evhttp_request *req)
 static void
 admin_purge(struct admin *a, struct evhttp_request *req, const char *id)
 {
-	int	n;
+	int	n, fleet;
 
 	if (!route_valid_id(id, strlen(id))) {
 		reply_error(req, 400, NULL, "invalid_id", "Not a response "
@@ -88,7 +90,24 @@ admin_purge(struct admin *a, struct evhttp_request *req, const char *id)
 	}
 	log_info("admin: purged %d entr%s of %s", n, n == 1 ? "y" : "ies",
 	    id);
-	admin_json(req, 200, json_pack("{s:s, s:i}", "id", id, "purged", n));
+	if (a->follow == NULL) {
+		admin_json(req, 200, json_pack("{s:s, s:i}", "id", id,
+		    "purged", n));
+		return;
+	}
+	/* The fleet's copies too: Redis's, and every node's. */
+	fleet = shared_follow_purge(a->follow, id) == 0;
+	if (!fleet)
+		log_warnx("admin: %s purged here only: Redis is out of reach",
+		    id);
+	admin_json(req, 200, json_pack("{s:s, s:i, s:b}", "id", id, "purged",
+	    n, "fleet", fleet));
+}
+
+void
+admin_set_follow(struct admin *a, struct shared_follow *f)
+{
+	a->follow = f;
 }
 
 static void

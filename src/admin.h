@@ -24,6 +24,9 @@ struct admin;
  */
 struct admin	*admin_new(struct evhttp *, struct cache *, int workers,
 		    double timeout);
+/* With a shared tier: a purge reaches the fleet too (shared.h). */
+struct shared_follow;
+void		 admin_set_follow(struct admin *, struct shared_follow *);
 /* Readiness goes false for good (a drain began). */
 void		 admin_draining(struct admin *);
 void		 admin_free(struct admin *);

@@ -543,6 +543,8 @@ main(int argc, char **argv)
 		shared_conf_of(&conf, shared_pw, node, sizeof node, &sc);
 		sv.follow = shared_follow_new(sv.base, &sc, cache, flights,
 		    conf.shared_max_stale, conf.tombstone_ttl);
+		if (sv.admin != NULL)
+			admin_set_follow(sv.admin, sv.follow);
 	}
 	for (i = 0; i < sv.nworkers; i++)
 		sv.workers[i] = worker_new(i, &conf, cache, flights, keys,

@@ -119,6 +119,12 @@ struct shared_follow *shared_follow_new(struct event_base *,
 		    struct coalesce *, double max_stale, double tombstone_ttl);
 void		 shared_follow_free(struct shared_follow *);
 /*
+ * An operator's purge of id (the admin routes, main loop): the fleet's
+ * copies go too, Redis's and every node's (told as a cancel is).  0, or
+ * -1 if Redis is out of reach (only this node's cache was purged).
+ */
+int		 shared_follow_purge(struct shared_follow *, const char *id);
+/*
  * From any thread: 1 unless a follower is behind the stream (since start,
  * or for max_stale after it lost it): this node's entries may be served.
  */

@@ -52,6 +52,7 @@ struct shared_follow {
 	struct cache		*cache;
 	struct coalesce		*flights;
 	char			*stream;
+	char			*prefix;
 	char			*genkey;	/* <prefix>generation */
 	char			 gen[40];	/* the one this cache follows */
 	char			*node;
@@ -441,6 +442,7 @@ shared_follow_new(struct event_base *base, const struct shared_conf *sc,
 	f->flights = flights;
 	xasprintf(&f->stream, "%s%s", sc->prefix, SHARED_STREAM);
 	xasprintf(&f->genkey, "%sgeneration", sc->prefix);
+	f->prefix = xstrdup(sc->prefix);
 	if (cache_meta_get(cache, FOLLOW_META_GEN, f->gen, sizeof f->gen) != 1)
 		f->gen[0] = '\0';
 	f->node = xstrdup(sc->node);
@@ -464,6 +466,20 @@ shared_follow_new(struct event_base *base, const struct shared_conf *sc,
 	return (f);
 }
 
+int
+shared_follow_purge(struct shared_follow *f, const char *id)
+{
+	static const char	evs[] = { SHARED_CANCELLED, '\0' };
+
+	if (f == NULL || !f->link.is_up || f->link.ac == NULL)
+		return (-1);
+	/* Redis's entries of id, then the others' caches, like a cancel. */
+	redisAsyncCommand(f->link.ac, NULL, NULL, "DEL %sr:%s", f->prefix, id);
+	redisAsyncCommand(f->link.ac, NULL, NULL, "XADD %s MAXLEN ~ %d * node %s "
+	    "id %s ev %s", f->stream, SHARED_STREAM_MAX, f->node, id, evs);
+	return (0);
+}
+
 void
 shared_follow_free(struct shared_follow *f)
 {
@@ -474,6 +490,7 @@ shared_follow_free(struct shared_follow *f)
 	event_free(f->watch);
 	free(f->stream);
 	free(f->genkey);
+	free(f->prefix);
 	free(f->node);
 	free(f);
 }

@@ -606,3 +606,26 @@ test('the client of a request waiting on the fleet leaves: those waiting behind 
 		await redis.stop();
 	}
 });
+
+test('an operator\'s purge (admin DELETE /cache/{id}) reaches the fleet: Redis\'s copy and the other nodes\' go', { skip }, async () => {
+	const redis = await startRedis();
+	try {
+		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
+			const id = up.seed();
+			const p = `/v1/responses/${id}`;
+			assert.equal((await h.request(a.url + p)).status, 200);
+			await h.until(async () => await entriesOf(redis, id) === 1, { what: "A's entry in Redis" });
+			h.assertXCache(await h.request(b.url + p), 'HIT', 'B has it (from Redis, then its own)');
+			h.assertXCache(await h.request(b.url + p), 'HIT');
+			const r = await h.request(`${a.adminUrl}/cache/${id}`, { method: 'DELETE', headers: { authorization: null } });
+			assert.equal(r.status, 200, r.body);
+			assert.equal(r.json().fleet, true);
+			await h.until(async () => await entriesOf(redis, id) === 0, { what: 'Redis\'s copy gone' });
+			await h.until(async () => (await h.request(b.url + p)).headers['x-cache'] === 'MISS',
+				{ what: 'B\'s own copy gone (a fetch again)' });
+			assert.equal(up.count('GET', p), 2, 'one fetch before the purge, one after');
+		});
+	} finally {
+		await redis.stop();
+	}
+});
