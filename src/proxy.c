@@ -535,8 +535,12 @@ proxy_handle(struct evhttp_request *req, void *arg)
 	if (pr->ws_asked) {
 		pr->route.method = RM_GET;
 		pr->route.kind = ROUTE_OTHER;
-		if (proxy_admitted(pr))
-			ws_begin(pr);	/* pr is gone */
+		if (!proxy_admitted(pr))
+			return;
+		/* Async from here: its keys must outlive a reload. */
+		keyring_ref(pr->keys);
+		pr->keys_held = 1;
+		ws_begin(pr);	/* pr is gone */
 		return;
 	}
 	if (route_parse(route_method_of(evhttp_request_get_command(req)),
@@ -682,7 +686,7 @@ proxy_free(struct proxy *px)
 	tenant_memo_clear(&px->memo);
 	ws_list_free(px->ws);
 	if (px->dns != NULL)
-		evdns_base_free(px->dns, 0);
+		evdns_base_free(px->dns, 1);	/* a lookup pending: ended */
 	SSL_CTX_free(px->tls);
 	free(px);
 }

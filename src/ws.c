@@ -7,9 +7,9 @@
  * place of the client's, its answer read with http_parser.  Only once
  * the upstream said 101 (and the right Sec-WebSocket-Accept) does the
  * client get its 101; any other answer becomes the client's, with an
- * OpenAI-shaped body.  Then the connection is taken from evhttp (its
- * descriptor duplicated into a bufferevent of ours, after evhttp let go
- * of it) and wslay frames both sides: a server context for the client
+ * OpenAI-shaped body.  Then the connection's own bufferevent is borrowed
+ * from evhttp (which waits for a reply that never comes; the connection
+ * goes with the relay) and wslay frames both sides: a server context for the client
  * (its masking removed), a client context for the upstream (ours added).
  * Whole messages are relayed, control frames too (a ping is answered by
  * wslay and passed on); a close passes with its code and reason, then
@@ -165,6 +165,8 @@ ws_free(struct ws_relay *r)
 {
 	int	gone = r->list != NULL && !r->list->freeing;
 
+	if (r->pr != NULL)
+		r->pr->ws = NULL;
 	if (r->list != NULL)
 		LIST_REMOVE(r, entry);
 	ws_side_free(&r->c);
@@ -242,6 +244,8 @@ ws_genmask_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
 }
 
 static void	ws_flush(struct ws_side *);
+static void	ws_close_peer_with(struct ws_side *, uint16_t, const uint8_t *,
+		    size_t);
 static void	ws_read_cb(struct bufferevent *, void *);
 static int	ws_side_open(struct ws_side *, int);
 
@@ -342,13 +346,8 @@ ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg
 	if (m->opcode == WSLAY_CONNECTION_CLOSE) {
 		/* Its code and reason, after the 2-byte code in the payload. */
 		code = m->status_code;
-		if (code == 0 || code == WSLAY_CODE_NO_STATUS_RCVD ||
-		    code == WSLAY_CODE_ABNORMAL_CLOSURE)
-			wslay_event_queue_close(p->ctx, 0, NULL, 0);
-		else
-			wslay_event_queue_close(p->ctx, code, m->msg_length >
-			    2 ? m->msg + 2 : NULL, m->msg_length > 2 ?
-			    m->msg_length - 2 : 0);
+		ws_close_peer_with(p, code, m->msg_length > 2 ? m->msg + 2 :
+		    NULL, m->msg_length > 2 ? m->msg_length - 2 : 0);
 		return;
 	}
 	if (m->opcode == WSLAY_TEXT_FRAME && s == &s->r->c &&
@@ -405,10 +404,16 @@ ws_pace(struct ws_side *s)
 {
 	struct ws_side	*p = ws_peer(s);
 
-	if (s->closed)
+	if (s->closed == 1)
 		return;
-	if (!p->closed && evbuffer_get_length(bufferevent_get_output(p->bev)) >=
-	    WS_HIGH_WATER)
+	/*
+	 * Not while its peer is behind, nor while it does not take what is
+	 * written to it (pongs, error events), nor once wslay reads no more.
+	 */
+	if ((!p->closed && evbuffer_get_length(bufferevent_get_output(
+	    p->bev)) >= WS_HIGH_WATER) || evbuffer_get_length(
+	    bufferevent_get_output(s->bev)) >= WS_HIGH_WATER ||
+	    (s->ctx != NULL && !wslay_event_want_read(s->ctx)))
 		bufferevent_disable(s->bev, EV_READ);
 	else
 		bufferevent_enable(s->bev, EV_READ);
@@ -419,7 +424,8 @@ ws_pace(struct ws_side *s)
  * its answer before its socket just closes.
  */
 static void
-ws_close_peer(struct ws_side *p, uint16_t code, const char *why)
+ws_close_peer_with(struct ws_side *p, uint16_t code, const uint8_t *why,
+    size_t wlen)
 {
 	static const struct timeval	grace = { 5, 0 };
 
@@ -431,11 +437,19 @@ ws_close_peer(struct ws_side *p, uint16_t code, const char *why)
 	    code == WSLAY_CODE_ABNORMAL_CLOSURE || code == 1015)
 		code = WSLAY_CODE_GOING_AWAY;
 	if (!wslay_event_get_close_sent(p->ctx))
-		wslay_event_queue_close(p->ctx, code, (const uint8_t *)why,
-		    why != NULL ? strlen(why) : 0);
+		wslay_event_queue_close(p->ctx, code, why, wlen);
 	bufferevent_set_timeouts(p->bev, &grace, &grace);
+	/* Its answer must be read, whatever paced it before. */
+	bufferevent_enable(p->bev, EV_READ);
 	ws_flush(p);
 	ws_close_if_done(p);
+}
+
+static void
+ws_close_peer(struct ws_side *p, uint16_t code, const char *why)
+{
+	ws_close_peer_with(p, code, (const uint8_t *)why, why != NULL ?
+	    strlen(why) : 0);
 }
 
 /* The other end of s went away without a close: close its peer (1001). */
@@ -480,8 +494,7 @@ ws_read_cb(struct bufferevent *bev, void *arg)
 		    NULL);
 	ws_close_if_done(s);
 	ws_close_if_done(p);
-	if (!s->closed)
-		ws_pace(s);
+	ws_pace(s);
 	ws_maybe_free(r);
 }
 
@@ -494,8 +507,9 @@ ws_write_cb(struct bufferevent *bev, void *arg)
 
 	(void)bev;
 	ws_close_if_done(s);
-	if (!p->closed)
-		ws_pace(p);
+	/* Room again: its peer may send on, and it may be read again. */
+	ws_pace(p);
+	ws_pace(s);
 	ws_maybe_free(r);
 }
 
@@ -575,6 +589,7 @@ ws_answer_101(struct ws_relay *r)
 	r->c.evcon = evcon;
 	/* A socket may stay quiet for long: only a stalled write times out. */
 	bufferevent_set_timeouts(bev, NULL, &r->px->client_tv);
+	bufferevent_set_timeouts(r->u.bev, NULL, &r->px->client_tv);
 	if (ws_side_open(&r->c, 1) == -1 || ws_side_open(&r->u, 0) == -1) {
 		r->c.closed = r->u.closed = 1;
 		ws_maybe_free(r);
@@ -681,9 +696,24 @@ ws_up_read(struct bufferevent *bev, void *arg)
 {
 	struct ws_relay	*r = arg;
 	struct evbuffer	*in = bufferevent_get_input(bev);
+	struct evbuffer_ptr end;
 	size_t		 len, n;
 	char		*p;
 
+	/*
+	 * The head whole before it is parsed: http_parser hands a header
+	 * split across reads over in pieces, and its Accept is checked whole.
+	 */
+	if (!r->head_done) {
+		end = evbuffer_search(in, "\r\n\r\n", 4, NULL);
+		if (end.pos == -1) {
+			if (evbuffer_get_length(in) > WS_HEAD_MAX)
+				ws_refused(r, 502, "upstream_error", "The "
+				    "upstream's answer to the WebSocket "
+				    "handshake is too long.");
+			return;
+		}
+	}
 	while ((len = evbuffer_get_length(in)) > 0 && !(r->head_done &&
 	    (r->status == 101 || r->body_done))) {
 		p = (char *)evbuffer_pullup(in, -1);
@@ -707,9 +737,11 @@ ws_up_read(struct bufferevent *bev, void *arg)
 		return;
 	}
 	if (r->status != 101) {
+		/* Not an error of its own (a 2xx, a 3xx): a bad gateway. */
 		if (r->body_done)
-			ws_refused(r, r->status, "upstream_error", "The "
-			    "upstream refused the WebSocket.");
+			ws_refused(r, r->status >= 400 && r->status < 600 ?
+			    r->status : 502, "upstream_error", "The upstream "
+			    "refused the WebSocket.");
 		return;
 	}
 	if (!r->accept_ok) {
@@ -733,8 +765,9 @@ ws_up_event(struct bufferevent *bev, short what, void *arg)
 	if (r->head_done && r->status != 101 && (what & BEV_EVENT_EOF)) {
 		/* A refusal whose body ends with the connection. */
 		http_parser_execute(&r->hp, &r->hps, NULL, 0);
-		ws_refused(r, r->status, "upstream_error", "The upstream "
-		    "refused the WebSocket.");
+		ws_refused(r, r->status >= 400 && r->status < 600 ? r->status :
+		    502, "upstream_error", "The upstream refused the "
+		    "WebSocket.");
 		return;
 	}
 	ws_refused(r, (what & BEV_EVENT_TIMEOUT) ? 504 : 502,
@@ -981,8 +1014,12 @@ ws_list_close(struct ws_list *l)
 
 	for (r = LIST_FIRST(&l->all); r != NULL; r = next) {
 		next = LIST_NEXT(r, entry);
-		if (r->pr != NULL)
-			continue;	/* ends with its request */
+		if (r->pr != NULL) {
+			/* Still in its handshake: its request ends (503). */
+			ws_refused(r, 503, "shutting_down", "respcache is "
+			    "shutting down.");	/* r is gone */
+			continue;
+		}
 		if (!r->c.closed && r->c.ctx != NULL) {
 			wslay_event_queue_close(r->c.ctx,
 			    WSLAY_CODE_GOING_AWAY, (const uint8_t *)

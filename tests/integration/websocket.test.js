@@ -288,8 +288,12 @@ test('a turn\'s completed response fills the cache: a later GET of its id is a h
 		}, { what: 'the GET of the turn\'s id to be a hit' });
 		assert.equal(g.json().id, id);
 		assert.equal(g.json().status, 'completed');
-		// A turn with store: false is not kept.
+		// A turn with store: false is not kept. The writer stores in order:
+		// once the turn after it is a hit, the store: false one had its turn.
 		const e2 = await turn(ws, { model: 'gpt-4o', input: 'two', store: false });
+		const e3 = await turn(ws, { model: 'gpt-4o', input: 'three' });
+		await h.until(async () => (await h.request(`${px.url}/v1/responses/${e3[2].response.id}`,
+			{ headers: { authorization: 'Bearer sk-client' } })).headers['x-cache'] === 'HIT', { what: 'the third turn cached' });
 		const r2 = await h.request(`${px.url}/v1/responses/${e2[2].response.id}`, { headers: { authorization: 'Bearer sk-client' } });
 		assert.notEqual(r2.headers['x-cache'], 'HIT', 'store: false');
 		ws.close();
@@ -477,4 +481,86 @@ test('websocket_idle_timeout closes a socket silent both ways (1001), not one in
 			assert.ok(Date.now() - last >= 900, `closed ${Date.now() - last} ms after the last message`);
 			assert.equal(await h.within(upClose, 5000, 'the upstream\'s idle close'), 1001);
 		});
+});
+
+test('SIGTERM while an upstream handshake is pending: the client gets 503, the daemon exits 0', async () => {
+	const net = require('node:net');
+	const held = [];
+	const silent = net.createServer((s) => { held.push(s); s.on('error', () => {}); });	// never answers
+	await new Promise((r) => silent.listen(0, '127.0.0.1', r));
+	const px = await h.startProxy({ upstream: `http://127.0.0.1:${silent.address().port}` });
+	try {
+		const p = open(wsUrl(px)).catch((e) => e);
+		await h.until(() => held.length === 1, { what: 'the proxy\'s upstream handshake' });
+		process.kill(px.pid, 'SIGTERM');
+		const e = await p;
+		assert.equal(e.status, 503, `the pending handshake's answer: ${e.status} ${e.message}`);
+		await px.exitsCleanly(15000, 'exit after SIGTERM with a handshake pending');
+	} finally {
+		for (const s of held) s.destroy();
+		silent.close();
+	}
+});
+
+test('a quiet socket outlives client_timeout (only websocket_idle_timeout ends it)', async () => {
+	await withWs({ onSocket: echo }, { config: '[server]\nclient_timeout = 1\n' }, async ({ px }) => {
+		const ws = await open(wsUrl(px));
+		let closedAt = null;
+		ws.on('close', () => { closedAt = Date.now(); });
+		const t0 = Date.now();
+		await h.until(() => Date.now() - t0 > 2500 || closedAt !== null, { timeoutMs: 5000, what: '2.5 s of quiet' });
+		assert.equal(closedAt, null, 'still open after 2.5 s of quiet, client_timeout 1 s');
+		ws.send('after the quiet');
+		const [m] = await ws.next();
+		assert.equal(m.data.toString(), 'after the quiet');
+		ws.close();
+	});
+});
+
+test('a client that stalls, then vanishes: the upstream is closed all the same', async () => {
+	let upWs = null;
+	let upClosed;
+	const upClose = new Promise((r) => { upClosed = r; });
+	await withWs({ onSocket: (ws) => { upWs = ws; ws.on('close', (code) => upClosed(code)); } }, {}, async ({ px }) => {
+		const ws = await open(wsUrl(px));
+		await h.until(() => upWs !== null, { what: 'the upstream socket' });
+		ws._socket.pause();
+		const chunk = Buffer.alloc(1024 * 1024, 0x63);
+		for (let i = 0; i < 20; i++) upWs.send(chunk, { binary: true });
+		await h.until(() => upWs.bufferedAmount > 4 * 1024 * 1024, { timeoutMs: 20000, what: 'the proxy pausing the upstream' });
+		ws._socket.destroy();		// gone, without a close
+		assert.equal(await h.within(upClose, 10000, 'the upstream\'s close'), 1001);
+		await h.until(async () => await h.metric(px, 'respcache_websockets_open') === 0, { what: 'the relay ended' });
+	});
+});
+
+test('an upstream 101 split across writes, inside its Sec-WebSocket-Accept, is read whole', async () => {
+	const net = require('node:net');
+	const crypto = require('node:crypto');
+	const server = net.createServer((s) => {
+		let buf = '';
+		s.on('data', (d) => {
+			buf += d;
+			const i = buf.indexOf('\r\n\r\n');
+			if (i === -1 || s.answered) return;
+			s.answered = true;
+			const key = /sec-websocket-key: *(\S+)/i.exec(buf)[1];
+			const accept = crypto.createHash('sha1').update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11').digest('base64');
+			const head = `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`;
+			const cut = head.indexOf(accept) + 10;
+			s.write(head.slice(0, cut));
+			setTimeout(() => s.write(head.slice(cut)), 50);
+		});
+		s.on('error', () => {});
+	});
+	await new Promise((r) => server.listen(0, '127.0.0.1', r));
+	const px = await h.startProxy({ upstream: `http://127.0.0.1:${server.address().port}` });
+	try {
+		const ws = await open(wsUrl(px));
+		assert.equal(ws.readyState, WebSocket.OPEN, 'open: the Accept was checked whole');
+		ws.terminate();
+	} finally {
+		await px.stop();
+		server.close();
+	}
 });
