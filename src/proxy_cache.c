@@ -175,36 +175,20 @@ proxy_hit_direct(struct proxy_hit *h, const struct cache_entry *e, long secs)
 	return (1);
 }
 
-/* cache_visit_fn: the hit path.  Copies the entry into the reply. */
-static void
-proxy_serve_hit(const struct cache_entry *e, void *arg)
+void
+proxy_replay_headers(struct evkeyvalq *out, const struct cache_entry *e,
+    long secs)
 {
-	struct proxy_hit	*h = arg;
-	struct evhttp_request	*req = h->pr->req;
-	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
-	const char		*p, *end, *colon, *eol;
-	char			 name[PROXY_HDR_NAME], value[PROXY_HDR_VALUE];
-	char			 age[24], etag[64];
-	long			 secs;
-	int			 unchanged;
+	const char	*p, *end, *colon, *eol;
+	char		 name[PROXY_HDR_NAME], value[PROXY_HDR_VALUE];
+	char		 age[24], etag[64];
 
-	secs = (long)(h->now - e->stored_at);
-	if (h->max_age > 0 && (double)secs >= h->max_age)
-		return;
-	h->served = 1;
-	unchanged = e->status == 200 && e->etag_len > 0 &&
-	    proxy_etag_match(evhttp_find_header(
-	    evhttp_request_get_input_headers(req), "If-None-Match"),
-	    e->etag, e->etag_len);
-	proxy_track_reply(h->pr->px, req);
-	if (!unchanged && reply_direct_ok(req) &&
-	    proxy_hit_direct(h, e, secs))
-		return;
-	/* The stored lines are our own "Name: value\r\n" records. */
+	/* "Name: value\r\n" records; a line feed inside would split a head. */
 	for (p = e->hdrs, end = e->hdrs + e->hdrs_len; p < end; p = eol + 2) {
 		if ((eol = memchr(p, '\r', (size_t)(end - p))) == NULL)
 			break;
-		if ((colon = memchr(p, ':', (size_t)(eol - p))) == NULL ||
+		if (memchr(p, '\n', (size_t)(eol - p)) != NULL ||
+		    (colon = memchr(p, ':', (size_t)(eol - p))) == NULL ||
 		    (size_t)(colon - p) >= sizeof name ||
 		    (size_t)(eol - colon - 2) >= sizeof value)
 			continue;
@@ -221,6 +205,31 @@ proxy_serve_hit(const struct cache_entry *e, void *arg)
 		etag[e->etag_len] = '\0';
 		evhttp_add_header(out, "ETag", etag);
 	}
+}
+
+/* cache_visit_fn: the hit path.  Copies the entry into the reply. */
+static void
+proxy_serve_hit(const struct cache_entry *e, void *arg)
+{
+	struct proxy_hit	*h = arg;
+	struct evhttp_request	*req = h->pr->req;
+	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
+	long			 secs;
+	int			 unchanged;
+
+	secs = (long)(h->now - e->stored_at);
+	if (h->max_age > 0 && (double)secs >= h->max_age)
+		return;
+	h->served = 1;
+	unchanged = e->status == 200 && e->etag_len > 0 &&
+	    proxy_etag_match(evhttp_find_header(
+	    evhttp_request_get_input_headers(req), "If-None-Match"),
+	    e->etag, e->etag_len);
+	proxy_track_reply(h->pr->px, req);
+	if (!unchanged && reply_direct_ok(req) &&
+	    proxy_hit_direct(h, e, secs))
+		return;
+	proxy_replay_headers(out, e, secs);
 	/* evhttp would format Date for every reply itself. */
 	evhttp_add_header(out, "Date", proxy_date(h->pr->px, h->now));
 	proxy_xcache(out, "HIT");

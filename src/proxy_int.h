@@ -29,6 +29,7 @@
 #include "route.h"
 #include "tenant.h"
 
+struct cache_entry;
 struct evbuffer;
 struct evkeyvalq;
 struct sse;
@@ -196,6 +197,12 @@ char	*proxy_head_begin(char *p, const char *end, struct proxy *,
 	    int status, time_t now, size_t body_len);
 /* The hit path: 1 if the cache (an entry or a tombstone) answered; ends pr. */
 int	proxy_lookup(struct proxy_req *);
+/*
+ * A stored entry's reply headers into out: its "Name: value" lines (not
+ * one with a line feed inside, nor too long), Age (secs) and its ETag.
+ */
+void	proxy_replay_headers(struct evkeyvalq *, const struct cache_entry *,
+	    long secs);
 /* 1 if If-None-Match names etag (weak comparison, RFC 9110). */
 int	proxy_etag_match(const char *inm, const char *etag, size_t etag_len);
 /* The upstream's own 404 body and message for an unknown id (caller frees). */

@@ -22,9 +22,6 @@
 #include "proxy_int.h"
 #include "shared.h"
 
-/* The longest stored header line an answer from the tier replays. */
-#define PROXY_SHARED_LINE	1100
-
 /* shared_got_fn: what the shared tier said of pr's key. */
 static void
 proxy_shared_got(void *arg, const struct cache_entry *e, int lease)
@@ -33,9 +30,6 @@ proxy_shared_got(void *arg, const struct cache_entry *e, int lease)
 	struct cache_guard	 g;
 	struct coalesce_answer	 a;
 	struct evkeyvalq	 hdrs;
-	const char		*p, *end, *eol, *colon;
-	char			 line[PROXY_SHARED_LINE], val[32];
-	long			 secs;
 	time_t			 at;
 
 	pr->sget = NULL;
@@ -65,29 +59,7 @@ proxy_shared_got(void *arg, const struct cache_entry *e, int lease)
 	    e->stored_at);
 
 	TAILQ_INIT(&hdrs);
-	/* The stored lines are a node's own "Name: value\r\n" records. */
-	for (p = e->hdrs, end = e->hdrs + e->hdrs_len; p < end; p = eol + 2) {
-		if ((eol = memchr(p, '\r', (size_t)(end - p))) == NULL)
-			break;
-		/* A line feed inside would split the reply's head. */
-		if ((size_t)(eol - p) >= sizeof line ||
-		    memchr(p, '\n', (size_t)(eol - p)) != NULL ||
-		    (colon = memchr(p, ':', (size_t)(eol - p))) == NULL ||
-		    colon + 2 > eol)
-			continue;
-		memcpy(line, p, (size_t)(eol - p));
-		line[eol - p] = '\0';
-		line[colon - p] = '\0';
-		evhttp_add_header(&hdrs, line, line + (colon - p) + 2);
-	}
-	secs = (long)(time(NULL) - e->stored_at);
-	snprintf(val, sizeof val, "%ld", secs < 0 ? 0 : secs);
-	evhttp_add_header(&hdrs, "Age", val);
-	if (e->etag_len > 0 && e->etag_len < sizeof line) {
-		memcpy(line, e->etag, e->etag_len);
-		line[e->etag_len] = '\0';
-		evhttp_add_header(&hdrs, "ETag", line);
-	}
+	proxy_replay_headers(&hdrs, e, (long)(time(NULL) - e->stored_at));
 	proxy_xcache(&hdrs, "HIT");
 	a.status = e->status;
 	a.headers = &hdrs;
