@@ -412,7 +412,7 @@ proxy_refused(struct proxy_req *pr)
 {
 	struct evhttp_request	*req = pr->req;
 	struct evkeyvalq	*out = evhttp_request_get_output_headers(req);
-	const char		*cause, *upgrade;
+	const char		*cause;
 
 	if (evhttp_request_get_command(req) == EVHTTP_REQ_CONNECT) {
 		guard_refuse_tunnel(req);
@@ -435,22 +435,21 @@ proxy_refused(struct proxy_req *pr)
 		return (1);
 	}
 	/*
-	 * No WebSocket mode yet: 426 at once, which clients that try it
-	 * first (Codex-style agents) take as "use HTTP", where a 400 makes
-	 * them retry.  Another Upgrade (h2c, say) is declined by serving
+	 * A WebSocket upgrade anywhere else, or with websocket = off: 426 at
+	 * once, which clients that try WebSocket mode first (Codex-style
+	 * agents) take as "use HTTP", where a 400 makes them retry.  Another Upgrade (h2c, say) is declined by serving
 	 * the request as HTTP/1.1, as RFC 9110 lets a server; it is never
 	 * forwarded (not on proxy_fwd_req).
 	 */
-	/* WebSocket mode: on GET /v1/responses, unless websocket = off. */
-	if (ws_upgrade_asked(req) && pr->px->websocket &&
-	    strcmp(evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req)),
-	    "/v1/responses") == 0 && evhttp_uri_get_query(
-	    evhttp_request_get_evhttp_uri(req)) == NULL) {
-		pr->ws_asked = 1;
-		return (0);
-	}
-	if ((upgrade = evhttp_find_header(evhttp_request_get_input_headers(req),
-	    "Upgrade")) != NULL && proxy_conn_names(upgrade, "websocket")) {
+	if (ws_upgrade_asked(req)) {
+		/* WebSocket mode: on GET /v1/responses, unless it is off. */
+		if (pr->px->websocket && strcmp(evhttp_uri_get_path(
+		    evhttp_request_get_evhttp_uri(req)), "/v1/responses") == 0 &&
+		    evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req)) ==
+		    NULL) {
+			pr->ws_asked = 1;
+			return (0);
+		}
 		proxy_fail(pr, 426, "invalid_request_error",
 		    "websocket_not_supported", "WebSocket mode is not "
 		    "available through this proxy; use HTTP requests (a "
