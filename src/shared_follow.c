@@ -173,32 +173,36 @@ follow_apply(struct shared_follow *f, const redisReply *kv)
 
 static void	follow_read(struct shared_follow *);
 
-/* A field of an entry's [f, v, f, v, ...] array, or "". */
+/* The value of field name in a [f, v, f, v, ...] reply, of type, or NULL. */
+static const redisReply *
+follow_get(const redisReply *kv, const char *name, int type)
+{
+	size_t	i;
+
+	for (i = 0; i + 1 < kv->elements; i += 2)
+		if (kv->element[i]->type == REDIS_REPLY_STRING &&
+		    kv->element[i + 1]->type == type &&
+		    strcmp(kv->element[i]->str, name) == 0)
+			return (kv->element[i + 1]);
+	return (NULL);
+}
+
+/* A string field, or "". */
 static const char *
 follow_field(const redisReply *kv, const char *name)
 {
-	size_t	i;
+	const redisReply	*v = follow_get(kv, name, REDIS_REPLY_STRING);
 
-	for (i = 0; i + 1 < kv->elements; i += 2)
-		if (kv->element[i]->type == REDIS_REPLY_STRING &&
-		    kv->element[i + 1]->type == REDIS_REPLY_STRING &&
-		    strcmp(kv->element[i]->str, name) == 0)
-			return (kv->element[i + 1]->str);
-	return ("");
+	return (v != NULL ? v->str : "");
 }
 
-/* An integer field of a [f, v, ...] reply, or -1. */
+/* An integer field, or -1. */
 static long long
 follow_int(const redisReply *kv, const char *name)
 {
-	size_t	i;
+	const redisReply	*v = follow_get(kv, name, REDIS_REPLY_INTEGER);
 
-	for (i = 0; i + 1 < kv->elements; i += 2)
-		if (kv->element[i]->type == REDIS_REPLY_STRING &&
-		    kv->element[i + 1]->type == REDIS_REPLY_INTEGER &&
-		    strcmp(kv->element[i]->str, name) == 0)
-			return (kv->element[i + 1]->integer);
-	return (-1);
+	return (v != NULL ? v->integer : -1);
 }
 
 /* An entry's id starts with the ms Redis took it at: the lag since. */
