@@ -49,14 +49,23 @@ async function withFleet(redis, n, fn, { extra = '', upstream = {} } = {}) {
 	if (err) throw err;
 }
 
+/* A redis-server for the test, always stopped. */
+async function withRedis(fn, opts) {
+	const redis = await startRedis(opts);
+	try {
+		await fn(redis);
+	} finally {
+		await redis.stop();
+	}
+}
+
 /* Every tenant's entries of id in Redis (the hash's fields). */
 function entriesOf(redis, id) {
 	return redis.cli('HLEN', `respcache:r:${id}`).then(Number);
 }
 
 test('a response fetched through node A is served by node B without the upstream', { skip }, async () => {
-	const redis = await startRedis();
-	try {
+	await withRedis(async (redis) => {
 		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
 			const id = up.seed({ input: 'shared between nodes' });
 			const p = `/v1/responses/${id}`;
@@ -90,14 +99,11 @@ test('a response fetched through node A is served by node B without the upstream
 			const r4 = await h.request(b.url + p, { headers: { 'if-none-match': r1.headers.etag } });
 			assert.equal(r4.status, 304);
 		});
-	} finally {
-		await redis.stop();
-	}
+	});
 });
 
 test('a response created through node A is retrieved through node B with no upstream GET', { skip }, async () => {
-	const redis = await startRedis();
-	try {
+	await withRedis(async (redis) => {
 		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
 			const c = await h.request(`${a.url}/v1/responses`, { method: 'POST', body: { model: 'gpt-4o', input: 'made on A' } });
 			assert.equal(c.status, 200, c.body);
@@ -109,14 +115,11 @@ test('a response created through node A is retrieved through node B with no upst
 			assert.equal(g.json().id, id);
 			assert.equal(up.count('GET', `/v1/responses/${id}`), 0, 'no upstream GET at all');
 		});
-	} finally {
-		await redis.stop();
-	}
+	});
 });
 
 test('a DELETE through node A leaves nothing in Redis, and node B answers 404', { skip }, async () => {
-	const redis = await startRedis();
-	try {
+	await withRedis(async (redis) => {
 		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
 			const id = up.seed();
 			const p = `/v1/responses/${id}`;
@@ -134,14 +137,11 @@ test('a DELETE through node A leaves nothing in Redis, and node B answers 404', 
 			const g = await h.request(b.url + p);
 			h.assertOpenAIError(g, 404, 'B after the DELETE');
 		});
-	} finally {
-		await redis.stop();
-	}
+	});
 });
 
 test('an answer node B fetched before a DELETE through node A never lands in Redis after it', { skip }, async () => {
-	const redis = await startRedis();
-	try {
+	await withRedis(async (redis) => {
 		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
 			const id = up.seed();
 			const p = `/v1/responses/${id}`;
@@ -172,14 +172,11 @@ test('an answer node B fetched before a DELETE through node A never lands in Red
 			const again = await h.request(b.url + p);
 			h.assertOpenAIError(again, 404, 'B after the DELETE');
 		}, { extra: (i) => (i === 1 ? '[server]\nworkers = 1\n' : '') });
-	} finally {
-		await redis.stop();
-	}
+	});
 });
 
 test('Redis gone is no outage: hits stay local, misses go upstream, and the node reconnects', { skip }, async () => {
-	const redis = await startRedis();
-	try {
+	await withRedis(async (redis) => {
 		await withFleet(redis, 1, async ({ up, nodes: [a] }) => {
 			const kept = up.seed();
 			assert.equal((await h.request(`${a.url}/v1/responses/${kept}`)).status, 200);
@@ -212,14 +209,11 @@ test('Redis gone is no outage: hits stay local, misses go upstream, and the node
 			assert.equal((await h.request(`${a.url}/v1/responses/${again}`)).status, 200);
 			await h.until(async () => await entriesOf(redis, again) === 1, { what: 'a store after the reconnect' });
 		});
-	} finally {
-		await redis.stop();
-	}
+	});
 });
 
 test('a Redis that does not answer within [shared] timeout: the GET goes upstream', { skip }, async () => {
-	const redis = await startRedis();
-	try {
+	await withRedis(async (redis) => {
 		await withFleet(redis, 1, async ({ up, nodes: [a] }) => {
 			process.kill(redis.pid, 'SIGSTOP');
 			try {
@@ -235,9 +229,7 @@ test('a Redis that does not answer within [shared] timeout: the GET goes upstrea
 				process.kill(redis.pid, 'SIGCONT');
 			}
 		}, { extra: '' });
-	} finally {
-		await redis.stop();
-	}
+	});
 });
 
 test('the password comes from password_file, and is never shown', { skip }, async () => {
@@ -306,8 +298,7 @@ async function lastServed(px, p, limitMs = 5000) {
 }
 
 test('a DELETE through node A: nodes B and C stop serving the id within 100 ms (worst of 100 deletes)', { skip }, async () => {
-	const redis = await startRedis();
-	try {
+	await withRedis(async (redis) => {
 		await withFleet(redis, 3, async ({ up, nodes: [a, b, c] }) => {
 			const N = Number(process.env.LAGN || 100);
 			let worst = 0;
@@ -332,14 +323,11 @@ test('a DELETE through node A: nodes B and C stop serving the id within 100 ms (
 			console.log(`# worst gap over ${N} deletes: a GET sent ${worst} ms after the DELETE returned was still served`);
 			assert.ok(worst < 100, `worst gap ${worst} ms`);
 		});
-	} finally {
-		await redis.stop();
-	}
+	});
 });
 
 test('Redis down: a DELETE through A stops B serving the id within max_stale; B catches up when Redis is back', { skip }, async () => {
-	const redis = await startRedis();
-	try {
+	await withRedis(async (redis) => {
 		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
 			const id = up.seed();
 			const p = `/v1/responses/${id}`;
@@ -370,9 +358,7 @@ test('Redis down: a DELETE through A stops B serving the id within max_stale; B 
 			await h.until(async () => Number(await redis.cli('XLEN', 'respcache:invalidations')) >= 2,
 				{ what: "A's DELETE, told once Redis was back" });
 		}, { extra: 'max_stale = 1s\n' });
-	} finally {
-		await redis.stop();
-	}
+	});
 });
 
 test('a node that comes back after the stream was trimmed past it empties its cache first', { skip }, async () => {
@@ -415,8 +401,7 @@ test('a node that comes back after the stream was trimmed past it empties its ca
 });
 
 test('30 concurrent GETs of one uncached id spread over three nodes make one upstream request', { skip }, async () => {
-	const redis = await startRedis();
-	try {
+	await withRedis(async (redis) => {
 		await withFleet(redis, 3, async ({ up, nodes }) => {
 			const id = up.seed();
 			const p = `/v1/responses/${id}`;
@@ -445,14 +430,11 @@ test('30 concurrent GETs of one uncached id spread over three nodes make one ups
 			const leases = await redis.cli('--scan', '--pattern', 'respcache:l:*');
 			assert.equal(leases, '', 'the lease went with the fetch');
 		});
-	} finally {
-		await redis.stop();
-	}
+	});
 });
 
 test('a node holding the lease that gets no answer to store lets the others fetch at once', { skip }, async () => {
-	const redis = await startRedis();
-	try {
+	await withRedis(async (redis) => {
 		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
 			const id = up.seed({ background: true });	// queued: never stored
 			const p = `/v1/responses/${id}`;
@@ -473,9 +455,7 @@ test('a node holding the lease that gets no answer to store lets the others fetc
 			assert.equal(r.status, 200);
 			assert.equal(r.json().status, 'queued');
 		});
-	} finally {
-		await redis.stop();
-	}
+	});
 });
 
 test('[client] ownership is the same through any node: what alice created through A is hers through B', { skip }, async () => {
@@ -516,8 +496,7 @@ test('[client] ownership is the same through any node: what alice created throug
 });
 
 test('pass-through keys are tenants through any node: one key\'s entry never answers another key', { skip }, async () => {
-	const redis = await startRedis();
-	try {
+	await withRedis(async (redis) => {
 		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
 			const id = up.seed();
 			const p = `/v1/responses/${id}`;
@@ -534,9 +513,7 @@ test('pass-through keys are tenants through any node: one key\'s entry never ans
 			h.assertXCache(await h.request(a.url + p, { headers: k2 }), 'HIT', 'key two through A: from Redis');
 			assert.equal(up.count('GET', p), 2);
 		});
-	} finally {
-		await redis.stop();
-	}
+	});
 });
 
 test('a Redis that refuses AUTH (no password set there): the node backs off, logs at most once a second, never "connected"', { skip }, async () => {
@@ -571,8 +548,7 @@ test('a Redis that refuses AUTH (no password set there): the node backs off, log
 
 test('the client of a request waiting on the fleet leaves: those waiting behind it still make no upstream request', { skip }, async () => {
 	const http = require('node:http');
-	const redis = await startRedis();
-	try {
+	await withRedis(async (redis) => {
 		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
 			const id = up.seed();
 			const p = `/v1/responses/${id}`;
@@ -602,14 +578,11 @@ test('the client of a request waiting on the fleet leaves: those waiting behind 
 			}
 			assert.equal(up.count('GET', p), 1, 'one upstream GET in all');
 		});
-	} finally {
-		await redis.stop();
-	}
+	});
 });
 
 test('an operator\'s purge (admin DELETE /cache/{id}) reaches the fleet: Redis\'s copy and the other nodes\' go', { skip }, async () => {
-	const redis = await startRedis();
-	try {
+	await withRedis(async (redis) => {
 		await withFleet(redis, 2, async ({ up, nodes: [a, b] }) => {
 			const id = up.seed();
 			const p = `/v1/responses/${id}`;
@@ -625,7 +598,5 @@ test('an operator\'s purge (admin DELETE /cache/{id}) reaches the fleet: Redis\'
 				{ what: 'B\'s own copy gone (a fetch again)' });
 			assert.equal(up.count('GET', p), 2, 'one fetch before the purge, one after');
 		});
-	} finally {
-		await redis.stop();
-	}
+	});
 });
