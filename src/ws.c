@@ -730,12 +730,8 @@ ws_up_read(struct bufferevent *bev, void *arg)
 		}
 		evbuffer_drain(in, n);
 	}
-	if (!r->head_done) {
-		if (evbuffer_get_length(in) > WS_HEAD_MAX)
-			ws_refused(r, 502, "upstream_error", "The upstream's "
-			    "answer to the WebSocket handshake is too long.");
+	if (!r->head_done)
 		return;
-	}
 	if (r->status != 101) {
 		/* Not an error of its own (a 2xx, a 3xx): a bad gateway. */
 		if (r->body_done)
@@ -778,8 +774,8 @@ ws_up_event(struct bufferevent *bev, short what, void *arg)
 
 /* The upstream handshake of ours: the credential's key, allowed headers. */
 static void
-ws_up_request(struct ws_relay *r, struct proxy_req *pr, const char *host,
-    const char *hostport, const char *path)
+ws_up_request(struct ws_relay *r, struct proxy_req *pr, const char *hostport,
+    const char *path)
 {
 	static const char *const fwd[] = {
 		"user-agent", "openai-beta", "openai-organization",
@@ -793,7 +789,6 @@ ws_up_request(struct ws_relay *r, struct proxy_req *pr, const char *host,
 	char			 key[32];
 	const char		*auth;
 
-	(void)host;
 	RAND_bytes(raw, sizeof raw);
 	EVP_EncodeBlock((unsigned char *)key, raw, sizeof raw);
 	ws_accept_of(key, r->uaccept);
@@ -978,7 +973,7 @@ ws_begin(struct proxy_req *pr)
 	bufferevent_set_timeouts(r->u.bev, &pr->px->client_tv,
 	    &pr->px->client_tv);
 	bufferevent_enable(r->u.bev, EV_READ | EV_WRITE);
-	ws_up_request(r, pr, host, hostport, path);
+	ws_up_request(r, pr, hostport, path);
 	if (bufferevent_socket_connect_hostname(r->u.bev, pr->px->dns,
 	    AF_UNSPEC, host, port) == -1)
 		ws_refused(r, 502, "upstream_unreachable", "The upstream "
